@@ -1,0 +1,922 @@
+//! Ably capabilities: parsing, canonical form, covering, union and intersection.
+//!
+//! This module owns the grammar of Ably capabilities and the algebra capsign needs on them. It
+//! knows nothing of cookies, policies or tokens; they all speak in [`CapabilitySet`]s.
+//!
+//! # Syntax
+//!
+//! A capability is a JSON object mapping a *resource* to a non-empty array of *operations*:
+//!
+//! ```text
+//! {"chat:*":["presence","publish","subscribe"],"notifications":["subscribe"]}
+//! ```
+//!
+//! A **resource** is a channel name or a pattern of channel names:
+//!
+//! - It is split into *segments* at `:`. A segment that is exactly `*` is a wildcard; a `*`
+//!   anywhere else is a literal character (`foo*` is the channel named `foo*`).
+//! - A `*` segment in the middle matches exactly one segment: `foo:*:baz` matches `foo:bar:baz`
+//!   but not `foo:bar:bam:baz`.
+//! - A `*` segment at the end matches one or more segments: `ns:*` matches `ns:a` and `ns:a:b`,
+//!   but not `ns` itself (Ably does not document that case, so capsign takes the narrow reading).
+//! - `*` alone matches every ordinary channel, but no queue and no metachannel.
+//! - A qualifier in brackets selects another kind of resource: `[queue]name`, `[meta]name`, and
+//!   `[*]name`, which matches ordinary channels, queues and metachannels alike (`[*]*` is
+//!   everything). Other qualifiers are rejected, so are empty names and control characters.
+//!
+//! An **operation** is one of the 17 Ably operations (`annotation-publish`,
+//! `annotation-subscribe`, `channel-metadata`, `history`, `message-delete-any`,
+//! `message-delete-own`, `message-update-any`, `message-update-own`, `object-publish`,
+//! `object-subscribe`, `presence`, `privileged-headers`, `publish`, `push-admin`,
+//! `push-subscribe`, `stats`, `subscribe`) or `*`, meaning all of them, including operations
+//! Ably may add later. `*` must stand alone; an empty list, an unknown name or a duplicate
+//! resource is an error ([`CapabilityError`]), which the HTTP layer answers with 400/40000.
+//!
+//! # Canonical form
+//!
+//! [`CapabilitySet::to_json`] writes resources sorted by their UTF-8 bytes, operations sorted
+//! by name, no whitespace, and standard JSON escapes: the form Ably documents and ably-js
+//! produces, so the same set always signs to the same bytes.
+//!
+//! # Covering, union, intersection
+//!
+//! - A pattern `p` **covers** a pattern `q` when every channel `q` matches is matched by `p`
+//!   ([`Resource::covers`]).
+//! - A set **covers** a grant `(r, ops)` when the operations of all its resources that cover
+//!   `r`, taken together, include `ops` ([`CapabilitySet::covers`]). A requested `*` is covered
+//!   only by a held `*`: listing all 17 operations is not the same as `*`.
+//! - The **union** of two sets has every resource of either, with the union of its operations
+//!   ([`CapabilitySet::union`]); it never invents a resource or an operation.
+//! - The **intersection** with an Ably key's capability follows what Ably does when it issues a
+//!   token: for each overlapping pair, the more specific resource is kept with the common
+//!   operations ([`CapabilitySet::intersect`]).
+//!
+//! ```
+//! use capsign::capability::{CapabilitySet, Operation, OpSet};
+//!
+//! let held = CapabilitySet::from_json(r#"{"chat:*":["subscribe"],"dm:alice":["*"]}"#)?;
+//! assert!(held.covers_json(r#"{"chat:lobby:1":["subscribe"]}"#)?);
+//! assert!(!held.covers_json(r#"{"chat":["subscribe"]}"#)?);
+//! assert!(!held.covers_json(r#"{"chat:lobby":["publish"]}"#)?);
+//!
+//! let more = CapabilitySet::from_json(r#"{ "chat:*": ["publish"] }"#)?;
+//! let merged = held.union(&more);
+//! assert_eq!(
+//!     merged.to_json(),
+//!     r#"{"chat:*":["publish","subscribe"],"dm:alice":["*"]}"#
+//! );
+//! assert_eq!(merged.ops_for("chat:x").unwrap(), OpSet::from(Operation::Publish) | Operation::Subscribe.into());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The longest resource name capsign accepts, in bytes. Ably documents no limit; this one keeps
+/// a single grant from filling the cookie and bounds the work of matching.
+pub const MAX_RESOURCE_LEN: usize = 512;
+
+/// The most resources one parsed capability may hold. The cookie could not carry more anyway.
+pub const MAX_RESOURCES: usize = 1024;
+
+/// Why a capability was refused. Each variant names what was wrong, so a client sees which
+/// resource or operation to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    /// The text is not a JSON object of string arrays.
+    #[error("capability is not valid JSON of the form {{\"resource\":[\"op\",...]}}: {0}")]
+    Json(String),
+    /// The resource name is empty.
+    #[error("empty resource name in capability")]
+    EmptyResource,
+    /// The resource name is longer than [`MAX_RESOURCE_LEN`].
+    #[error("resource {0:?} is longer than {MAX_RESOURCE_LEN} bytes")]
+    ResourceTooLong(String),
+    /// The resource contains a control character.
+    #[error("resource {0:?} contains a control character")]
+    ControlCharacter(String),
+    /// The resource has a bracketed qualifier that is not `[*]`, `[queue]` or `[meta]`.
+    #[error("resource {0:?} has an unknown qualifier; use [*], [queue] or [meta]")]
+    UnknownQualifier(String),
+    /// The same resource appears twice in one capability.
+    #[error("resource {0:?} appears more than once in capability")]
+    DuplicateResource(String),
+    /// More resources than [`MAX_RESOURCES`].
+    #[error("capability has more than {MAX_RESOURCES} resources")]
+    TooManyResources,
+    /// An operation name that Ably does not know.
+    #[error("unknown operation {op:?} for resource {resource:?}")]
+    UnknownOperation {
+        /// The resource whose list held the operation.
+        resource: String,
+        /// The operation as given.
+        op: String,
+    },
+    /// `*` together with other operations.
+    #[error("operation \"*\" must stand alone, for resource {0:?}")]
+    WildcardMixed(String),
+    /// An empty operation list.
+    #[error("empty operation list for resource {0:?}")]
+    EmptyOperations(String),
+}
+
+macro_rules! operations {
+    ($($variant:ident = $name:literal,)*) => {
+        /// One Ably operation. Declared in the order of their names, so that a bit set iterates
+        /// in canonical order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[allow(missing_docs)]
+        pub enum Operation {
+            $($variant,)*
+        }
+
+        impl Operation {
+            /// Every operation, in canonical (name) order.
+            pub const ALL: &'static [Operation] = &[$(Operation::$variant,)*];
+
+            /// The operation's wire name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Operation::$variant => $name,)*
+                }
+            }
+
+            /// Looks an operation up by its wire name.
+            pub fn from_name(name: &str) -> Option<Operation> {
+                match name {
+                    $($name => Some(Operation::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+operations! {
+    AnnotationPublish = "annotation-publish",
+    AnnotationSubscribe = "annotation-subscribe",
+    ChannelMetadata = "channel-metadata",
+    History = "history",
+    MessageDeleteAny = "message-delete-any",
+    MessageDeleteOwn = "message-delete-own",
+    MessageUpdateAny = "message-update-any",
+    MessageUpdateOwn = "message-update-own",
+    ObjectPublish = "object-publish",
+    ObjectSubscribe = "object-subscribe",
+    Presence = "presence",
+    PrivilegedHeaders = "privileged-headers",
+    Publish = "publish",
+    PushAdmin = "push-admin",
+    PushSubscribe = "push-subscribe",
+    Stats = "stats",
+    Subscribe = "subscribe",
+}
+
+const _: () = assert!(Operation::ALL.len() == 17);
+
+/// A set of operations, or the wildcard `*`. Stored as bits: bit `i` is `Operation::ALL[i]`,
+/// bit [`OpSet::WILDCARD_BIT`] is `*`. A set holding `*` holds nothing else (canonical form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct OpSet(u32);
+
+impl OpSet {
+    /// The bit that stands for `*`.
+    pub const WILDCARD_BIT: u32 = 1 << 17;
+    const OPS_MASK: u32 = Self::WILDCARD_BIT - 1;
+
+    /// The empty set.
+    pub const EMPTY: OpSet = OpSet(0);
+    /// `*`: every operation, now and later.
+    pub const WILDCARD: OpSet = OpSet(Self::WILDCARD_BIT);
+
+    /// The raw bits, as the grant cookie stores them.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Rebuilds a set from [`OpSet::bits`]; `None` for bits that no canonical set has.
+    pub const fn from_bits(bits: u32) -> Option<OpSet> {
+        if bits == Self::WILDCARD_BIT || (bits & !Self::OPS_MASK == 0) {
+            Some(OpSet(bits))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the set is `*`.
+    pub const fn is_wildcard(self) -> bool {
+        self.0 == Self::WILDCARD_BIT
+    }
+
+    /// Whether the set holds no operation at all.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every operation of `self` is in `other`. Only `*` covers `*`.
+    pub const fn is_subset(self, other: OpSet) -> bool {
+        other.is_wildcard() || (!self.is_wildcard() && self.0 & !other.0 == 0)
+    }
+
+    /// The operations of either set; `*` absorbs everything.
+    #[must_use]
+    pub const fn union(self, other: OpSet) -> OpSet {
+        if self.is_wildcard() || other.is_wildcard() {
+            OpSet::WILDCARD
+        } else {
+            OpSet(self.0 | other.0)
+        }
+    }
+
+    /// The operations of both sets; `*` is the identity, as in Ably's token intersection.
+    #[must_use]
+    pub const fn intersection(self, other: OpSet) -> OpSet {
+        if self.is_wildcard() {
+            other
+        } else if other.is_wildcard() {
+            self
+        } else {
+            OpSet(self.0 & other.0)
+        }
+    }
+
+    /// The operations of `self` not in `other`. `*` minus anything but `*` stays `*`, since
+    /// no finite list of operations stands for it.
+    #[must_use]
+    pub const fn difference(self, other: OpSet) -> OpSet {
+        if other.is_wildcard() {
+            OpSet::EMPTY
+        } else if self.is_wildcard() {
+            OpSet::WILDCARD
+        } else {
+            OpSet(self.0 & !other.0)
+        }
+    }
+
+    /// The operations' names in canonical order (`["*"]` for the wildcard).
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        let wildcard = self.is_wildcard();
+        std::iter::once("*").filter(move |_| wildcard).chain(
+            Operation::ALL
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| self.0 & (1 << i) != 0)
+                .map(|(_, op)| op.name()),
+        )
+    }
+
+    /// Parses an operation list as it appears in capability JSON, for `resource`.
+    ///
+    /// # Errors
+    ///
+    /// An empty list, an unknown name, or `*` beside other names.
+    pub fn from_names<'a>(
+        resource: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<OpSet, CapabilityError> {
+        let mut set = OpSet::EMPTY;
+        let mut wildcard = false;
+        let mut count = 0usize;
+        for name in names {
+            count += 1;
+            if name == "*" {
+                wildcard = true;
+            } else if let Some(op) = Operation::from_name(name) {
+                set = set | op.into();
+            } else {
+                return Err(CapabilityError::UnknownOperation {
+                    resource: resource.to_owned(),
+                    op: name.to_owned(),
+                });
+            }
+        }
+        match (count, wildcard) {
+            (0, _) => Err(CapabilityError::EmptyOperations(resource.to_owned())),
+            (_, true) if !set.is_empty() => {
+                Err(CapabilityError::WildcardMixed(resource.to_owned()))
+            }
+            (_, true) => Ok(OpSet::WILDCARD),
+            (_, false) => Ok(set),
+        }
+    }
+}
+
+impl From<Operation> for OpSet {
+    fn from(op: Operation) -> OpSet {
+        OpSet(1 << (op as u32))
+    }
+}
+
+impl std::ops::BitOr for OpSet {
+    type Output = OpSet;
+    fn bitor(self, rhs: OpSet) -> OpSet {
+        self.union(rhs)
+    }
+}
+
+impl fmt::Debug for OpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// The kind of resource a pattern names, from its bracketed qualifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qualifier {
+    /// No qualifier: an ordinary channel.
+    Channel,
+    /// `[*]`: channels, queues and metachannels.
+    Any,
+    /// `[queue]`.
+    Queue,
+    /// `[meta]`.
+    Meta,
+}
+
+/// A validated resource name or pattern, as it appears in a capability.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Resource(String);
+
+impl Resource {
+    /// Validates a resource name (see the module's `# Syntax`).
+    ///
+    /// # Errors
+    ///
+    /// Empty, too long, control characters, or an unknown qualifier.
+    pub fn new(name: impl Into<String>) -> Result<Resource, CapabilityError> {
+        let name = name.into();
+        check_resource(&name)?;
+        Ok(Resource(name))
+    }
+
+    /// The resource as it is written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether every channel this pattern matches is also matched by `self`.
+    ///
+    /// ```
+    /// use capsign::capability::Resource;
+    /// let r = |s: &str| Resource::new(s).unwrap();
+    /// assert!(r("chat:*").covers(&r("chat:a:b")));
+    /// assert!(r("chat:*").covers(&r("chat:*:b")));
+    /// assert!(!r("chat:*:b").covers(&r("chat:*")));
+    /// assert!(!r("*").covers(&r("[queue]q")));
+    /// assert!(r("[*]*").covers(&r("[meta]log")));
+    /// ```
+    pub fn covers(&self, other: &Resource) -> bool {
+        covers(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Resource {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check_resource(name: &str) -> Result<(), CapabilityError> {
+    if name.is_empty() {
+        return Err(CapabilityError::EmptyResource);
+    }
+    if name.len() > MAX_RESOURCE_LEN {
+        let mut cut = MAX_RESOURCE_LEN.min(40);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let shown = name.get(..cut).unwrap_or_default();
+        return Err(CapabilityError::ResourceTooLong(format!("{shown}...")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(CapabilityError::ControlCharacter(name.to_owned()));
+    }
+    match split_qualifier(name) {
+        Some((_, "")) | None => Err(CapabilityError::UnknownQualifier(name.to_owned())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Splits `[qualifier]rest`. `None` for a bracket that opens no known qualifier.
+fn split_qualifier(name: &str) -> Option<(Qualifier, &str)> {
+    let Some(tail) = name.strip_prefix('[') else {
+        return Some((Qualifier::Channel, name));
+    };
+    let (qual, rest) = tail.split_once(']')?;
+    let qual = match qual {
+        "*" => Qualifier::Any,
+        "queue" => Qualifier::Queue,
+        "meta" => Qualifier::Meta,
+        _ => return None,
+    };
+    Some((qual, rest))
+}
+
+/// Pattern covering (see [`Resource::covers`]) on validated names.
+fn covers(p: &str, q: &str) -> bool {
+    let (Some((pq, p)), Some((qq, q))) = (split_qualifier(p), split_qualifier(q)) else {
+        return false;
+    };
+    if !(pq == Qualifier::Any || pq == qq) {
+        return false;
+    }
+    let mut ps = p.split(':').peekable();
+    let mut qs = q.split(':').peekable();
+    loop {
+        match (ps.next(), qs.next()) {
+            (None, None) => return true,
+            (Some(pseg), Some(qseg)) => {
+                let p_last = ps.peek().is_none();
+                let q_last = qs.peek().is_none();
+                if pseg == "*" {
+                    if p_last {
+                        // A trailing `*` matches one or more segments: whatever is left of q.
+                        return true;
+                    }
+                    // A middle `*` matches one segment; q's trailing `*` may match several.
+                    if qseg == "*" && q_last {
+                        return false;
+                    }
+                } else if qseg == "*" || pseg != qseg {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// A set of grants: resource patterns, each with its operations. Kept in canonical order.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CapabilitySet {
+    entries: BTreeMap<Resource, OpSet>,
+}
+
+impl CapabilitySet {
+    /// The empty set.
+    pub fn new() -> CapabilitySet {
+        CapabilitySet::default()
+    }
+
+    /// Parses capability JSON (see the module's `# Syntax`).
+    ///
+    /// # Errors
+    ///
+    /// Malformed JSON, a bad resource or operation, a duplicate resource, or more than
+    /// [`MAX_RESOURCES`] resources.
+    pub fn from_json(text: &str) -> Result<CapabilitySet, CapabilityError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let set = de
+            .deserialize_map(SetVisitor)
+            .map_err(|e| CapabilityError::Json(e.to_string()))
+            .and_then(|r| r)?;
+        de.end().map_err(|e| CapabilityError::Json(e.to_string()))?;
+        Ok(set)
+    }
+
+    /// Builds a set from a parsed JSON value (a JSON body may carry the capability as an
+    /// object instead of a string).
+    ///
+    /// # Errors
+    ///
+    /// As [`CapabilitySet::from_json`].
+    pub fn from_value(value: &serde_json::Value) -> Result<CapabilitySet, CapabilityError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| CapabilityError::Json("expected an object".into()))?;
+        if obj.len() > MAX_RESOURCES {
+            return Err(CapabilityError::TooManyResources);
+        }
+        let mut set = CapabilitySet::new();
+        for (name, ops) in obj {
+            let arr = ops.as_array().ok_or_else(|| {
+                CapabilityError::Json(format!("operations of {name:?} must be an array"))
+            })?;
+            let names = arr
+                .iter()
+                .map(|v| {
+                    v.as_str().ok_or_else(|| {
+                        CapabilityError::Json(format!("operations of {name:?} must be strings"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ops = OpSet::from_names(name, names)?;
+            set.insert(Resource::new(name.clone())?, ops);
+        }
+        Ok(set)
+    }
+
+    /// Whether the set holds no grant.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many resources the set holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds operations to a resource (union with what it already has).
+    pub fn insert(&mut self, resource: Resource, ops: OpSet) {
+        if ops.is_empty() {
+            return;
+        }
+        let entry = self.entries.entry(resource).or_default();
+        *entry = entry.union(ops);
+    }
+
+    /// Removes a resource and returns its operations.
+    pub fn remove(&mut self, resource: &str) -> Option<OpSet> {
+        self.entries.remove(resource)
+    }
+
+    /// The operations listed for exactly this resource.
+    pub fn ops_for(&self, resource: &str) -> Option<OpSet> {
+        self.entries.get(resource).copied()
+    }
+
+    /// The entries in canonical order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Resource, OpSet)> {
+        self.entries.iter().map(|(r, o)| (r, *o))
+    }
+
+    /// The operations this set allows on `resource`: the union over every held pattern that
+    /// covers it.
+    pub fn allowed_ops(&self, resource: &Resource) -> OpSet {
+        self.entries
+            .iter()
+            .filter(|(held, _)| held.covers(resource))
+            .fold(OpSet::EMPTY, |acc, (_, ops)| acc.union(*ops))
+    }
+
+    /// Whether the set allows `ops` on `resource`.
+    pub fn covers(&self, resource: &Resource, ops: OpSet) -> bool {
+        ops.is_subset(self.allowed_ops(resource))
+    }
+
+    /// Whether the set covers every grant of `other`.
+    pub fn covers_set(&self, other: &CapabilitySet) -> bool {
+        other.iter().all(|(r, ops)| self.covers(r, ops))
+    }
+
+    /// [`CapabilitySet::covers_set`] on capability JSON, for examples and tests.
+    ///
+    /// # Errors
+    ///
+    /// When `json` does not parse.
+    pub fn covers_json(&self, json: &str) -> Result<bool, CapabilityError> {
+        Ok(self.covers_set(&CapabilitySet::from_json(json)?))
+    }
+
+    /// The part of `requested` that this set does not already cover: for each resource, the
+    /// operations not yet allowed. This is what goes to the policy.
+    pub fn uncovered(&self, requested: &CapabilitySet) -> CapabilitySet {
+        let mut out = CapabilitySet::new();
+        for (r, ops) in requested.iter() {
+            let missing = ops.difference(self.allowed_ops(r));
+            out.insert(r.clone(), missing);
+        }
+        out
+    }
+
+    /// Every grant of either set.
+    #[must_use]
+    pub fn union(&self, other: &CapabilitySet) -> CapabilitySet {
+        let mut out = self.clone();
+        for (r, ops) in other.iter() {
+            out.insert(r.clone(), ops);
+        }
+        out
+    }
+
+    /// What remains of this set under an Ably key's capability, the way Ably computes a
+    /// token's capability: for each overlapping pair the more specific resource, with the
+    /// operations both allow. Pairs that only partly overlap (`a:*:c` against `a:b:*`) are
+    /// dropped, since no single pattern names their overlap: capsign under-grants rather than
+    /// over-grants.
+    #[must_use]
+    pub fn intersect(&self, key: &CapabilitySet) -> CapabilitySet {
+        let mut out = CapabilitySet::new();
+        for (r, ops) in self.iter() {
+            for (k, kops) in key.iter() {
+                let common = ops.intersection(kops);
+                if common.is_empty() {
+                    continue;
+                }
+                if k.covers(r) {
+                    out.insert(r.clone(), common);
+                } else if r.covers(k) {
+                    out.insert(k.clone(), common);
+                }
+            }
+        }
+        out
+    }
+
+    /// The canonical JSON text (see the module's `# Canonical form`).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(16 + self.entries.len() * 32);
+        out.push('{');
+        for (i, (r, ops)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(&mut out, r.as_str());
+            out.push_str(":[");
+            for (j, name) in ops.names().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push('"');
+                out.push_str(name);
+                out.push('"');
+            }
+            out.push(']');
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string literal with serde_json's escaping (the same bytes as
+/// JavaScript's `JSON.stringify` for every string capsign accepts).
+pub(crate) fn push_json_string(out: &mut String, s: &str) {
+    // Serializing a &str to JSON cannot fail; fall back to an empty literal all the same.
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+impl fmt::Debug for CapabilitySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.entries.iter()).finish()
+    }
+}
+
+impl fmt::Display for CapabilitySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl FromIterator<(Resource, OpSet)> for CapabilitySet {
+    fn from_iter<I: IntoIterator<Item = (Resource, OpSet)>>(iter: I) -> Self {
+        let mut set = CapabilitySet::new();
+        for (r, ops) in iter {
+            set.insert(r, ops);
+        }
+        set
+    }
+}
+
+/// Streams a capability object without building a `serde_json::Value`, so duplicate keys are
+/// seen (a `Value` would silently keep the last) and nesting beyond strings fails at once.
+struct SetVisitor;
+
+impl<'de> Visitor<'de> for SetVisitor {
+    type Value = Result<CapabilitySet, CapabilityError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object mapping resources to arrays of operations")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut set = CapabilitySet::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let ops: OpNames = map.next_value()?;
+            if set.len() >= MAX_RESOURCES {
+                return Ok(Err(CapabilityError::TooManyResources));
+            }
+            let resource = match Resource::new(name.into_owned()) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            if set.entries.contains_key(resource.as_str()) {
+                return Ok(Err(CapabilityError::DuplicateResource(resource.0)));
+            }
+            let ops = match OpSet::from_names(resource.as_str(), ops.0.iter().map(|s| &**s)) {
+                Ok(ops) => ops,
+                Err(e) => return Ok(Err(e)),
+            };
+            set.entries.insert(resource, ops);
+        }
+        Ok(Ok(set))
+    }
+}
+
+/// An operation list as written, bounded so a huge array cannot grow without limit.
+struct OpNames(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for OpNames {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OpNames;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of operation names")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpNames, A::Error> {
+                // 18 names is everything; duplicates beyond a generous bound are an attack.
+                const MAX_OPS: usize = 64;
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    if names.len() >= MAX_OPS {
+                        return Err(de::Error::custom("too many operations"));
+                    }
+                    names.push(name);
+                }
+                Ok(OpNames(names))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Resource {
+        Resource::new(s).unwrap()
+    }
+
+    macro_rules! covers_table {
+        ($($name:ident: $p:literal covers $q:literal => $expected:literal;)*) => {
+            $(#[test]
+            fn $name() {
+                assert_eq!(r($p).covers(&r($q)), $expected, "{} covers {}", $p, $q);
+            })*
+        };
+    }
+
+    covers_table! {
+        exact: "chat" covers "chat" => true;
+        different: "chat" covers "chats" => false;
+        trailing_star_one: "chat:*" covers "chat:a" => true;
+        trailing_star_deep: "chat:*" covers "chat:a:b:c" => true;
+        trailing_star_not_bare: "chat:*" covers "chat" => false;
+        trailing_star_pattern: "chat:*" covers "chat:a:*" => true;
+        middle_star_one: "foo:*:baz" covers "foo:bar:baz" => true;
+        middle_star_not_two: "foo:*:baz" covers "foo:bar:bam:baz" => false;
+        middle_vs_trailing: "foo:*:baz" covers "foo:*" => false;
+        middle_vs_middle: "foo:*:baz" covers "foo:*:baz" => true;
+        literal_vs_star: "chat:a" covers "chat:*" => false;
+        star_all_channels: "*" covers "a:b:c" => true;
+        star_star: "*" covers "*" => true;
+        star_not_queue: "*" covers "[queue]app-q" => false;
+        star_not_meta: "*" covers "[meta]log" => false;
+        any_qual_covers_channel: "[*]*" covers "chat:x" => true;
+        any_qual_covers_queue: "[*]*" covers "[queue]x" => true;
+        any_qual_covers_star: "[*]*" covers "*" => true;
+        star_not_any_qual: "*" covers "[*]*" => false;
+        queue_star: "[queue]*" covers "[queue]app-q" => true;
+        queue_not_meta: "[queue]*" covers "[meta]x" => false;
+        star_char_literal: "foo*" covers "foo*" => true;
+        star_char_not_wild: "foo*" covers "foobar" => false;
+        literal_star_segment_not_covered: "chat:x" covers "chat:x:*" => false;
+    }
+
+    #[test]
+    fn parse_rejects_bad_input() {
+        use CapabilityError::*;
+        let err = |s: &str| CapabilitySet::from_json(s).unwrap_err();
+        assert_eq!(err(r#"{"a":["*","publish"]}"#), WildcardMixed("a".into()));
+        assert_eq!(err(r#"{"a":[]}"#), EmptyOperations("a".into()));
+        assert_eq!(
+            err(r#"{"a":["publish_"]}"#),
+            UnknownOperation {
+                resource: "a".into(),
+                op: "publish_".into()
+            }
+        );
+        assert_eq!(
+            err(r#"{"a":["publish"],"a":["subscribe"]}"#),
+            DuplicateResource("a".into())
+        );
+        assert_eq!(err(r#"{"":["publish"]}"#), EmptyResource);
+        assert_eq!(
+            err(r#"{"[foo]x":["publish"]}"#),
+            UnknownQualifier("[foo]x".into())
+        );
+        assert_eq!(
+            err(r#"{"[meta]":["publish"]}"#),
+            UnknownQualifier("[meta]".into())
+        );
+        assert_eq!(
+            err("{\"a\\u0000b\":[\"publish\"]}"),
+            ControlCharacter("a\0b".into())
+        );
+        assert!(matches!(err("[]"), Json(_)));
+        assert!(matches!(err(r#"{"a":"publish"}"#), Json(_)));
+        assert!(matches!(err(r#"{"a":[["publish"]]}"#), Json(_)));
+        assert!(matches!(err(r#"{"a":["publish"]} x"#), Json(_)));
+        assert!(matches!(err(&"[".repeat(10_000)), Json(_)));
+        let long = format!("{{\"{}\":[\"publish\"]}}", "é".repeat(MAX_RESOURCE_LEN));
+        assert!(matches!(err(&long), ResourceTooLong(_)));
+    }
+
+    #[test]
+    fn canonical_form_matches_ably_js() {
+        // Vector V3/V4 of reference/ably-protocol.md §1.3: ably-js canonicalised these inputs.
+        let set = CapabilitySet::from_json(
+            r#"{"notifications":["subscribe"], "chat:*":["subscribe","publish","presence"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            set.to_json(),
+            r#"{"chat:*":["presence","publish","subscribe"],"notifications":["subscribe"]}"#
+        );
+        let set = CapabilitySet::from_json(r#"{ "[*]*" : [ "*" ] }"#).unwrap();
+        assert_eq!(set.to_json(), r#"{"[*]*":["*"]}"#);
+        let set = CapabilitySet::from_json(r#"{"é\"\\/":["publish","publish"]}"#).unwrap();
+        assert_eq!(set.to_json(), r#"{"é\"\\/":["publish"]}"#);
+    }
+
+    #[test]
+    fn set_covering_unions_covering_patterns() {
+        let held = CapabilitySet::from_json(r#"{"chat:*":["publish"],"*":["subscribe"]}"#).unwrap();
+        assert!(
+            held.covers_json(r#"{"chat:x":["publish","subscribe"]}"#)
+                .unwrap()
+        );
+        assert!(!held.covers_json(r#"{"news":["publish"]}"#).unwrap());
+        assert!(!held.covers_json(r#"{"chat:x":["*"]}"#).unwrap());
+    }
+
+    #[test]
+    fn uncovered_keeps_only_missing_ops() {
+        let held = CapabilitySet::from_json(r#"{"chat:a":["subscribe"]}"#).unwrap();
+        let req = CapabilitySet::from_json(r#"{"chat:a":["publish","subscribe"],"chat:b":["*"]}"#)
+            .unwrap();
+        assert_eq!(
+            held.uncovered(&req).to_json(),
+            r#"{"chat:a":["publish"],"chat:b":["*"]}"#
+        );
+        assert!(req.uncovered(&req).is_empty());
+    }
+
+    #[test]
+    fn intersection_with_key_capability() {
+        // The table of reference/ably-protocol.md §3.4.
+        let key = CapabilitySet::from_json(
+            r#"{"channel2":["publish","subscribe"],"channel6":["*"],"canpublish:*":["publish"]}"#,
+        )
+        .unwrap();
+        let i = |req: &str| {
+            CapabilitySet::from_json(req)
+                .unwrap()
+                .intersect(&key)
+                .to_json()
+        };
+        assert_eq!(
+            i(r#"{"channel2":["presence","subscribe"]}"#),
+            r#"{"channel2":["subscribe"]}"#
+        );
+        assert_eq!(
+            i(r#"{"channel2":["subscribe"],"channelx":["subscribe"]}"#),
+            r#"{"channel2":["subscribe"]}"#
+        );
+        assert_eq!(
+            i(r#"{"channel2":["*"]}"#),
+            r#"{"channel2":["publish","subscribe"]}"#
+        );
+        assert_eq!(
+            i(r#"{"canpublish:check":["publish"]}"#),
+            r#"{"canpublish:check":["publish"]}"#
+        );
+        assert_eq!(i(r#"{"canpublish:test":["subscribe"]}"#), "{}");
+        assert_eq!(
+            i(r#"{"[*]*":["*"]}"#),
+            r#"{"canpublish:*":["publish"],"channel2":["publish","subscribe"],"channel6":["*"]}"#
+        );
+    }
+
+    #[test]
+    fn opset_bits_round_trip_and_reject_noncanonical() {
+        for op in Operation::ALL {
+            let set = OpSet::from(*op);
+            assert_eq!(OpSet::from_bits(set.bits()), Some(set));
+        }
+        assert_eq!(
+            OpSet::from_bits(OpSet::WILDCARD_BIT | 1),
+            None,
+            "wildcard mixed"
+        );
+        assert_eq!(OpSet::from_bits(1 << 20), None);
+    }
+}

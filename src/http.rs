@@ -1,0 +1,515 @@
+//! HTTP ⇄ flow: routing, parameters, body limits, and the only place statuses are chosen.
+//!
+//! [`handle`] takes an `http::Request` and returns an `http::Response`, whatever carried them
+//! (the hyper server in [`crate::server`], a test, or a serverless adapter). Every error a
+//! client can cause becomes a 4xx with Ably's error envelope: `Content-Type:
+//! application/json` exactly, and the `X-Ably-ErrorCode` / `X-Ably-ErrorMessage` headers,
+//! which is how ably-js reads the code when it ignores the body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue,
+    LOCATION, SET_COOKIE, VARY,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde_json::Value;
+
+use crate::capability::{CapabilitySet, Resource};
+use crate::config::Format;
+use crate::flow::{self, App, AuthParams, Credential, FlowError, Presented};
+use crate::identity::{DEMO_COOKIE, IdentityConfig, check_client_id};
+
+/// How long a client may take to send its body once the headers are in.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Response header: the sealed grants, for clients without a cookie jar.
+pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-grants");
+/// Response header: resources refused (percent-encoded, comma-separated).
+pub const X_CAPSIGN_DENIED: HeaderName = HeaderName::from_static("x-capsign-denied");
+/// Response header: resources evicted to keep the cookie within budget.
+pub const X_CAPSIGN_EVICTED: HeaderName = HeaderName::from_static("x-capsign-evicted");
+const X_ABLY_ERRORCODE: HeaderName = HeaderName::from_static("x-ably-errorcode");
+const X_ABLY_ERRORMESSAGE: HeaderName = HeaderName::from_static("x-ably-errormessage");
+
+/// Characters escaped in `X-Capsign-Denied` entries, so the list splits on `,` unambiguously.
+const LIST_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%').add(b'"');
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+type Body = Full<Bytes>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client error: status, Ably code, message.
+#[derive(Debug)]
+struct Reject(StatusCode, u32, String);
+
+impl Reject {
+    fn bad(message: impl Into<String>) -> Reject {
+        Reject(StatusCode::BAD_REQUEST, 40000, message.into())
+    }
+}
+
+/// Answers one request.
+pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::POST, "/auth") => auth(app, req).await,
+        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
+        (&Method::GET, "/") if app.config.identity.is_demo() => {
+            Ok(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
+        }
+        (&Method::POST, "/login") if app.config.identity.is_demo() => login(app, req).await,
+        (&Method::POST, "/logout") if app.config.identity.is_demo() => Ok(logout()),
+        (_, "/auth" | "/healthz") => Err(Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            40500,
+            format!("method {method} not allowed on {path}"),
+        )),
+        _ => Err(Reject(
+            StatusCode::NOT_FOUND,
+            40400,
+            format!("no such endpoint {path}"),
+        )),
+    };
+    let response = result.unwrap_or_else(|Reject(status, code, message)| {
+        tracing::debug!(%method, %path, %status, code, "{message}");
+        error(status, code, &message)
+    });
+    tracing::debug!(%method, %path, status = %response.status(), "request");
+    response
+}
+
+async fn auth<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let cfg = &app.config;
+    let (parts, body) = req.into_parts();
+    let mut params = RawParams::default();
+    if let Some(q) = parts.uri.query() {
+        params.read_form(q.as_bytes())?;
+    }
+    if parts.method == Method::POST {
+        let body = read_body(&parts.headers, body, cfg.max_body).await?;
+        if !body.is_empty() {
+            let mut from_body = RawParams::default();
+            match media_type(&parts.headers).as_deref() {
+                Some("application/x-www-form-urlencoded") => from_body.read_form(&body)?,
+                Some("application/json") => from_body.read_json(&body)?,
+                other => {
+                    return Err(Reject(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        40000,
+                        format!(
+                            "Content-Type {} not supported; send a form or JSON body",
+                            other.unwrap_or("(none)")
+                        ),
+                    ));
+                }
+            }
+            params.override_with(from_body);
+        }
+    }
+    let params = params.parse()?;
+
+    let jar = request_cookies(&parts.headers);
+    let now = app.clock.now_ms() / 1000;
+    let who = cfg
+        .identity
+        .identify(
+            bearer(&parts.headers),
+            |name| jar.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+            now,
+        )
+        .map_err(|e| Reject(StatusCode::UNAUTHORIZED, 40101, e.to_string()))?;
+
+    let cookies: Vec<&str> = jar
+        .iter()
+        .filter(|(n, _)| *n == cfg.sealer.cookie_name())
+        .map(|(_, v)| *v)
+        .collect();
+    let presented = Presented {
+        cookies: &cookies,
+        header: header_str(&parts.headers, &X_CAPSIGN_GRANTS),
+    };
+    let outcome = flow::authorize(app, &who, presented, params).map_err(|e| match e {
+        FlowError::ClientIdMismatch { .. } => Reject(StatusCode::FORBIDDEN, 40102, e.to_string()),
+        FlowError::Denied(_) | FlowError::NothingGranted => {
+            Reject(StatusCode::FORBIDDEN, 40160, e.to_string())
+        }
+        FlowError::TooManyNewGrants { .. }
+        | FlowError::CookieFull { .. }
+        | FlowError::UnsupportedFormat(_) => Reject::bad(e.to_string()),
+        FlowError::Mint(inner) => {
+            tracing::error!("minting failed: {inner}");
+            Reject(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                50000,
+                "internal error while signing".into(),
+            )
+        }
+    })?;
+    tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
+
+    let (content_type, body) = match outcome.credential {
+        Credential::Jwt(jwt) => ("application/jwt", jwt),
+        Credential::TokenRequest(json) => ("application/json", json),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    no_store(h);
+    insert(h, SET_COOKIE, &outcome.set_cookie);
+    insert(h, X_CAPSIGN_GRANTS, &outcome.header_grants);
+    if !outcome.denied.is_empty() {
+        insert(h, X_CAPSIGN_DENIED, &resource_list(&outcome.denied));
+    }
+    if !outcome.evicted.is_empty() {
+        insert(h, X_CAPSIGN_EVICTED, &resource_list(&outcome.evicted));
+    }
+    Ok(resp)
+}
+
+/// Reads a body of at most `max` bytes within [`BODY_TIMEOUT`].
+async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, Reject>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        Reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            40000,
+            format!("request body over {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
+        Err(_) => Err(Reject(
+            StatusCode::REQUEST_TIMEOUT,
+            40000,
+            "request body not received in time".into(),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Reject::bad(format!("cannot read request body: {e}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The parameters as sent, before validation.
+#[derive(Debug, Default)]
+struct RawParams {
+    capability: Option<Value>,
+    client_id: Option<String>,
+    ttl: Option<Value>,
+    format: Option<String>,
+}
+
+fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Reject> {
+    if slot.is_some() {
+        return Err(Reject::bad(format!(
+            "parameter {name} given more than once"
+        )));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl RawParams {
+    fn read_form(&mut self, bytes: &[u8]) -> Result<(), Reject> {
+        for (k, v) in form_urlencoded::parse(bytes) {
+            match &*k {
+                "capability" => set_once(&mut self.capability, &k, Value::String(v.into_owned()))?,
+                "clientId" | "client_id" => {
+                    set_once(&mut self.client_id, "clientId", v.into_owned())?
+                }
+                "ttl" => set_once(&mut self.ttl, &k, Value::String(v.into_owned()))?,
+                "format" => set_once(&mut self.format, &k, v.into_owned())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read_json(&mut self, bytes: &[u8]) -> Result<(), Reject> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Reject::bad(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(Reject::bad("JSON request body must be an object"));
+        };
+        for (k, v) in map {
+            let string = |v: Value| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(Reject::bad(format!("parameter {k} must be a string"))),
+            };
+            match k.as_str() {
+                "capability" => set_once(&mut self.capability, &k, v)?,
+                "clientId" | "client_id" => {
+                    let s = string(v)?;
+                    set_once(&mut self.client_id, "clientId", s)?;
+                }
+                "ttl" => set_once(&mut self.ttl, &k, v)?,
+                "format" => {
+                    let s = string(v)?;
+                    set_once(&mut self.format, &k, s)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Body parameters win over the URL's, as ably-js keeps the authUrl's own query on POST.
+    fn override_with(&mut self, other: RawParams) {
+        self.capability = other.capability.or(self.capability.take());
+        self.client_id = other.client_id.or(self.client_id.take());
+        self.ttl = other.ttl.or(self.ttl.take());
+        self.format = other.format.or(self.format.take());
+    }
+
+    fn parse(self) -> Result<AuthParams, Reject> {
+        let capability = match self.capability {
+            None => None,
+            Some(Value::String(s)) => Some(CapabilitySet::from_json(&s)),
+            Some(v @ Value::Object(_)) => Some(CapabilitySet::from_value(&v)),
+            Some(_) => return Err(Reject::bad("capability must be a JSON object or its text")),
+        }
+        .transpose()
+        .map_err(|e| Reject::bad(e.to_string()))?;
+        let bad_ttl = || {
+            Reject(
+                StatusCode::BAD_REQUEST,
+                40003,
+                "ttl must be a positive whole number of milliseconds".into(),
+            )
+        };
+        let ttl_ms = match self.ttl {
+            None => None,
+            Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| bad_ttl())?),
+            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(bad_ttl)?),
+            Some(_) => return Err(bad_ttl()),
+        };
+        if ttl_ms == Some(0) {
+            return Err(bad_ttl());
+        }
+        let format =
+            match self.format.as_deref() {
+                None => None,
+                Some(f) => Some(Format::parse(f).ok_or_else(|| {
+                    Reject::bad("format must be jwt, tokenRequest, token or auto")
+                })?),
+            };
+        if let Some(id) = &self.client_id {
+            check_client_id(id).map_err(|e| {
+                Reject(
+                    StatusCode::BAD_REQUEST,
+                    40012,
+                    format!("invalid clientId: {e}"),
+                )
+            })?;
+        }
+        Ok(AuthParams {
+            capability,
+            client_id: self.client_id,
+            ttl_ms,
+            format,
+        })
+    }
+}
+
+/// The media type of the request body, lower case, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let mt = v.split(';').next()?.trim().to_ascii_lowercase();
+    Some(mt)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = header_str(headers, &AUTHORIZATION)?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Every cookie of every `Cookie` header, as (name, value). Malformed pairs are skipped.
+fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(::cookie::Cookie::split_parse)
+        .filter_map(|c| {
+            let c = c.ok()?;
+            Some((c.name_raw()?, c.value_raw()?))
+        })
+        .collect()
+}
+
+fn resource_list(resources: &[Resource]) -> String {
+    resources
+        .iter()
+        .map(|r| utf8_percent_encode(r.as_str(), LIST_ESCAPE).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        // Everything capsign puts in headers is ASCII it built itself; log if that ever breaks.
+        Err(_) => tracing::error!(header = %name, "header value not representable; left out"),
+    }
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store, private"));
+    h.insert(
+        VARY,
+        HeaderValue::from_static("Cookie, Authorization, Origin"),
+    );
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    no_store(resp.headers_mut());
+    resp
+}
+
+/// Ably's error envelope, with the headers ably-js reads.
+fn error(status: StatusCode, code: u32, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": {
+            "code": code,
+            "statusCode": status.as_u16(),
+            "message": message,
+            "href": format!("https://help.ably.io/error/{code}"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(h);
+    h.insert(X_ABLY_ERRORCODE, HeaderValue::from(code));
+    // Header values must be visible ASCII; anything else becomes '?', and long messages are cut.
+    let shown: String = message
+        .chars()
+        .take(300)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    insert(h, X_ABLY_ERRORMESSAGE, &shown);
+    resp
+}
+
+async fn login<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let IdentityConfig::Demo(demo) = &app.config.identity else {
+        return Err(Reject(
+            StatusCode::NOT_FOUND,
+            40400,
+            "no such endpoint /login".into(),
+        ));
+    };
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, 1024).await?;
+    let user = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    check_client_id(&user).map_err(|e| {
+        Reject(
+            StatusCode::BAD_REQUEST,
+            40012,
+            format!("invalid user name: {e}"),
+        )
+    })?;
+    let cookie = ::cookie::Cookie::build((DEMO_COOKIE, demo.session_value(&user)))
+        .path("/")
+        .http_only(true)
+        .same_site(::cookie::SameSite::Lax)
+        .build()
+        .to_string();
+    Ok(redirect_home(&cookie))
+}
+
+fn logout() -> Response<Body> {
+    let cookie = format!("{DEMO_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    redirect_home(&cookie)
+}
+
+fn redirect_home(set_cookie: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    let h = resp.headers_mut();
+    h.insert(LOCATION, HeaderValue::from_static("/"));
+    no_store(h);
+    insert(h, SET_COOKIE, set_cookie);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_envelope_shape() {
+        let r = error(StatusCode::FORBIDDEN, 40160, "denied: é\n");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()["x-ably-errorcode"], "40160");
+        assert_eq!(r.headers()["x-ably-errormessage"], "denied: ??");
+    }
+
+    #[test]
+    fn resource_list_escapes_separators() {
+        let rs = [
+            Resource::new("a,b").unwrap(),
+            Resource::new("c%d é").unwrap(),
+        ];
+        assert_eq!(resource_list(&rs), "a%2Cb,c%25d%20%C3%A9");
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The `capsign` binary: configuration from the environment (and `--config`), then the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use capsign::config::Config;
+use capsign::flow::App;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// A stateless capability signer for Ably. Configure it with environment variables (see the
+/// README); with none set it runs a demo on 127.0.0.1:3000.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// A TOML file with settings (the environment wins over it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("capsign: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        eprintln!("capsign: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    if !config.demo_defaults.is_empty() {
+        eprintln!("capsign: DEMO MODE, not for production. Using built-in values for:");
+        for d in &config.demo_defaults {
+            eprintln!("capsign:   - {d}");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsign: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("capsign: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
+        Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
+    }
+    let app = Arc::new(App::new(config));
+    match capsign::server::run(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("capsign: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    eprintln!("capsign: shutting down");
+}

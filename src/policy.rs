@@ -1,0 +1,357 @@
+//! The app's policy: which new grants a client may have.
+//!
+//! This module owns the rules file and its evaluation. It sees only what the flow sends it:
+//! the grants a client asks for that its verified cookie does not already cover (plus grants
+//! due for a re-check), never the whole held set, and never an unverified cookie.
+//!
+//! # Rules file
+//!
+//! ```toml
+//! [[rule]]
+//! resource = "chat:*"                 # an Ably resource pattern, with templates
+//! ops = ["subscribe", "publish", "presence", "history"]
+//!
+//! [[rule]]
+//! resource = "private:{clientId}:*"
+//! ops = ["*"]
+//! default = true                      # granted to every fresh set without being asked
+//! ```
+//!
+//! A requested grant `(resource, ops)` is allowed for the operations that the rules whose
+//! pattern covers `resource` allow together (covering as in [`crate::capability`]); the rest
+//! is denied. A request for `*` gets what the rules allow. A request for a pattern (`chat:*`)
+//! is allowed only when a rule's pattern covers the whole pattern.
+//!
+//! Templates: `{clientId}` and `{claims.NAME}` (a string or integer claim of the app session).
+//! A substituted value must not change the pattern's meaning, so a value that is empty or
+//! holds `:`, `*`, `[`, `]`, `{`, `}` or a control character makes the rule match nothing for
+//! that client: a clientId `a:*` gets nothing from `private:{clientId}:*`, rather than
+//! `private:a:*:*`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+
+use crate::capability::{CapabilityError, CapabilitySet, OpSet, Resource};
+use crate::identity::Identity;
+
+/// Why a rules file was refused at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The file is not valid TOML of the expected shape.
+    #[error("rules file: {0}")]
+    Toml(String),
+    /// A rule's template is malformed.
+    #[error("rule {index} (resource {resource:?}): {problem}")]
+    Template {
+        /// 1-based position of the rule in the file.
+        index: usize,
+        /// The resource as written.
+        resource: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A rule's resource or operations are not valid Ably capability syntax.
+    #[error("rule {index} (resource {resource:?}): {source}")]
+    Capability {
+        /// 1-based position of the rule in the file.
+        index: usize,
+        /// The resource as written.
+        resource: String,
+        /// The capability error.
+        source: CapabilityError,
+    },
+    /// No rule at all: every request would be denied.
+    #[error("rules file has no [[rule]]; every request would be denied")]
+    Empty,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    resource: String,
+    ops: Vec<String>,
+    #[serde(default)]
+    default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    ClientId,
+    Claim(String),
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    pieces: Vec<Piece>,
+    ops: OpSet,
+    default: bool,
+}
+
+/// The compiled rules plus counters of their use (for tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    calls: AtomicU64,
+    evaluated: AtomicU64,
+}
+
+impl Policy {
+    /// Parses and checks a rules file.
+    ///
+    /// # Errors
+    ///
+    /// Bad TOML, unknown keys, malformed templates, invalid resources or operations, or no
+    /// rule at all.
+    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
+        if raw.rule.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (i, r) in raw.rule.into_iter().enumerate() {
+            let index = i + 1;
+            let pieces = parse_template(&r.resource).map_err(|problem| PolicyError::Template {
+                index,
+                resource: r.resource.clone(),
+                problem,
+            })?;
+            let cap_err = |source| PolicyError::Capability {
+                index,
+                resource: r.resource.clone(),
+                source,
+            };
+            // The pattern must be valid with any safe value in its templates.
+            Resource::new(render(&pieces, |_| Some("x".to_owned())).unwrap_or_default())
+                .map_err(cap_err)?;
+            let ops = OpSet::from_names(&r.resource, r.ops.iter().map(String::as_str))
+                .map_err(cap_err)?;
+            rules.push(Rule {
+                pieces,
+                ops,
+                default: r.default,
+            });
+        }
+        Ok(Policy {
+            rules,
+            ..Policy::default()
+        })
+    }
+
+    /// What the rules allow `who`, as a capability set (one entry per applicable rule).
+    fn allowed(&self, who: &Identity, defaults_only: bool) -> CapabilitySet {
+        let mut set = CapabilitySet::new();
+        for rule in self.rules.iter().filter(|r| r.default || !defaults_only) {
+            let rendered = render(&rule.pieces, |p| substitution(who, p));
+            if let Some(resource) = rendered.and_then(|s| Resource::new(s).ok()) {
+                set.insert(resource, rule.ops);
+            }
+        }
+        set
+    }
+
+    /// The grants given to every fresh set.
+    pub fn defaults(&self, who: &Identity) -> CapabilitySet {
+        self.allowed(who, true)
+    }
+
+    /// Decides `requested` for `who`: the granted part, a subset of `requested`.
+    pub fn decide(&self, who: &Identity, requested: &CapabilitySet) -> CapabilitySet {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.evaluated
+            .fetch_add(requested.len() as u64, Ordering::Relaxed);
+        let allowed = self.allowed(who, false);
+        requested
+            .iter()
+            .map(|(r, ops)| (r.clone(), ops.intersection(allowed.allowed_ops(r))))
+            .collect()
+    }
+
+    /// How many times the policy was asked (one per request that had new grants).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// How many resources the policy has evaluated in all.
+    pub fn evaluated(&self) -> u64 {
+        self.evaluated.load(Ordering::Relaxed)
+    }
+}
+
+fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        let (lit, tail) = rest.split_at(open);
+        if tail.starts_with('}') {
+            return Err("unmatched '}'".into());
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Literal(lit.to_owned()));
+        }
+        let close = tail.find('}').ok_or("unclosed '{'")?;
+        let name = tail.get(1..close).unwrap_or_default();
+        pieces.push(match name {
+            "clientId" => Piece::ClientId,
+            _ => match name.strip_prefix("claims.") {
+                Some(claim)
+                    if !claim.is_empty()
+                        && claim
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+                {
+                    Piece::Claim(claim.to_owned())
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown template {{{name}}}; use {{clientId}} or {{claims.NAME}}"
+                    ));
+                }
+            },
+        });
+        rest = tail.get(close + 1..).unwrap_or_default();
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Literal(rest.to_owned()));
+    }
+    Ok(pieces)
+}
+
+/// Renders a template; `None` when a substitution is missing or unsafe.
+fn render(pieces: &[Piece], mut value: impl FnMut(&Piece) -> Option<String>) -> Option<String> {
+    let mut out = String::new();
+    for p in pieces {
+        match p {
+            Piece::Literal(s) => out.push_str(s),
+            other => {
+                let v = value(other)?;
+                if v.is_empty() || v.chars().any(|c| c.is_control() || ":*[]{}".contains(c)) {
+                    return None;
+                }
+                out.push_str(&v);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn substitution(who: &Identity, piece: &Piece) -> Option<String> {
+    match piece {
+        Piece::ClientId => Some(who.client_id.clone()),
+        Piece::Claim(name) => match who.claims.get(name)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => None,
+        },
+        Piece::Literal(s) => Some(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+        [[rule]]
+        resource = "chat:*"
+        ops = ["subscribe", "publish"]
+
+        [[rule]]
+        resource = "private:{clientId}:*"
+        ops = ["*"]
+        default = true
+
+        [[rule]]
+        resource = "team:{claims.team}:*"
+        ops = ["subscribe"]
+    "#;
+
+    fn who(id: &str) -> Identity {
+        Identity::new(id.to_owned(), serde_json::Map::new())
+    }
+
+    fn caps(json: &str) -> CapabilitySet {
+        CapabilitySet::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn decide_grants_what_rules_cover() {
+        let p = Policy::from_toml(RULES).unwrap();
+        let got = p.decide(
+            &who("alice"),
+            &caps(r#"{"chat:a":["publish","presence"],"private:alice:x":["*"],"private:bob:x":["subscribe"],"*":["subscribe"]}"#),
+        );
+        assert_eq!(
+            got.to_json(),
+            r#"{"chat:a":["publish"],"private:alice:x":["*"]}"#
+        );
+        assert_eq!(p.calls(), 1);
+        assert_eq!(p.evaluated(), 4);
+    }
+
+    #[test]
+    fn wildcard_request_gets_what_is_allowed() {
+        let p = Policy::from_toml(RULES).unwrap();
+        let got = p.decide(&who("alice"), &caps(r#"{"chat:a":["*"]}"#));
+        assert_eq!(got.to_json(), r#"{"chat:a":["publish","subscribe"]}"#);
+    }
+
+    #[test]
+    fn hostile_client_id_never_widens() {
+        let p = Policy::from_toml(RULES).unwrap();
+        for id in ["a:*", "*", "a:b", "[*]", "{clientId}", "x\u{7}"] {
+            let got = p.decide(
+                &who(id),
+                &caps(r#"{"private:a:*":["*"],"private:a:b:c":["*"],"private:*":["*"]}"#),
+            );
+            assert!(got.is_empty(), "{id}: {got:?}");
+            assert!(p.defaults(&who(id)).is_empty(), "{id}");
+        }
+    }
+
+    #[test]
+    fn claims_are_substituted() {
+        let p = Policy::from_toml(RULES).unwrap();
+        let mut claims = serde_json::Map::new();
+        claims.insert("team".into(), "red".into());
+        let alice = Identity::new("alice".into(), claims);
+        let got = p.decide(
+            &alice,
+            &caps(r#"{"team:red:x":["subscribe"],"team:blue:x":["subscribe"]}"#),
+        );
+        assert_eq!(got.to_json(), r#"{"team:red:x":["subscribe"]}"#);
+        // No claim: the rule matches nothing.
+        assert!(
+            p.decide(&who("bob"), &caps(r#"{"team:red:x":["subscribe"]}"#))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn defaults_are_templated() {
+        let p = Policy::from_toml(RULES).unwrap();
+        assert_eq!(
+            p.defaults(&who("alice")).to_json(),
+            r#"{"private:alice:*":["*"]}"#
+        );
+    }
+
+    #[test]
+    fn bad_files_name_the_rule() {
+        let err = |t: &str| Policy::from_toml(t).unwrap_err().to_string();
+        assert!(err("").contains("no [[rule]]"));
+        assert!(err("[[rule]]\nresource = \"a:{user}\"\nops = [\"publish\"]").contains("rule 1"));
+        assert!(err("[[rule]]\nresource = \"a\"\nops = [\"publish_\"]").contains("publish_"));
+        assert!(err("[[rule]]\nresource = \"a\"\nops = []").contains("empty operation list"));
+        assert!(err("[[rule]]\nresource = \"a{\"\nops = [\"publish\"]").contains("unclosed"));
+        assert!(err("[[rule]]\nresource = \"a\"\nop = [\"publish\"]").contains("unknown field"));
+    }
+}

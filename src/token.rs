@@ -1,0 +1,245 @@
+//! Ably credentials: the API key, Ably JWTs and signed TokenRequests.
+//!
+//! This module owns the wire formats of `reference/ably-protocol.md` §1 and §4, byte for byte.
+//! It takes every time as an argument and reads no clock, so the published vectors reproduce
+//! in tests. What to put in a credential (capability, clientId, ttl) is decided by the flow.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::Rng as _;
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::grants::keyed_hmac;
+
+/// Ably's longest token lifetime (24 h), in ms.
+pub const ABLY_MAX_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// The longest lifetime for keys with revocable tokens (1 h), in ms.
+pub const ABLY_REVOCABLE_MAX_TTL_MS: u64 = 3600 * 1000;
+
+/// Length of the nonces capsign generates (Ably requires at least 16).
+pub const NONCE_LEN: usize = 32;
+
+/// Why an Ably API key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AblyKeyError {
+    /// Not `appId.keyId:secret`.
+    #[error("expected the form appId.keyId:secret, as shown in the Ably dashboard")]
+    Shape,
+}
+
+/// Why a credential could not be minted. Only a bug or a broken crypto backend gets here.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The JWT library failed.
+    #[error("signing the Ably JWT failed: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// A field that would make the TokenRequest sign text ambiguous.
+    #[error("{0} contains a line feed")]
+    LineFeed(&'static str),
+    /// JSON serialization failed.
+    #[error("serializing the TokenRequest failed: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// An Ably API key, parsed once at start-up with its signing state prepared.
+#[derive(Clone)]
+pub struct AblyKey {
+    key_name: String,
+    jwt_key: EncodingKey,
+    jwt_header: Header,
+    mac: Hmac<Sha256>,
+}
+
+impl AblyKey {
+    /// Parses `appId.keyId:secret`.
+    ///
+    /// # Errors
+    ///
+    /// [`AblyKeyError::Shape`] when the parts are missing or empty.
+    pub fn parse(key: &str) -> Result<AblyKey, AblyKeyError> {
+        let (name, secret) = key.split_once(':').ok_or(AblyKeyError::Shape)?;
+        let (app, id) = name.split_once('.').ok_or(AblyKeyError::Shape)?;
+        let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == ' ');
+        if bad(app) || bad(id) || bad(secret) || id.contains('.') {
+            return Err(AblyKeyError::Shape);
+        }
+        let mut jwt_header = Header::new(Algorithm::HS256);
+        jwt_header.kid = Some(name.to_owned());
+        Ok(AblyKey {
+            key_name: name.to_owned(),
+            // Ably signs with the secret's UTF-8 bytes as they are, never base64-decoded.
+            jwt_key: EncodingKey::from_secret(secret.as_bytes()),
+            jwt_header,
+            mac: keyed_hmac(secret.as_bytes()),
+        })
+    }
+
+    /// `appId.keyId`, the public part.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Mints an Ably JWT: header `typ, alg, kid`; claims `iat`, `exp` (seconds),
+    /// `x-ably-capability` (the canonical JSON text) and `x-ably-clientId` when given.
+    ///
+    /// # Errors
+    ///
+    /// Only when the JWT library fails.
+    pub fn jwt(
+        &self,
+        capability: &str,
+        client_id: Option<&str>,
+        iat: u64,
+        exp: u64,
+    ) -> Result<String, TokenError> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iat: u64,
+            exp: u64,
+            #[serde(rename = "x-ably-capability")]
+            capability: &'a str,
+            #[serde(rename = "x-ably-clientId", skip_serializing_if = "Option::is_none")]
+            client_id: Option<&'a str>,
+        }
+        let claims = Claims {
+            iat,
+            exp,
+            capability,
+            client_id,
+        };
+        Ok(jsonwebtoken::encode(
+            &self.jwt_header,
+            &claims,
+            &self.jwt_key,
+        )?)
+    }
+
+    /// Signs a TokenRequest (ably-protocol.md §1.2) and returns its JSON: the seven fields,
+    /// with an absent `ttl`, `capability` or `clientId` left out of the JSON and written as
+    /// an empty line in the sign text. capsign itself always sets `ttl` and `capability`.
+    ///
+    /// # Errors
+    ///
+    /// A line feed in `client_id` or `nonce`, which would make the sign text ambiguous.
+    pub fn token_request(
+        &self,
+        ttl_ms: Option<u64>,
+        capability: Option<&str>,
+        client_id: Option<&str>,
+        timestamp_ms: u64,
+        nonce: &str,
+    ) -> Result<String, TokenError> {
+        if client_id.is_some_and(|c| c.contains('\n')) {
+            return Err(TokenError::LineFeed("clientId"));
+        }
+        if nonce.contains('\n') {
+            return Err(TokenError::LineFeed("nonce"));
+        }
+        let mut ttl_buf = itoa::Buffer::new();
+        let mut ts_buf = itoa::Buffer::new();
+        let mut mac = self.mac.clone();
+        for field in [
+            self.key_name.as_str(),
+            ttl_ms.map_or("", |t| ttl_buf.format(t)),
+            capability.unwrap_or(""),
+            client_id.unwrap_or(""),
+            ts_buf.format(timestamp_ms),
+            nonce,
+        ] {
+            mac.update(field.as_bytes());
+            mac.update(b"\n");
+        }
+        let mac = STANDARD.encode(mac.finalize().into_bytes());
+
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct TokenRequest<'a> {
+            key_name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ttl: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            capability: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_id: Option<&'a str>,
+            timestamp: u64,
+            nonce: &'a str,
+            mac: &'a str,
+        }
+        Ok(serde_json::to_string(&TokenRequest {
+            key_name: &self.key_name,
+            ttl: ttl_ms,
+            capability,
+            client_id,
+            timestamp: timestamp_ms,
+            nonce,
+            mac: &mac,
+        })?)
+    }
+}
+
+impl fmt::Debug for AblyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AblyKey {{ key_name: {:?}, secret: <redacted> }}",
+            self.key_name
+        )
+    }
+}
+
+/// A fresh nonce: [`NONCE_LEN`] alphanumerics from the thread's CSPRNG (ChaCha, seeded and
+/// reseeded from the operating system).
+pub fn nonce() -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(NONCE_LEN)
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AblyKey {
+        AblyKey::parse("xVLyHw.mDYnFA:FAKESECRETfakesecret").unwrap()
+    }
+
+    #[test]
+    fn parse_rejects_malformed_keys() {
+        for bad in [
+            "", "nocolon", "a.b:", ":s", "ab:s", "a.:s", ".b:s", "a.b.c:s", "a b.c:s",
+        ] {
+            assert_eq!(
+                AblyKey::parse(bad).unwrap_err(),
+                AblyKeyError::Shape,
+                "{bad}"
+            );
+        }
+        assert!(!format!("{:?}", key()).contains("FAKESECRET"));
+    }
+
+    #[test]
+    fn nonce_is_long_random_alphanumeric() {
+        let (a, b) = (nonce(), nonce());
+        assert_eq!(a.len(), NONCE_LEN);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn line_feeds_refused() {
+        let k = key();
+        assert!(
+            k.token_request(Some(1), None, Some("a\nb"), 1, "n")
+                .is_err()
+        );
+        assert!(k.token_request(Some(1), None, None, 1, "n\n").is_err());
+    }
+}
