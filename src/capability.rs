@@ -52,7 +52,7 @@
 //!   operations ([`CapabilitySet::intersect`]).
 //!
 //! ```
-//! use capsign::capability::{CapabilitySet, Operation, OpSet};
+//! use capsign::capability::{CapabilitySet, Operation, OpSet, Resource};
 //!
 //! let held = CapabilitySet::from_json(r#"{"chat:*":["subscribe"],"dm:alice":["*"]}"#)?;
 //! assert!(held.covers_json(r#"{"chat:lobby:1":["subscribe"]}"#)?);
@@ -65,7 +65,11 @@
 //!     merged.to_json(),
 //!     r#"{"chat:*":["publish","subscribe"],"dm:alice":["*"]}"#
 //! );
-//! assert_eq!(merged.ops_for("chat:x").unwrap(), OpSet::from(Operation::Publish) | Operation::Subscribe.into());
+//! // What the set allows on one channel: the union over the patterns that cover it.
+//! assert_eq!(
+//!     merged.allowed_ops(&Resource::new("chat:x")?),
+//!     OpSet::from(Operation::Publish) | Operation::Subscribe.into()
+//! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

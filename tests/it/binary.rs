@@ -1,0 +1,182 @@
+//! The real `capsign` binary, as a user starts it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::harness::{send, verify_ably_jwt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_capsign");
+
+/// Clears every capsign setting from the child's environment, so the host's cannot leak in.
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAPSIGN_") || k == "ABLY_API_KEY" {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Starts the binary and waits for its "listening on" line; returns the child, the address
+/// and everything it printed before.
+fn start(mut c: Command) -> (Child, std::net::SocketAddr, String) {
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(addr) = line.strip_prefix("capsign: listening on http://") {
+                let _ = tx.send((addr.parse().unwrap(), seen.clone()));
+            }
+        }
+    });
+    let (addr, seen) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("capsign did not start listening");
+    (child, addr, seen)
+}
+
+#[tokio::test]
+async fn demo_mode_from_nothing() {
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0");
+    let (mut child, addr, banner) = start(c);
+    assert!(banner.contains("DEMO MODE"), "{banner}");
+
+    let page = send(
+        addr,
+        http::Request::get("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/login\">")
+    );
+
+    let login = send(
+        addr,
+        http::Request::post("/login")
+            .header("host", "x")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from("user=alice")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status, 303);
+    let session = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // Default grants on a fresh set, then one more channel.
+    let r = send(
+        addr,
+        http::Request::get("/auth?capability=%7B%22chat%3Alobby%22%3A%5B%22publish%22%5D%7D")
+            .header("host", "x")
+            .header("cookie", &session)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The demo key is not the test key, so decode without verifying.
+    use base64::Engine as _;
+    let payload = r.body.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["x-ably-clientId"], "alice");
+    assert_eq!(
+        claims["x-ably-capability"],
+        r#"{"announcements":["history","subscribe"],"chat:lobby":["publish"],"private:alice:*":["*"]}"#
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn production_settings_from_the_environment() {
+    let rules = crate::harness::temp_file("rules.toml", crate::harness::RULES);
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+        .env("CAPSIGN_RULES", &rules);
+    let (mut child, addr, banner) = start(c);
+    assert!(!banner.contains("DEMO"), "{banner}");
+    assert!(!banner.contains("FAKESECRET"));
+    let token = crate::harness::session("erin", serde_json::Value::Null);
+    let r = send(
+        addr,
+        http::Request::get("/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D")
+            .header("host", "x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let claims = verify_ably_jwt(&r.body);
+    assert_eq!(claims["x-ably-clientId"], "erin");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("CAPSIGN_COOKIE_KEY", "dG9vIHNob3J0")],
+            "CAPSIGN_COOKIE_KEY",
+        ),
+        (&[("ABLY_API_KEY", "not-a-key")], "ABLY_API_KEY"),
+        (&[("CAPSIGN_LISTEN", "0.0.0.0:0")], "CAPSIGN_IDENTITY"),
+        (&[("CAPSIGN_TTL", "forever")], "CAPSIGN_TTL"),
+    ];
+    for (vars, name) in cases {
+        let mut c = command();
+        for (k, v) in *vars {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{vars:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name), "{vars:?}: {err}");
+        if matches!(*name, "CAPSIGN_COOKIE_KEY" | "ABLY_API_KEY") {
+            assert!(!err.contains(vars[0].1), "secret echoed: {err}");
+        }
+    }
+}
+
+#[test]
+fn check_flag_validates_and_exits() {
+    let out = command().arg("--check").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = command()
+        .args(["--config", "/nonexistent/capsign.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

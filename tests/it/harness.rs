@@ -1,0 +1,327 @@
+//! A capsign server on 127.0.0.1:0 inside the test process, and a tiny HTTP client for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use capsign::config::Config;
+use capsign::flow::App;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub const ABLY_KEY: &str = "xVLyHw.mDYnFA:FAKESECRETfakesecret";
+pub const ABLY_SECRET: &str = "FAKESECRETfakesecret";
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdef";
+pub const COOKIE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub const RULES: &str = r#"
+[[rule]]
+resource = "chat:*"
+ops = ["subscribe", "publish", "presence"]
+
+[[rule]]
+resource = "doc:*"
+ops = ["subscribe", "publish"]
+
+[[rule]]
+resource = "private:{clientId}:*"
+ops = ["*"]
+
+[[rule]]
+resource = "team:{claims.team}"
+ops = ["subscribe"]
+"#;
+
+/// A file under a fresh temporary directory.
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "capsign-it-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// The settings of a production-like deployment (jwt identity), plus `extra`.
+pub fn settings(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let rules = temp_file("rules.toml", RULES);
+    let mut map: HashMap<String, String> = [
+        ("ABLY_API_KEY", ABLY_KEY),
+        ("CAPSIGN_COOKIE_KEY", COOKIE_KEY),
+        ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
+        ("CAPSIGN_LISTEN", "127.0.0.1:0"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    map.insert("CAPSIGN_RULES".into(), rules.display().to_string());
+    for (k, v) in extra {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    map
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start(extra: &[(&str, &str)]) -> Server {
+        Server::start_with(settings(extra)).await
+    }
+
+    pub async fn start_with(map: HashMap<String, String>) -> Server {
+        let config = Config::load(&move |k| map.get(k).cloned(), None).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Arc::new(App::new(config));
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(capsign::server::run(listener, Arc::clone(&app), async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            app,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// A request builder for `path` on this server.
+    pub fn get(&self, path: &str) -> http::request::Builder {
+        Request::get(format!("http://{}{path}", self.addr)).header("host", self.addr.to_string())
+    }
+
+    pub fn post(&self, path: &str) -> http::request::Builder {
+        Request::post(format!("http://{}{path}", self.addr)).header("host", self.addr.to_string())
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        send(self.addr, req).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The grant cookie's value from `Set-Cookie`.
+    pub fn grant_cookie(&self) -> Option<String> {
+        self.headers.get_all("set-cookie").iter().find_map(|v| {
+            let c = cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap();
+            (c.name() == "__Host-capsign").then(|| c.value().to_owned())
+        })
+    }
+
+    /// The Ably error code of an error reply, checked against the headers.
+    pub fn error_code(&self) -> u64 {
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let v: Value = serde_json::from_str(&self.body).unwrap();
+        let code = v["error"]["code"].as_u64().unwrap();
+        assert_eq!(
+            v["error"]["statusCode"].as_u64(),
+            Some(u64::from(self.status))
+        );
+        assert_eq!(
+            self.header("x-ably-errorcode"),
+            Some(code.to_string().as_str())
+        );
+        assert!(self.header("x-ably-errormessage").is_some());
+        assert!(
+            v["error"]["href"]
+                .as_str()
+                .unwrap()
+                .ends_with(&code.to_string())
+        );
+        code
+    }
+
+    /// The capability of the minted credential, JWT or TokenRequest, as canonical JSON,
+    /// after checking the credential's signature independently of capsign's code.
+    pub fn capability(&self) -> String {
+        assert_eq!(self.status, 200, "{}", self.body);
+        match self.header("content-type") {
+            Some("application/jwt") => {
+                let claims = verify_ably_jwt(&self.body);
+                claims["x-ably-capability"].as_str().unwrap().to_owned()
+            }
+            Some("application/json") => {
+                let tr = verify_token_request(&self.body);
+                tr["capability"].as_str().unwrap().to_owned()
+            }
+            other => panic!("unexpected content type {other:?}"),
+        }
+    }
+}
+
+/// Verifies an Ably JWT with plain HMAC over its first two parts (not capsign's code path) and
+/// returns its claims.
+pub fn verify_ably_jwt(jwt: &str) -> Value {
+    use hmac::{Hmac, Mac};
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["kid"], "xVLyHw.mDYnFA");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(ABLY_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
+        .expect("JWT signature");
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert!(iat < exp && exp - iat <= 86_400, "iat {iat} exp {exp}");
+    assert!(iat < 10_000_000_000, "iat must be in seconds");
+    claims
+}
+
+/// Verifies a TokenRequest's MAC the way Ably does and returns it.
+pub fn verify_token_request(json: &str) -> Value {
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac};
+    let tr: Value = serde_json::from_str(json).unwrap();
+    let keys: Vec<&String> = tr.as_object().unwrap().keys().collect();
+    for k in &keys {
+        assert!(
+            [
+                "keyName",
+                "ttl",
+                "capability",
+                "clientId",
+                "timestamp",
+                "nonce",
+                "mac"
+            ]
+            .contains(&k.as_str()),
+            "unexpected field {k}"
+        );
+    }
+    let field = |k: &str| match &tr[k] {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    assert!(field("nonce").len() >= 16);
+    let text = [
+        "keyName",
+        "ttl",
+        "capability",
+        "clientId",
+        "timestamp",
+        "nonce",
+    ]
+    .iter()
+    .map(|k| format!("{}\n", field(k)))
+    .collect::<String>();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(ABLY_SECRET.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    assert_eq!(
+        STANDARD.encode(mac.finalize().into_bytes()),
+        field("mac"),
+        "TokenRequest MAC"
+    );
+    tr
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp: Response<hyper::body::Incoming> = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// An HS256 app-session JWT for `sub`, valid for a week (tests move the server's clock),
+/// with extra claims.
+pub fn session(sub: &str, extra: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({"sub": sub, "exp": now + 7 * 86_400});
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `/auth?capability=…` with the session of `who` and an optional grant cookie.
+pub fn auth_request(
+    server: &Server,
+    who: &str,
+    capability: Option<&str>,
+    cookie: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut path = "/auth".to_owned();
+    if let Some(c) = capability {
+        path.push_str("?capability=");
+        path.push_str(
+            &percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+    }
+    let mut b = server.get(&path).header(
+        "authorization",
+        format!("Bearer {}", session(who, Value::Null)),
+    );
+    if let Some(c) = cookie {
+        b = b.header("cookie", format!("__Host-capsign={c}"));
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}

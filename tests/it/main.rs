@@ -1,0 +1,13 @@
+//! Integration tests: one binary (ripgrep style), each module a theme.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![allow(missing_docs, unreachable_pub)]
+
+mod binary;
+mod harness;
+mod http;
+mod vectors;
