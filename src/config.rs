@@ -143,6 +143,8 @@ pub struct Config {
     pub deny: DenyMode,
     /// Cookie overflow policy.
     pub overflow: Overflow,
+    /// The grant cookie's `SameSite`: `Lax` unless capsign serves another site's pages.
+    pub same_site: ::cookie::SameSite,
     /// Credential lifetimes.
     pub ttl: TtlBounds,
     /// Seconds after which a grant is re-checked.
@@ -169,6 +171,7 @@ impl fmt::Debug for Config {
             .field("format", &self.format)
             .field("deny", &self.deny)
             .field("overflow", &self.overflow)
+            .field("same_site", &self.same_site)
             .field("ttl", &self.ttl)
             .field("regrant_after", &self.regrant_after)
             .field("grant_max_age", &self.grant_max_age)
@@ -225,6 +228,7 @@ const SETTINGS: &[&str] = &[
     "CAPSIGN_COOKIE_KEY",
     "CAPSIGN_COOKIE_NAME",
     "CAPSIGN_COOKIE_OVERFLOW",
+    "CAPSIGN_COOKIE_SAMESITE",
     "CAPSIGN_IDENTITY",
     "CAPSIGN_SESSION_SECRET",
     "CAPSIGN_SESSION_PUBLIC_KEY",
@@ -441,6 +445,15 @@ impl Config {
             })?
             .unwrap_or(Overflow::Reject);
 
+        let same_site = src
+            .parse("CAPSIGN_COOKIE_SAMESITE", |s| match s {
+                "lax" => Ok(::cookie::SameSite::Lax),
+                "strict" => Ok(::cookie::SameSite::Strict),
+                "none" => Ok(::cookie::SameSite::None),
+                _ => Err("expected lax, strict or none".into()),
+            })?
+            .unwrap_or(::cookie::SameSite::Lax);
+
         let revocable = src
             .parse("CAPSIGN_REVOCABLE_TOKENS", boolean)?
             .unwrap_or(false);
@@ -511,6 +524,7 @@ impl Config {
             format,
             deny,
             overflow,
+            same_site,
             ttl: TtlBounds {
                 default_ms: ttl_default,
                 min_ms: ttl_min,

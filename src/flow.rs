@@ -281,14 +281,15 @@ fn open_presented(
     (held, fresh)
 }
 
-/// The `Set-Cookie` value for a sealed grant set.
-fn set_cookie(cfg: &Config, value: &str) -> String {
+/// The `Set-Cookie` value for a sealed grant set: `Secure; HttpOnly; Path=/`, the configured
+/// `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age.
+pub fn set_cookie(cfg: &Config, value: &str) -> String {
     let max_age = i64::try_from(cfg.grant_max_age).unwrap_or(i64::MAX);
     ::cookie::Cookie::build((cfg.sealer.cookie_name(), value))
         .path("/")
         .secure(true)
         .http_only(true)
-        .same_site(::cookie::SameSite::Lax)
+        .same_site(cfg.same_site)
         .max_age(::cookie::time::Duration::seconds(max_age))
         .build()
         .to_string()

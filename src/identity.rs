@@ -47,8 +47,8 @@ impl Identity {
 /// app refreshes its session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    /// No session credential at all.
-    #[error("no session: send the app session as Authorization: Bearer <JWT>{0}")]
+    /// No session credential at all; says where capsign looked.
+    #[error("no session: {0}")]
     Missing(String),
     /// The session token is longer than [`MAX_SESSION_TOKEN_LEN`].
     #[error("session token longer than {MAX_SESSION_TOKEN_LEN} bytes")]
@@ -195,8 +195,10 @@ impl JwtIdentity {
             .or_else(|| self.cookie.as_deref().and_then(&cookie))
             .ok_or_else(|| {
                 IdentityError::Missing(match &self.cookie {
-                    Some(c) => format!(" or in cookie {c}"),
-                    None => String::new(),
+                    Some(c) => format!(
+                        "send the app session JWT as Authorization: Bearer or in cookie {c}"
+                    ),
+                    None => "send the app session JWT as Authorization: Bearer <JWT>".into(),
                 })
             })?;
         if token.len() > MAX_SESSION_TOKEN_LEN {

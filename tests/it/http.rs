@@ -767,3 +767,22 @@ async fn rules_file_is_required_and_checked_in_production() {
     let e = capsign::config::Config::load(&move |k| vars.get(k).cloned(), None).unwrap_err();
     assert!(e.to_string().contains("rule 1"), "{e}");
 }
+
+#[tokio::test]
+async fn cross_site_cookie_setting() {
+    let s = Server::start(&[("CAPSIGN_COOKIE_SAMESITE", "none")]).await;
+    let r = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"chat:a":["subscribe"]}"#),
+            None,
+        ))
+        .await;
+    let set_cookie = r.header("set-cookie").unwrap();
+    assert!(
+        set_cookie.contains("SameSite=None") && set_cookie.contains("Secure"),
+        "{set_cookie}"
+    );
+    s.stop().await;
+}

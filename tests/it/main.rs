@@ -8,6 +8,7 @@
 #![allow(missing_docs, unreachable_pub)]
 
 mod binary;
+mod capacity;
 mod harness;
 mod http;
 mod vectors;
