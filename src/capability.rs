@@ -432,6 +432,13 @@ fn split_qualifier(name: &str) -> Option<(Qualifier, &str)> {
 
 /// Pattern covering (see [`Resource::covers`]) on validated names.
 fn covers(p: &str, q: &str) -> bool {
+    // Only a `*` (a wildcard segment or the `[*]` qualifier) widens a pattern.
+    if p == q {
+        return true;
+    }
+    if !p.as_bytes().contains(&b'*') {
+        return false;
+    }
     let (Some((pq, p)), Some((qq, q))) = (split_qualifier(p), split_qualifier(q)) else {
         return false;
     };

@@ -202,14 +202,18 @@ pub fn authorize(
     // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
     let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after));
     let requested = params.capability.unwrap_or_default();
-    let new = held.capabilities().uncovered(&requested);
+    let new = held.uncovered(&requested);
     if new.len() > cfg.max_new_grants {
         return Err(FlowError::TooManyNewGrants {
             asked: new.len(),
             max: cfg.max_new_grants,
         });
     }
-    let ask = new.union(&stale.capabilities());
+    let ask = if stale.is_empty() {
+        new.clone()
+    } else {
+        new.union(&stale.capabilities())
+    };
     let granted = if ask.is_empty() {
         CapabilitySet::new()
     } else {

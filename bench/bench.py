@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""capsign's end-to-end benchmark. Run it with `bench/run` (which passes its arguments here).
+
+It builds capsign and a hyper hello-world from the same lockfile, optionally installs the
+Express + jsonwebtoken stack of Ably's JWT tutorial, and drives each with wrk on 127.0.0.1,
+alternating the servers (A B A B ...), pinned (server on core 0, wrk on core 1) and unpinned,
+at 1 and 64 connections. Before measuring, it checks that capsign's first answer is a valid
+Ably JWT covering the 10 held grants plus the new one, and that a new cookie was set.
+
+It prints requests per second, p50/p99 latency, the ratios, cold start to first 200, and the
+peak resident memory of each server. Nothing here talks to anything but 127.0.0.1.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ABLY_KEY_NAME = "bench1.keyone"
+ABLY_SECRET = "bench-secret-" + secrets.token_hex(16)
+SESSION_SECRET = secrets.token_hex(32)
+COOKIE_NAME = "__Host-capsign"
+RULES = """
+[[rule]]
+resource = "doc:*"
+ops = ["subscribe", "publish", "presence", "history"]
+"""
+# Mixed op sets, as real documents get: readers, writers, presence.
+OP_SETS = [
+    ["subscribe"],
+    ["subscribe", "history"],
+    ["publish", "subscribe"],
+    ["presence", "publish", "subscribe"],
+]
+HELD = 10
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hs256(claims, secret, header=None):
+    header = header or {"alg": "HS256", "typ": "JWT"}
+    signing = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+    mac = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return signing + "." + b64url(mac)
+
+
+def verify_ably_jwt(token):
+    """Checks the JWT's MAC with the Ably secret independently; returns its claims."""
+    head, body, sig = token.split(".")
+    want = hmac.new(ABLY_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(want, b64url_decode(sig)):
+        raise SystemExit("bench: capsign's JWT does not verify with the Ably key secret")
+    header = json.loads(b64url_decode(head))
+    if header.get("kid") != ABLY_KEY_NAME or header.get("alg") != "HS256":
+        raise SystemExit(f"bench: unexpected JWT header {header}")
+    return json.loads(b64url_decode(body))
+
+
+def run(cmd, **kw):
+    log("+ " + " ".join(cmd))
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench: wrk is missing; install it (apt-get install wrk) or run as root")
+    run(["apt-get", "install", "-y", "-qq", "wrk"], stdout=subprocess.DEVNULL)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, headers, timeout=5.0):
+    """One HTTP/1.1 request on a fresh connection; returns (status, headers list, body)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        chunks = []
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+    data = b"".join(chunks)
+    head, _, body = data.partition(b"\r\n\r\n")
+    head_lines = head.decode("latin-1").split("\r\n")
+    status = int(head_lines[0].split()[1])
+    hdrs = [tuple(x.split(": ", 1)) for x in head_lines[1:] if ": " in x]
+    return status, hdrs, body
+
+
+class Server:
+    """A server process; `cores` pins it with taskset."""
+
+    def __init__(self, name, argv, env, cores=None, listen_re=r"listening on http://([\d.]+):(\d+)"):
+        self.name = name
+        full = (["taskset", "-c", cores] if cores else []) + argv
+        self.proc = subprocess.Popen(
+            full, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        self.port = None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            m = re.search(listen_re, line)
+            if m:
+                self.port = int(m.group(2))
+                break
+        if self.port is None:
+            self.stop()
+            raise SystemExit(f"bench: {name} did not start")
+        # Keep draining stderr so the server never blocks on a full pipe.
+        self._drain = subprocess.Popen(
+            ["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL
+        )
+
+    def peak_rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def parse_duration(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def wrk(port, path, headers, conns, seconds, cores):
+    argv = (["taskset", "-c", cores] if cores else []) + [
+        "wrk",
+        "-t1" if cores or conns < 2 else "-t2",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50": parse_duration(pct.get("50", "nan")),
+        "p99": parse_duration(pct.get("99", "nan")),
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errs.group(1) if errs else "",
+    }
+
+
+def capsign_env(port=0):
+    env = dict(os.environ)
+    env.update(
+        {
+            "ABLY_API_KEY": f"{ABLY_KEY_NAME}:{ABLY_SECRET}",
+            "CAPSIGN_LISTEN": f"127.0.0.1:{port}",
+            "CAPSIGN_COOKIE_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "CAPSIGN_SESSION_SECRET": SESSION_SECRET,
+            "CAPSIGN_RULES": RULES_PATH,
+            "RUST_LOG": "warn",
+        }
+    )
+    return env
+
+
+def capability_query(grants):
+    cap = json.dumps(grants, separators=(",", ":"))
+    return "/auth?capability=" + urllib.parse.quote(cap, safe="")
+
+
+def prepare_capsign_request(port, bearer):
+    """Acquires HELD grants one request at a time, then builds the measured request: the
+    10-grant cookie plus one new grant. Checks the answer is a valid credential for all 11."""
+    cookie = None
+    held = {}
+    for i in range(HELD):
+        res = f"doc:{secrets.token_hex(4)}"
+        held[res] = OP_SETS[i % len(OP_SETS)]
+        headers = {"Authorization": f"Bearer {bearer}"}
+        if cookie:
+            headers["Cookie"] = cookie
+        status, hdrs, body = http_get(port, capability_query({res: held[res]}), headers)
+        if status != 200:
+            raise SystemExit(f"bench: acquiring grant {i} failed: {status} {body[:200]!r}")
+        sc = [v for k, v in hdrs if k.lower() == "set-cookie"]
+        cookie = sc[0].split(";", 1)[0]
+    new = {f"doc:{secrets.token_hex(4)}": ["publish", "subscribe"]}
+    headers = {"Authorization": f"Bearer {bearer}", "Cookie": cookie}
+    path = capability_query(new)
+    status, hdrs, body = http_get(port, path, headers)
+    ctype = dict((k.lower(), v) for k, v in hdrs).get("content-type")
+    if status != 200 or ctype != "application/jwt":
+        raise SystemExit(f"bench: measured request answered {status} {ctype}: {body[:200]!r}")
+    claims = verify_ably_jwt(body.decode())
+    cap = json.loads(claims["x-ably-capability"])
+    want = dict(held, **new)
+    for res, ops in want.items():
+        if sorted(cap.get(res, [])) != sorted(ops):
+            raise SystemExit(f"bench: credential lacks {res}: {cap}")
+    if claims.get("x-ably-clientId") != "bench-user":
+        raise SystemExit(f"bench: wrong clientId in {claims}")
+    if not any(k.lower() == "set-cookie" for k, _ in hdrs):
+        raise SystemExit("bench: no new cookie set")
+    log(f"bench: first answer checked: JWT verifies, {len(cap)} grants, cookie {len(cookie)} bytes")
+    return path, headers
+
+
+def check_hello(port):
+    status, _, body = http_get(port, "/", {})
+    if status != 200 or body != b"Hello, World!":
+        raise SystemExit(f"bench: hello-world answered {status} {body!r}")
+
+
+def check_express(port):
+    status, _, body = http_get(port, "/auth", {})
+    if status != 200:
+        raise SystemExit(f"bench: express answered {status}")
+    verify_ably_jwt(body.decode())
+
+
+def fmt_ms(v):
+    return f"{v:.2f} ms" if v >= 0.1 else f"{v * 1000:.0f} µs"
+
+
+def main():
+    global RULES_PATH
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    ap.add_argument("--rounds", type=int, default=2, help="A B rounds per setting (default 2)")
+    ap.add_argument("--no-express", action="store_true", help="skip the Express comparison")
+    ap.add_argument("--conns", default="1,64", help="connection counts (default 1,64)")
+    ap.add_argument("--modes", default="pinned,unpinned", help="pinned and/or unpinned")
+    args = ap.parse_args()
+    if args.duration > 120 or args.rounds > 10:
+        raise SystemExit("bench: keep --duration ≤ 120 and --rounds ≤ 10")
+
+    ensure_wrk()
+    run(["cargo", "build", "--release", "--locked", "--bin", "capsign", "--example", "hello"], cwd=ROOT)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    capsign_bin = os.path.join(target, "release", "capsign")
+    hello_bin = os.path.join(target, "release", "examples", "hello")
+    express_dir = os.path.join(ROOT, "bench", "express")
+    use_express = not args.no_express and shutil.which("node") and shutil.which("npm")
+    if use_express and not os.path.isdir(os.path.join(express_dir, "node_modules")):
+        run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=express_dir)
+    if not use_express and not args.no_express:
+        log("bench: node/npm missing; skipping the Express comparison")
+
+    tmp = tempfile.mkdtemp(prefix="capsign-bench-")
+    RULES_PATH = os.path.join(tmp, "rules.toml")
+    with open(RULES_PATH, "w") as f:
+        f.write(RULES)
+    now = int(time.time())
+    bearer = hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, SESSION_SECRET)
+
+    express_env = dict(os.environ, ABLY_API_KEY=f"{ABLY_KEY_NAME}:{ABLY_SECRET}")
+    results = []  # (mode, conns, name, round, wrk result)
+    peak = {}
+    for mode in args.modes.split(","):
+        server_cores, load_cores = ("0", "1") if mode == "pinned" else (None, None)
+        servers = {
+            "hello": Server("hello", [hello_bin, "127.0.0.1:0"], dict(os.environ), server_cores),
+            "capsign": Server("capsign", [capsign_bin], capsign_env(), server_cores),
+        }
+        if use_express:
+            servers["express"] = Server(
+                "express", ["node", os.path.join(express_dir, "server.js")], express_env, server_cores
+            )
+        try:
+            check_hello(servers["hello"].port)
+            cap_path, cap_headers = prepare_capsign_request(servers["capsign"].port, bearer)
+            if use_express:
+                check_express(servers["express"].port)
+            targets = {
+                "hello": ("/", {}),
+                "capsign": (cap_path, cap_headers),
+                "express": (cap_path, {"Authorization": f"Bearer {bearer}"}),
+            }
+            for conns in [int(c) for c in args.conns.split(",")]:
+                for name, srv in servers.items():  # warm-up, not recorded
+                    path, headers = targets[name]
+                    wrk(srv.port, path, headers, conns, 1, load_cores)
+                for rnd in range(args.rounds):
+                    for name, srv in servers.items():
+                        path, headers = targets[name]
+                        r = wrk(srv.port, path, headers, conns, args.duration, load_cores)
+                        log(
+                            f"bench: {mode:8} c={conns:<3} {name:8} round {rnd + 1}: "
+                            f"{r['rps']:>9.0f} rps  p50 {fmt_ms(r['p50'])}  p99 {fmt_ms(r['p99'])}"
+                        )
+                        if r["non2xx"] or r["socket_errors"]:
+                            raise SystemExit(
+                                f"bench: {name} errors: {r['non2xx']} non-2xx; {r['socket_errors']}"
+                            )
+                        results.append((mode, conns, name, rnd, r))
+            for name, srv in servers.items():
+                peak[name] = max(peak.get(name, 0), srv.peak_rss_kib())
+        finally:
+            for srv in servers.values():
+                srv.stop()
+
+    cold = cold_starts(
+        hello_bin, capsign_bin, express_dir if use_express else None, bearer, express_env
+    )
+    report(results, peak, cold, args)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cold_starts(hello_bin, capsign_bin, express_dir, bearer, express_env):
+    out = {}
+
+    def timed(argv_for_port, env_for_port, path, headers, runs=5):
+        samples = []
+        for _ in range(runs):
+            port = free_port()
+            env = env_for_port(port)
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                argv_for_port(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                while True:
+                    if time.perf_counter() - t0 > 10:
+                        raise SystemExit("bench: no 200 within 10 s of starting")
+                    try:
+                        status, _, _ = http_get(port, path, headers, timeout=1)
+                        if status == 200:
+                            break
+                        raise SystemExit(f"bench: cold start answered {status}")
+                    except OSError:
+                        time.sleep(0.0002)
+                samples.append((time.perf_counter() - t0) * 1000)
+            finally:
+                proc.terminate()
+                proc.wait()
+        return statistics.median(samples)
+
+    auth = {"Authorization": f"Bearer {bearer}"}
+    cap_path = capability_query({"doc:cold": ["subscribe"]})
+    out["hello"] = timed(lambda p: [hello_bin, f"127.0.0.1:{p}"], lambda p: dict(os.environ), "/", {})
+    out["capsign"] = timed(lambda p: [capsign_bin], capsign_env, cap_path, auth)
+    if express_dir:
+        out["express"] = timed(
+            lambda p: ["node", os.path.join(express_dir, "server.js")],
+            lambda p: dict(express_env, PORT=str(p)),
+            "/auth",
+            {},
+        )
+    return out
+
+
+def report(results, peak, cold, args):
+    def median_of(mode, conns, name, key):
+        vals = [r[key] for m, c, n, _, r in results if (m, c, n) == (mode, conns, name)]
+        return statistics.median(vals) if vals else float("nan")
+
+    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "capsign", "express"].index)
+    print()
+    print(f"capsign benchmark: {os.uname().machine}, {os.cpu_count()} cores, "
+          f"{args.rounds} rounds × {args.duration} s per setting, medians")
+    print()
+    print("| setting | server | rps | p50 | p99 | capsign / this |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for mode in args.modes.split(","):
+        for conns in [int(c) for c in args.conns.split(",")]:
+            cap = median_of(mode, conns, "capsign", "rps")
+            for name in names:
+                rps = median_of(mode, conns, name, "rps")
+                ratio = "" if name == "capsign" else f"{cap / rps:.2f}×"
+                print(
+                    f"| {mode}, {conns} conn{'s' if conns > 1 else ''} | {name} | {rps:,.0f} | "
+                    f"{fmt_ms(median_of(mode, conns, name, 'p50'))} | "
+                    f"{fmt_ms(median_of(mode, conns, name, 'p99'))} | {ratio} |"
+                )
+    print()
+    print("| server | cold start to first 200 | peak RSS under load |")
+    print("| --- | ---: | ---: |")
+    for name in names:
+        print(f"| {name} | {cold.get(name, float('nan')):.1f} ms | {peak.get(name, 0) / 1024:.1f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
