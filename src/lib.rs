@@ -26,6 +26,8 @@
 pub mod capability;
 pub mod config;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod http;
 pub mod identity;

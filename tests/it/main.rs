@@ -9,6 +9,7 @@
 
 mod binary;
 mod capacity;
+mod fuzz_replay;
 mod harness;
 mod http;
 mod vectors;

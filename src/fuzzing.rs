@@ -1,0 +1,437 @@
+//! Property checks on arbitrary bytes, shared by the fuzz targets in `fuzz/` and by the
+//! replay of their committed seeds and regressions in `cargo test` (`tests/it/fuzz_replay.rs`).
+//!
+//! Each function takes any input, must never panic on its own account, and panics (with a
+//! message) only when a property of capsign is broken: that is how libFuzzer learns of it.
+//! Not a public API.
+
+// A broken property must panic, loudly: that is the whole point of this module.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Map, Value, json};
+
+use crate::capability::{CapabilitySet, OpSet, Resource};
+use crate::config::Config;
+use crate::flow::App;
+use crate::grants::{Grant, GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, Sealer};
+use crate::identity::Identity;
+use crate::policy::Policy;
+
+const NOW: u64 = 1_800_000_000;
+const CLIENT: &str = "fuzz-user";
+const COOKIE_NAME: &str = "__Host-capsign";
+const ABLY_SECRET: &str = "fuzz-ably-secret";
+const SESSION_SECRET: &str = "fuzz-session-secret-0123456789abcdef";
+const FUZZ_RULES: &str = r#"
+[[rule]]
+resource = "chat:*"
+ops = ["subscribe", "publish", "presence"]
+[[rule]]
+resource = "doc:*"
+ops = ["subscribe", "publish"]
+[[rule]]
+resource = "private:{clientId}:*"
+ops = ["*"]
+default = true
+[[rule]]
+resource = "team:{claims.team}"
+ops = ["subscribe"]
+"#;
+
+fn sealer() -> &'static Sealer {
+    static SEALER: OnceLock<Sealer> = OnceLock::new();
+    SEALER.get_or_init(|| {
+        let keys = GrantKeys::new(vec![
+            GrantKey::derive(1, b"fuzz-cookie-key-0123456789abcdef"),
+            GrantKey::derive(2, b"fuzz-cookie-key-older-0123456789"),
+        ])
+        .expect("two keys");
+        Sealer::new(keys, COOKIE_NAME)
+    })
+}
+
+fn limits() -> OpenLimits {
+    OpenLimits {
+        now: NOW,
+        max_age: 86_400,
+        future_skew: 60,
+    }
+}
+
+/// A grant set drawn from `data`: resources from its printable runs, operations and ages from
+/// its bytes. Deterministic, so a failing input reproduces.
+fn grant_set_from(data: &[u8]) -> GrantSet {
+    let mut set = GrantSet::new();
+    for chunk in data.split(|b| *b == b'\n').take(400) {
+        let (head, name) = chunk.split_at(chunk.len().min(3));
+        let name = String::from_utf8_lossy(name);
+        let Ok(resource) = Resource::new(name.as_ref()) else {
+            continue;
+        };
+        let b = |i: usize| u32::from(head.get(i).copied().unwrap_or(0));
+        let bits = if b(0) == 0xFF {
+            OpSet::WILDCARD_BIT
+        } else {
+            (b(0) | (b(1) << 8) | ((b(2) & 1) << 16)) & (OpSet::WILDCARD_BIT - 1)
+        };
+        let Some(ops) = OpSet::from_bits(bits) else {
+            continue;
+        };
+        let approved_at = NOW - u64::from(b(1) * 97 + b(2));
+        set.insert(resource, Grant { ops, approved_at });
+    }
+    set
+}
+
+/// The grant cookie: (1) `data` as a sealed value never panics the opener and never opens
+/// unless genuinely sealed; (2) `open(seal(x)) == x` for a set drawn from `data`; (3) a
+/// sealed value changed in one character, truncated, opened for another client or for the
+/// header purpose, never opens.
+pub fn grant_cookie(data: &[u8]) {
+    let sealer = sealer();
+    // (1) Arbitrary text.
+    let text = String::from_utf8_lossy(data);
+    for purpose in [Purpose::Cookie, Purpose::Header] {
+        if let Ok(opened) = sealer.open(purpose, &text, CLIENT, limits()) {
+            let again = sealer.seal_grants(purpose, CLIENT, opened.issued_at, &opened.grants);
+            let reopened = sealer.open(purpose, &again, CLIENT, limits()).unwrap();
+            assert_eq!(reopened, opened, "an opened value must survive re-sealing");
+        }
+    }
+
+    // (2) Round trip.
+    let set = grant_set_from(data);
+    let sealed = sealer.seal_grants(Purpose::Cookie, CLIENT, NOW, &set);
+    match sealer.open(Purpose::Cookie, &sealed, CLIENT, limits()) {
+        Ok(opened) => {
+            assert_eq!(opened.grants, set, "open(seal(x)) must be x");
+            assert_eq!(opened.issued_at, NOW);
+        }
+        // Only a set too large for the format's limits may fail to open.
+        Err(e) => assert!(
+            sealed.len() > crate::grants::MAX_SEALED_LEN,
+            "a sealed value of {} bytes did not open: {e}",
+            sealed.len()
+        ),
+    }
+    if sealed.len() > crate::grants::MAX_SEALED_LEN {
+        return;
+    }
+
+    // (3) Tampering.
+    let pick = data.iter().fold(7usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(*b))
+    });
+    let pos = pick % sealed.len();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = sealed.clone().into_bytes();
+    let old = bytes[pos];
+    let new = alphabet[(pick / 7 + 1) % alphabet.len()];
+    bytes[pos] = if new == old {
+        b'A' + (old == b'A') as u8
+    } else {
+        new
+    };
+    let mutated = String::from_utf8(bytes).unwrap();
+    assert!(
+        sealer
+            .open(Purpose::Cookie, &mutated, CLIENT, limits())
+            .is_err(),
+        "a value changed at {pos} opened"
+    );
+    let cut = &sealed[..pos];
+    assert!(sealer.open(Purpose::Cookie, cut, CLIENT, limits()).is_err());
+    assert!(
+        sealer
+            .open(Purpose::Header, &sealed, CLIENT, limits())
+            .is_err()
+    );
+    assert!(
+        sealer
+            .open(Purpose::Cookie, &sealed, "someone-else", limits())
+            .is_err()
+    );
+}
+
+fn check_canonical(set: &CapabilitySet) {
+    let text = set.to_json();
+    let again = CapabilitySet::from_json(&text).unwrap_or_else(|e| {
+        panic!("canonical form {text} does not parse: {e}");
+    });
+    assert_eq!(&again, set, "canonical form must round-trip");
+    assert_eq!(again.to_json(), text, "canonical form must be stable");
+    assert!(set.covers_set(set), "covering must be reflexive");
+}
+
+/// Capability JSON: two documents separated by the first line feed. Each that parses
+/// round-trips through its canonical form; for two, union, merge, `uncovered` and
+/// intersection keep their laws and never widen beyond their inputs.
+pub fn capability(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (a, b) = text.split_once('\n').unwrap_or((text, "{}"));
+    let (Ok(a), Ok(b)) = (CapabilitySet::from_json(a), CapabilitySet::from_json(b)) else {
+        return;
+    };
+    check_canonical(&a);
+    check_canonical(&b);
+
+    let u = a.union(&b);
+    assert_eq!(u, b.union(&a), "union must commute");
+    assert_eq!(u.union(&a), u, "union must be idempotent");
+    assert!(
+        u.covers_set(&a) && u.covers_set(&b),
+        "union must cover its inputs"
+    );
+    for (r, ops) in u.iter() {
+        let from_inputs = a
+            .ops_for(r.as_str())
+            .unwrap_or_default()
+            .union(b.ops_for(r.as_str()).unwrap_or_default());
+        assert!(ops.is_subset(from_inputs), "union widened {r}");
+    }
+    let mut merged = GrantSet::new();
+    merged.add(&a, NOW);
+    let mut other = GrantSet::new();
+    other.add(&b, NOW - 5);
+    merged.merge(other);
+    assert_eq!(
+        merged.capabilities(),
+        u,
+        "merging grant sets must be the union"
+    );
+
+    let missing = a.uncovered(&b);
+    assert!(
+        b.covers_set(&missing),
+        "uncovered must be part of the request"
+    );
+    assert!(
+        a.union(&missing).covers_set(&b),
+        "held ∪ uncovered must cover the request"
+    );
+    let mut held = GrantSet::new();
+    held.add(&a, NOW);
+    assert_eq!(
+        held.uncovered(&b),
+        missing,
+        "GrantSet::uncovered must agree"
+    );
+
+    let i = a.intersect(&b);
+    assert!(a.covers_set(&i) && b.covers_set(&i), "intersection widened");
+}
+
+/// The rules file: any text that parses as rules decides only within what was asked, for any
+/// clientId (including ones with `:` and `*`) and claims.
+pub fn rules(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (rules, who) = text.split_once("\n#who:").unwrap_or((text, "u:1*"));
+    let Ok(policy) = Policy::from_toml(rules) else {
+        return;
+    };
+    let mut claims = Map::new();
+    claims.insert("team".into(), Value::String(who.chars().rev().collect()));
+    let who = Identity::new(who.to_owned(), claims);
+    let requested = CapabilitySet::from_value(&json!({
+        "*": ["*"],
+        "chat:*": ["publish", "subscribe"],
+        "doc:a:b": ["history"],
+        "[*]*": ["subscribe"],
+        "[meta]log": ["subscribe"],
+        "private:u:*": ["publish"],
+    }))
+    .unwrap();
+    let granted = policy.decide(&who, &requested);
+    assert!(
+        requested.covers_set(&granted),
+        "the policy granted more than was asked"
+    );
+    for (r, _) in granted.iter() {
+        assert!(
+            requested.ops_for(r.as_str()).is_some(),
+            "granted an unasked resource {r}"
+        );
+    }
+    let defaults = policy.defaults(&who);
+    check_canonical(&defaults);
+}
+
+struct AuthTarget {
+    app: App,
+    bearer: String,
+    cookie: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn auth_target() -> &'static AuthTarget {
+    static TARGET: OnceLock<AuthTarget> = OnceLock::new();
+    TARGET.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("capsign-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let rules = dir.join("rules.toml");
+        std::fs::write(&rules, FUZZ_RULES).expect("rules file");
+        let rules = rules.display().to_string();
+        let env = move |k: &str| -> Option<String> {
+            Some(match k {
+                "ABLY_API_KEY" => format!("fuzzap.fuzzky:{ABLY_SECRET}"),
+                "CAPSIGN_LISTEN" => "127.0.0.1:0".into(),
+                "CAPSIGN_COOKIE_KEY" => "ZnV6ei1jb29raWUta2V5LTAxMjM0NTY3ODlhYmNkZWY=".into(),
+                "CAPSIGN_SESSION_SECRET" => SESSION_SECRET.into(),
+                "CAPSIGN_RULES" => rules.clone(),
+                _ => return None,
+            })
+        };
+        let app = App::new(Config::load(&env, None).expect("fuzz configuration"));
+        let now = app.clock.now_ms() / 1000;
+        let bearer = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": CLIENT, "team": "red", "iat": now, "exp": now + 10 * 365 * 86_400}),
+            &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
+        )
+        .expect("session JWT");
+        let mut held = CapabilitySet::from_json(r#"{"chat:lobby":["subscribe"]}"#).unwrap();
+        held.insert(
+            Resource::new("doc:1").unwrap(),
+            OpSet::from_bits(OpSet::WILDCARD_BIT).unwrap(),
+        );
+        let mut grants = GrantSet::new();
+        grants.add(&held, now);
+        let cookie = app
+            .config
+            .sealer
+            .seal_grants(Purpose::Cookie, CLIENT, now, &grants);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        AuthTarget {
+            app,
+            bearer,
+            cookie,
+            rt,
+        }
+    })
+}
+
+/// An `/auth` request built from `data`: byte 0 picks the method, the body's content type and
+/// which credentials go along; the rest is `query \n body \n extra cookie header`. Whatever
+/// comes in, the answer is never a 5xx; an error carries Ably's envelope with matching
+/// status; a 200 is a credential signed by the Ably key whose capability the rules allow.
+pub fn auth_request(data: &[u8]) {
+    let t = auth_target();
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let mut parts = rest.splitn(3, |b| *b == b'\n');
+    let query = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let body = parts.next().unwrap_or_default().to_vec();
+    let extra_cookie = parts.next().unwrap_or_default();
+
+    let post = ctl & 1 == 1;
+    let mut req = http::Request::builder()
+        .method(if post { "POST" } else { "GET" })
+        .uri(format!("/auth?{}", query.replace(['#', ' '], "%20")));
+    if ctl & 2 != 0 {
+        req = req.header("authorization", format!("Bearer {}", t.bearer));
+    }
+    let mut cookie = String::new();
+    if ctl & 4 != 0 {
+        cookie = format!("{COOKIE_NAME}={}", t.cookie);
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(extra_cookie) {
+        if !extra_cookie.is_empty() {
+            if !cookie.is_empty() {
+                cookie.push_str("; ");
+            }
+            cookie.push_str(v.to_str().unwrap_or_default());
+        }
+    }
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    if post {
+        let ctype = match (ctl >> 3) & 3 {
+            0 => "application/x-www-form-urlencoded",
+            1 => "application/json",
+            2 => "application/json; charset=utf-8",
+            _ => "text/plain",
+        };
+        req = req.header("content-type", ctype);
+    }
+    if ctl & 0x20 != 0 {
+        req = req.header("x-capsign-grants", URL_SAFE_NO_PAD.encode(&body));
+    }
+    let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
+        return;
+    };
+    let resp = t.rt.block_on(crate::http::handle(&t.app, req));
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body =
+        t.rt.block_on(resp.into_body().collect())
+            .expect("in-memory body")
+            .to_bytes();
+    assert!(!status.is_server_error(), "{status} for {data:?}");
+    if status.is_success() {
+        let cap = match ctype.as_str() {
+            "application/jwt" => {
+                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+                v.required_spec_claims.clear();
+                v.validate_exp = false;
+                let token = std::str::from_utf8(&body).expect("JWT text");
+                let claims = jsonwebtoken::decode::<Map<String, Value>>(
+                    token,
+                    &jsonwebtoken::DecodingKey::from_secret(ABLY_SECRET.as_bytes()),
+                    &v,
+                )
+                .expect("the JWT must verify with the Ably key")
+                .claims;
+                claims["x-ably-capability"].as_str().unwrap().to_owned()
+            }
+            "application/json" => {
+                let tr: Value = serde_json::from_slice(&body).expect("TokenRequest JSON");
+                tr["capability"].as_str().unwrap().to_owned()
+            }
+            other => panic!("200 with content type {other}"),
+        };
+        let cap = CapabilitySet::from_json(&cap).expect("minted capability parses");
+        let allowed = CapabilitySet::from_value(&json!({
+            "chat:*": ["subscribe", "publish", "presence"],
+            "doc:*": ["subscribe", "publish"],
+            "doc:1": ["*"],
+            "private:fuzz-user:*": ["*"],
+            "team:red": ["subscribe"],
+        }))
+        .unwrap();
+        assert!(allowed.covers_set(&cap), "minted {cap} beyond the rules");
+    } else {
+        let env: Value = serde_json::from_slice(&body).expect("error envelope JSON");
+        assert_eq!(ctype, "application/json");
+        assert_eq!(
+            env["error"]["statusCode"].as_u64(),
+            Some(u64::from(status.as_u16())),
+            "envelope status"
+        );
+        assert!(env["error"]["code"].as_u64().is_some());
+    }
+}
