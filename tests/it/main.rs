@@ -12,4 +12,5 @@ mod capacity;
 mod fuzz_replay;
 mod harness;
 mod http;
+mod laws;
 mod vectors;
