@@ -145,6 +145,9 @@ pub struct Config {
     pub overflow: Overflow,
     /// The grant cookie's `SameSite`: `Lax` unless capsign serves another site's pages.
     pub same_site: ::cookie::SameSite,
+    /// Origins (exact `scheme://host[:port]`) whose pages may call capsign cross-site, with
+    /// credentials. Empty: same-origin only.
+    pub cors_origins: Vec<String>,
     /// Credential lifetimes.
     pub ttl: TtlBounds,
     /// Seconds after which a grant is re-checked.
@@ -172,6 +175,7 @@ impl fmt::Debug for Config {
             .field("deny", &self.deny)
             .field("overflow", &self.overflow)
             .field("same_site", &self.same_site)
+            .field("cors_origins", &self.cors_origins)
             .field("ttl", &self.ttl)
             .field("regrant_after", &self.regrant_after)
             .field("grant_max_age", &self.grant_max_age)
@@ -229,6 +233,7 @@ const SETTINGS: &[&str] = &[
     "CAPSIGN_COOKIE_NAME",
     "CAPSIGN_COOKIE_OVERFLOW",
     "CAPSIGN_COOKIE_SAMESITE",
+    "CAPSIGN_CORS_ORIGINS",
     "CAPSIGN_IDENTITY",
     "CAPSIGN_SESSION_SECRET",
     "CAPSIGN_SESSION_PUBLIC_KEY",
@@ -249,6 +254,25 @@ const SETTINGS: &[&str] = &[
     "CAPSIGN_MAX_NEW_GRANTS",
     "CAPSIGN_MAX_BODY",
 ];
+
+/// One exact origin of `CAPSIGN_CORS_ORIGINS`: `http(s)://host[:port]`, nothing after, never
+/// `null` or `*` (which would hand signed credentials to any page).
+fn cors_origin(o: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("{o:?} is not an origin: {why}"));
+    let Some((scheme, authority)) = o.split_once("://") else {
+        return bad("expected scheme://host[:port], such as https://app.example.com");
+    };
+    if scheme != "https" && scheme != "http" {
+        return bad("the scheme must be https or http");
+    }
+    if authority.is_empty()
+        || authority.contains(['/', '?', '#', '@', '*', ' '])
+        || authority.parse::<http::uri::Authority>().is_err()
+    {
+        return bad("expected a host and optional port, with no path, wildcard or user");
+    }
+    Ok(o.to_ascii_lowercase())
+}
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
@@ -454,6 +478,16 @@ impl Config {
             })?
             .unwrap_or(::cookie::SameSite::Lax);
 
+        let cors_origins = src
+            .parse("CAPSIGN_CORS_ORIGINS", |s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(cors_origin)
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+            .unwrap_or_default();
+
         let revocable = src
             .parse("CAPSIGN_REVOCABLE_TOKENS", boolean)?
             .unwrap_or(false);
@@ -525,6 +559,7 @@ impl Config {
             deny,
             overflow,
             same_site,
+            cors_origins,
             ttl: TtlBounds {
                 default_ms: ttl_default,
                 min_ms: ttl_min,

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue,
-    LOCATION, SET_COOKIE, VARY,
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, HeaderName,
+    HeaderValue, LOCATION, ORIGIN, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -32,6 +34,13 @@ pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-gran
 pub const X_CAPSIGN_DENIED: HeaderName = HeaderName::from_static("x-capsign-denied");
 /// Response header: resources evicted to keep the cookie within budget.
 pub const X_CAPSIGN_EVICTED: HeaderName = HeaderName::from_static("x-capsign-evicted");
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+/// The response headers a listed cross-origin page may read.
+const EXPOSED_HEADERS: &str =
+    "X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Capsign-Grants, X-Capsign-Denied, X-Capsign-Evicted";
+/// The request headers a listed cross-origin page may send (ably-js `authHeaders`, and the
+/// sealed grants of a client without a cookie jar).
+const ALLOWED_REQUEST_HEADERS: &str = "Authorization, Content-Type, X-Capsign-Grants";
 const X_ABLY_ERRORCODE: HeaderName = HeaderName::from_static("x-ably-errorcode");
 const X_ABLY_ERRORMESSAGE: HeaderName = HeaderName::from_static("x-ably-errormessage");
 
@@ -61,31 +70,147 @@ where
 {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::POST, "/auth") => auth(app, req).await,
-        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
-        (&Method::GET, "/") if app.config.identity.is_demo() => {
-            Ok(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
-        }
-        (&Method::POST, "/login") if app.config.identity.is_demo() => login(app, req).await,
-        (&Method::POST, "/logout") if app.config.identity.is_demo() => Ok(logout()),
-        (_, "/auth" | "/healthz") => Err(Reject(
-            StatusCode::METHOD_NOT_ALLOWED,
-            40500,
-            format!("method {method} not allowed on {path}"),
-        )),
-        _ => Err(Reject(
-            StatusCode::NOT_FOUND,
-            40400,
-            format!("no such endpoint {path}"),
-        )),
+    // An allow-listed Origin gets CORS headers on every answer, errors included, so ably-js
+    // can read the error code of a cross-origin failure.
+    let cors = header_str(req.headers(), &ORIGIN)
+        .filter(|o| {
+            app.config
+                .cors_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        })
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let changes_cookie = matches!(
+        (req.method(), req.uri().path()),
+        (&Method::GET | &Method::POST, "/auth") | (&Method::POST, "/login" | "/logout")
+    );
+    let result = if changes_cookie {
+        refuse_cross_site(req.headers(), cors.is_some())
+    } else {
+        Ok(())
     };
-    let response = result.unwrap_or_else(|Reject(status, code, message)| {
+    let result = result.and_then(|()| route(app, &method, &path, cors.is_some()));
+    let result = match result {
+        Ok(Route::Auth) => auth(app, req).await,
+        Ok(Route::Login) => login(app, req).await,
+        Ok(Route::Done(resp)) => Ok(resp),
+        Err(e) => Err(e),
+    };
+    let mut response = result.unwrap_or_else(|Reject(status, code, message)| {
         tracing::debug!(%method, %path, %status, code, "{message}");
         error(status, code, &message)
     });
+    if let Some(origin) = cors {
+        let h = response.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
     tracing::debug!(%method, %path, status = %response.status(), "request");
     response
+}
+
+/// Where a request goes, once method and path are known.
+enum Route {
+    Auth,
+    Login,
+    Done(Response<Body>),
+}
+
+fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Reject> {
+    let demo = app.config.identity.is_demo();
+    Ok(match (method, path) {
+        (&Method::GET | &Method::POST, "/auth") => Route::Auth,
+        (&Method::OPTIONS, "/auth") => Route::Done(preflight(cors)?),
+        (&Method::GET, "/healthz") => Route::Done(text(StatusCode::OK, "text/plain", "ok\n")),
+        (&Method::GET, "/") if demo => {
+            Route::Done(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
+        }
+        (&Method::POST, "/login") if demo => Route::Login,
+        (&Method::POST, "/logout") if demo => Route::Done(logout()),
+        (_, "/auth" | "/healthz") => {
+            return Err(Reject(
+                StatusCode::METHOD_NOT_ALLOWED,
+                40500,
+                format!("method {method} not allowed on {path}"),
+            ));
+        }
+        _ => {
+            return Err(Reject(
+                StatusCode::NOT_FOUND,
+                40400,
+                format!("no such endpoint {path}"),
+            ));
+        }
+    })
+}
+
+/// Refuses a cookie-changing request that a page of another site made the browser send
+/// (OWASP's Fetch Metadata check, with `Origin` as the fallback for browsers without it).
+/// Such a request would still get its `Set-Cookie` applied even though the page cannot read
+/// the answer: grants pushed into the victim's cookie, or the cookie bloated until the
+/// browser drops it. Requests without either header (server-side clients) pass.
+fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reject> {
+    if allow_listed {
+        return Ok(());
+    }
+    let refuse = |what: String| {
+        Err(Reject(
+            StatusCode::FORBIDDEN,
+            40300,
+            format!(
+                "cross-site request refused ({what}); serve capsign from the app's own origin \
+                 or list the calling origin in CAPSIGN_CORS_ORIGINS"
+            ),
+        ))
+    };
+    match header_str(headers, &SEC_FETCH_SITE) {
+        Some("same-origin" | "none") => return Ok(()),
+        Some(site) => return refuse(format!("Sec-Fetch-Site: {site}")),
+        None => {}
+    }
+    match header_str(headers, &ORIGIN) {
+        None => Ok(()),
+        Some(origin) => {
+            let authority = origin.split_once("://").map(|(_, a)| a);
+            let host = header_str(headers, &HOST);
+            match (authority, host) {
+                (Some(a), Some(h)) if a.eq_ignore_ascii_case(h) => Ok(()),
+                _ => refuse(format!("Origin: {origin}")),
+            }
+        }
+    }
+}
+
+/// The answer to a CORS preflight of `/auth`: allowed for listed origins only.
+fn preflight(allow_listed: bool) -> Result<Response<Body>, Reject> {
+    if !allow_listed {
+        return Err(Reject(
+            StatusCode::FORBIDDEN,
+            40300,
+            "cross-origin request refused: the origin is not in CAPSIGN_CORS_ORIGINS".into(),
+        ));
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_REQUEST_HEADERS),
+    );
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    no_store(h);
+    Ok(resp)
 }
 
 async fn auth<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>

@@ -14,3 +14,4 @@ mod harness;
 mod http;
 mod laws;
 mod vectors;
+mod web;
