@@ -1,0 +1,476 @@
+//! The hostile-input suite: each case a named test against the running server. Every one
+//! must get the right 4xx with Ably's error envelope (or, for grant cookies, be ignored: a
+//! fresh set, never an error the client sees), and never a 5xx, a hang or a panic. Cases
+//! that hyper rejects before capsign sees a request (oversized or too many headers) get
+//! hyper's bare 431, and the server stays up for everyone else.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Reply, Server, auth_request, session};
+
+const CAP: &str = r#"{"chat:a":["subscribe"]}"#;
+
+/// A raw HTTP exchange: writes `request`, reads until the server closes (the requests say
+/// `Connection: close`), at most 25 s. Returns the status and the whole response text.
+async fn raw(s: &Server, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(25), stream.read_to_end(&mut out))
+        .await
+        .expect("the server must answer or close, not hang")
+        .ok();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The Ably error code in a raw response's envelope.
+fn raw_code(text: &str) -> u64 {
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("no envelope: {text}"));
+    v["error"]["code"].as_u64().unwrap()
+}
+
+fn bearer(who: &str) -> String {
+    format!("Bearer {}", session(who, Value::Null))
+}
+
+async fn with_cookie(s: &Server, cookie: &str) -> Reply {
+    s.send(auth_request(s, "alice", Some(CAP), Some(cookie)))
+        .await
+}
+
+/// The server still serves a normal request.
+async fn still_serving(s: &Server) {
+    let r = s.send(auth_request(s, "alice", Some(CAP), None)).await;
+    assert_eq!(r.capability(), CAP);
+}
+
+/// A valid grant cookie of alice's holding `doc:held`.
+async fn alices_cookie(s: &Server) -> String {
+    s.send(auth_request(
+        s,
+        "alice",
+        Some(r#"{"doc:held":["subscribe"]}"#),
+        None,
+    ))
+    .await
+    .grant_cookie()
+    .unwrap()
+}
+
+/// A bad cookie is ignored: the answer covers the request alone, with a fresh cookie.
+fn assert_fresh(r: &Reply, what: &str) {
+    assert_eq!(r.capability(), CAP, "{what}");
+    assert!(r.grant_cookie().is_some(), "{what}");
+}
+
+#[tokio::test]
+async fn oversized_cookie_is_ignored() {
+    let s = Server::start(&[]).await;
+    let r = with_cookie(&s, &"A".repeat(12_000)).await;
+    assert_fresh(&r, "12 KB cookie");
+}
+
+#[tokio::test]
+async fn truncated_and_padded_cookies_are_ignored() {
+    let s = Server::start(&[]).await;
+    let good = alices_cookie(&s).await;
+    for n in [0, 1, 4, 35, 36, good.len() / 2, good.len() - 1] {
+        assert_fresh(&with_cookie(&s, &good[..n]).await, &format!("cut at {n}"));
+    }
+    for pad in ["=", "==", "A", "AAAA", "\"", "%3D", ".", "\\"] {
+        let v = format!("{good}{pad}");
+        assert_fresh(&with_cookie(&s, &v).await, &format!("padded with {pad:?}"));
+    }
+    let quoted = format!("\"{good}\"");
+    let r = with_cookie(&s, &quoted).await;
+    assert_eq!(r.status, 200, "a quoted cookie value never errors");
+    // Standard base64 instead of base64url.
+    let std = good.replace('-', "+").replace('_', "/");
+    if std != good {
+        assert_fresh(&with_cookie(&s, &std).await, "standard base64");
+    }
+}
+
+#[tokio::test]
+async fn non_utf8_cookie_header_is_ignored() {
+    let s = Server::start(&[]).await;
+    let mut req = b"GET /auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+    req.extend_from_slice(format!("authorization: {}\r\n", bearer("alice")).as_bytes());
+    req.extend_from_slice(b"cookie: __Host-capsign=\xff\xfe\xc3(; other=\x80\r\n\r\n");
+    let (status, text) = raw(&s, &req).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("set-cookie: __Host-capsign="), "{text}");
+}
+
+#[tokio::test]
+async fn multibyte_character_at_every_split_point_is_ignored() {
+    let s = Server::start(&[]).await;
+    let good = alices_cookie(&s).await;
+    for (i, ch) in [(0usize, "é"), (1, "日"), (2, "🦀")]
+        .into_iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+        .map(|(n, (_, c))| (n, c))
+    {
+        // Insert at several positions, including the ends.
+        for at in [0, i + 1, good.len() / 2, good.len()] {
+            let mut v = good.clone();
+            v.insert_str(at, ch);
+            let r = with_cookie(&s, &v).await;
+            assert_fresh(&r, &format!("{ch:?} at {at}"));
+        }
+    }
+    // A value whose decoded bytes split a multibyte clientId: still only a MAC failure.
+    let sealed = URL_SAFE_NO_PAD.encode("\u{65e5}\u{672c}".as_bytes());
+    assert_fresh(&with_cookie(&s, &sealed[..sealed.len() - 1]).await, "split");
+}
+
+#[tokio::test]
+async fn cookie_swapped_between_users_is_ignored() {
+    let s = Server::start(&[]).await;
+    let alices = alices_cookie(&s).await;
+    let r = s
+        .send(auth_request(&s, "bob", Some(CAP), Some(&alices)))
+        .await;
+    assert_eq!(r.capability(), CAP, "bob gets nothing of alice's");
+}
+
+#[tokio::test]
+async fn cookie_swapped_between_names_is_ignored() {
+    let a = Server::start(&[("CAPSIGN_COOKIE_NAME", "__Host-one")]).await;
+    let b = Server::start(&[("CAPSIGN_COOKIE_NAME", "__Host-two")]).await;
+    let r = a
+        .send(
+            a.get("/auth?capability=%7B%22doc%3Aheld%22%3A%5B%22subscribe%22%5D%7D")
+                .header("authorization", bearer("alice"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    let sealed = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            let c = cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap();
+            (c.name() == "__Host-one").then(|| c.value().to_owned())
+        })
+        .unwrap();
+    let grants_header = r.header("x-capsign-grants").unwrap().to_owned();
+    // The same key, another cookie name: the name is in the MAC.
+    let r = b
+        .send(
+            b.get("/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D")
+                .header("authorization", bearer("alice"))
+                .header("cookie", format!("__Host-two={sealed}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.capability(), CAP);
+    // A cookie value sent as the grants header, and the other way round.
+    let r = a
+        .send(
+            a.get("/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D")
+                .header("authorization", bearer("alice"))
+                .header("x-capsign-grants", sealed.as_str())
+                .header("cookie", format!("__Host-one={grants_header}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.capability(), CAP);
+}
+
+#[tokio::test]
+async fn old_cookie_replayed_after_key_rotation_is_ignored() {
+    const OLD: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let old = Server::start(&[("CAPSIGN_COOKIE_KEY", OLD)]).await;
+    let cookie = alices_cookie(&old).await;
+    let new = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("2:{NEW}"))]).await;
+    assert_fresh(&with_cookie(&new, &cookie).await, "retired key");
+    // Same key id, other secret: the MAC fails.
+    let impostor = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("1:{NEW}"))]).await;
+    assert_fresh(&with_cookie(&impostor, &cookie).await, "same id, other key");
+}
+
+async fn capability_error(s: &Server, capability: &str) -> (u16, u64) {
+    let body = json!({ "capability": capability }).to_string();
+    let r = s
+        .send(
+            s.post("/auth")
+                .header("authorization", bearer("alice"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await;
+    (r.status, r.error_code())
+}
+
+#[tokio::test]
+async fn deep_capability_json_is_400() {
+    let s = Server::start(&[("CAPSIGN_MAX_BODY", "65536")]).await;
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(capability_error(&s, &deep).await, (400, 40000));
+    let deep_obj = format!("{}{}", r#"{"a":"#.repeat(3000), "}".repeat(3000));
+    assert_eq!(capability_error(&s, &deep_obj).await, (400, 40000));
+    // As a whole JSON body, too.
+    let r = s
+        .send(
+            s.post("/auth")
+                .header("authorization", bearer("alice"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(deep)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((r.status, r.error_code()), (400, 40000));
+}
+
+#[tokio::test]
+async fn huge_capability_is_400() {
+    let s = Server::start(&[("CAPSIGN_MAX_BODY", "262144")]).await;
+    let many: serde_json::Map<String, Value> = (0..2000)
+        .map(|i| (format!("doc:{i}"), json!(["subscribe"])))
+        .collect();
+    let (status, code) = capability_error(&s, &Value::Object(many).to_string()).await;
+    assert_eq!((status, code), (400, 40000));
+    let long = json!({ "a".repeat(600): ["subscribe"] }).to_string();
+    assert_eq!(capability_error(&s, &long).await, (400, 40000));
+    let many_ops = json!({ "chat:a": vec!["subscribe"; 5000] }).to_string();
+    let (status, _) = capability_error(&s, &many_ops).await;
+    assert_eq!(status, 400, "5000 repeated operations");
+}
+
+#[tokio::test]
+async fn duplicated_unknown_and_mixed_wildcard_operations_are_400() {
+    let s = Server::start(&[]).await;
+    for bad in [
+        r#"{"chat:a":["subscribe"],"chat:a":["publish"]}"#,
+        r#"{"chat:a":["subscribe","teleport"]}"#,
+        r#"{"chat:a":["*","publish"]}"#,
+        r#"{"chat:a":"subscribe"}"#,
+        r#"{"chat:a":[1]}"#,
+        r#"{"":["subscribe"]}"#,
+        r#"{"[bogus]a":["subscribe"]}"#,
+        r#"{"chat:a\u0000":["subscribe"]}"#,
+        r#"["chat:a"]"#,
+        r#"{"chat:a":["subscribe"]} trailing"#,
+    ] {
+        let (status, code) = capability_error(&s, bad).await;
+        assert_eq!((status, code), (400, 40000), "{bad}");
+    }
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn client_ids_with_control_characters_or_wildcards() {
+    let s = Server::start(&[]).await;
+    // In the session: refused as an identity.
+    for sub in ["ali\u{0}ce", "ali\nce", "*", "", "\u{7f}"] {
+        let r = s
+            .send(
+                s.get("/auth")
+                    .header("authorization", bearer(sub))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!((r.status, r.error_code()), (401, 40101), "{sub:?}");
+    }
+    // `:` and `*` inside a clientId never widen a {clientId} rule.
+    for sub in ["a:*", "a*", "x:y"] {
+        let r = s
+            .send(auth_request(
+                &s,
+                sub,
+                Some(r#"{"private:a:*:z":["publish"]}"#),
+                None,
+            ))
+            .await;
+        assert_eq!((r.status, r.error_code()), (403, 40160), "{sub:?}");
+    }
+    // As a parameter: a clean 400 or a mismatch, never a 5xx.
+    for (q, status, code) in [
+        ("clientId=%00", 400, 40012),
+        ("clientId=%E2%80%AE", 403, 40102),
+        ("clientId=*", 400, 40012),
+        ("client_id=alice%0A", 400, 40012),
+    ] {
+        let r = s
+            .send(
+                s.get(&format!("/auth?{q}"))
+                    .header("authorization", bearer("alice"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!((r.status, r.error_code()), (status, code), "{q}");
+    }
+}
+
+#[tokio::test]
+async fn ttl_negative_huge_and_non_numeric() {
+    let s = Server::start(&[]).await;
+    for ttl in [
+        "-1",
+        "-0",
+        "abc",
+        "1e3",
+        "99999999999999999999999",
+        "%00",
+        "0x10",
+        "",
+    ] {
+        let r = s
+            .send(
+                s.get(&format!(
+                    "/auth?ttl={ttl}&capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D"
+                ))
+                .header("authorization", bearer("alice"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+            )
+            .await;
+        assert_eq!((r.status, r.error_code()), (400, 40003), "ttl={ttl:?}");
+    }
+    // Large but numeric: clamped to Ably's limit, not refused.
+    let r = s
+        .send(
+            s.get("/auth?ttl=999999999999&capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D")
+                .header("authorization", bearer("alice"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    let claims = crate::harness::verify_ably_jwt(&r.body);
+    let life = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert!(life <= 86_400 + 5, "clamped to 24 h: {life}");
+}
+
+#[tokio::test]
+async fn giant_header_gets_431_and_the_server_stays_up() {
+    let s = Server::start(&[]).await;
+    let mut req = b"GET /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    req.extend_from_slice(b"\r\n\r\n");
+    let (status, text) = raw(&s, &req).await;
+    assert_eq!(status, 431, "{text}");
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn header_flood_gets_431_and_the_server_stays_up() {
+    let s = Server::start(&[]).await;
+    let mut req = b"GET /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+    for i in 0..500 {
+        req.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let (status, text) = raw(&s, &req).await;
+    assert_eq!(status, 431, "{text}");
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn body_over_the_limit_with_and_without_content_length() {
+    let s = Server::start(&[]).await;
+    // Declared too large: refused before reading.
+    let req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n{";
+    let (status, text) = raw(&s, req).await;
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(raw_code(&text), 40000);
+    // Chunked, no length: cut off at the limit.
+    let mut req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..40 {
+        req.extend_from_slice(b"400\r\n");
+        req.extend_from_slice(&[b' '; 0x400]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let (status, text) = raw(&s, &req).await;
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(raw_code(&text), 40000);
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn slow_body_gets_408_within_the_body_timeout() {
+    let s = Server::start(&[]).await;
+    let started = Instant::now();
+    let mut req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 100\r\n".to_vec();
+    req.extend_from_slice(format!("authorization: {}\r\n\r\n{{", bearer("alice")).as_bytes());
+    let (status, text) = raw(&s, &req).await;
+    assert_eq!(status, 408, "{text}");
+    assert_eq!(raw_code(&text), 40000);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
+    let s = Server::start(&[]).await;
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /auth HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    still_serving(&s).await;
+    let mut buf = [0u8; 512];
+    let r = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buf)).await;
+    assert!(r.is_ok(), "a slow client's connection must be closed");
+}
+
+#[tokio::test]
+async fn many_idle_connections_do_not_block_service() {
+    let s = Server::start(&[]).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    still_serving(&s).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a request waited {:?} behind idle connections",
+        started.elapsed()
+    );
+    drop(idle);
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn malformed_request_lines_get_4xx() {
+    let s = Server::start(&[]).await;
+    for req in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /auth HTTP/9.9\r\nhost: x\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nhost: x\r\nbad header line\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nhost: x\r\ncontent-length: -5\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+    ] {
+        let (status, text) = raw(&s, req).await;
+        assert!(
+            status == 0 || (400..500).contains(&status),
+            "{:?} → {text}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    still_serving(&s).await;
+}
