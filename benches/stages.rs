@@ -154,10 +154,13 @@ fn stages(c: &mut Criterion) {
             flow::set_cookie(cfg, &v)
         })
     });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     c.bench_function("flow: authorize (no HTTP, no identity)", |b| {
         let cookies = [s.cookie.as_str()];
         b.iter(|| {
-            flow::authorize(
+            rt.block_on(flow::authorize(
                 &s.app,
                 &who,
                 Presented {
@@ -168,13 +171,10 @@ fn stages(c: &mut Criterion) {
                     capability: Some(s.new.clone()),
                     ..AuthParams::default()
                 },
-            )
+            ))
             .unwrap()
         })
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     let cookie_header = format!("{}={}", cfg.sealer.cookie_name(), s.cookie);
     c.bench_function("handler: GET /auth, whole request in memory", |b| {
         b.iter(|| {

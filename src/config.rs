@@ -18,11 +18,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::Sha256;
 
+use http::Uri;
+
+use crate::ably::AblyRest;
 use crate::capability::CapabilitySet;
+use crate::client::{HttpClient, parse_url};
 use crate::grants::{GrantKey, GrantKeys, Sealer};
 use crate::identity::{DemoIdentity, IdentityConfig, JwtIdentity, SessionKey};
 use crate::policy::Policy;
 use crate::token::{ABLY_MAX_TTL_MS, ABLY_REVOCABLE_MAX_TTL_MS, AblyKey};
+use crate::webhook::Webhook;
 
 /// Where capsign listens when `CAPSIGN_LISTEN` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -133,8 +138,14 @@ pub struct Config {
     pub key_capability: Option<CapabilitySet>,
     /// How users are identified.
     pub identity: IdentityConfig,
-    /// The rules.
+    /// The rules (none when only a webhook decides).
     pub policy: Policy,
+    /// The policy webhook, deciding what no rule matches.
+    pub webhook: Option<Webhook>,
+    /// Ably's REST API, for `format=token` and the clock correction.
+    pub ably_rest: AblyRest,
+    /// Whether to correct the clock from Ably's `/time` at start-up.
+    pub ably_time: bool,
     /// Seals and opens grant cookies.
     pub sealer: Sealer,
     /// Default credential format.
@@ -171,6 +182,9 @@ impl fmt::Debug for Config {
             .field("key_capability", &self.key_capability)
             .field("identity", &self.identity)
             .field("sealer", &self.sealer)
+            .field("webhook", &self.webhook)
+            .field("ably_rest", &self.ably_rest)
+            .field("ably_time", &self.ably_time)
             .field("format", &self.format)
             .field("deny", &self.deny)
             .field("overflow", &self.overflow)
@@ -242,6 +256,13 @@ const SETTINGS: &[&str] = &[
     "CAPSIGN_SESSION_ISSUER",
     "CAPSIGN_SESSION_AUDIENCE",
     "CAPSIGN_RULES",
+    "CAPSIGN_POLICY_URL",
+    "CAPSIGN_POLICY_SECRET",
+    "CAPSIGN_POLICY_TIMEOUT",
+    "CAPSIGN_POLICY_MAX_RESPONSE",
+    "CAPSIGN_ABLY_REST_URL",
+    "CAPSIGN_ABLY_TIMEOUT",
+    "CAPSIGN_ABLY_TIME",
     "CAPSIGN_FORMAT",
     "CAPSIGN_DENY",
     "CAPSIGN_TTL",
@@ -272,6 +293,17 @@ fn cors_origin(o: &str) -> Result<String, String> {
         return bad("expected a host and optional port, with no path, wildcard or user");
     }
     Ok(o.to_ascii_lowercase())
+}
+
+/// A duration from 1 ms up to `max_s` seconds.
+fn bounded_duration(max_s: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |s| {
+        let d = duration(s)?;
+        if d.is_zero() || d > Duration::from_secs(max_s) {
+            return Err(format!("expected a duration above 0 and at most {max_s}s"));
+        }
+        Ok(d)
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -417,6 +449,34 @@ impl Config {
 
         let identity = Self::identity(&src, &cookie_secret, listen, &mut demo_defaults)?;
 
+        let http = HttpClient::new();
+        let webhook = match src.parse("CAPSIGN_POLICY_URL", parse_url)? {
+            None => None,
+            Some(url) => {
+                let secret = src.get("CAPSIGN_POLICY_SECRET").map(|(v, _)| v);
+                if let Some(s) = &secret {
+                    if s.len() < 32 {
+                        return Err(ConfigError {
+                            setting: "CAPSIGN_POLICY_SECRET".into(),
+                            problem: "use at least 32 characters".into(),
+                        });
+                    }
+                }
+                let timeout = src
+                    .parse("CAPSIGN_POLICY_TIMEOUT", bounded_duration(60))?
+                    .unwrap_or(crate::webhook::DEFAULT_TIMEOUT);
+                let max_response = src
+                    .parse("CAPSIGN_POLICY_MAX_RESPONSE", positive)?
+                    .unwrap_or(crate::webhook::DEFAULT_MAX_RESPONSE);
+                Some(Webhook::new(
+                    url,
+                    secret.as_deref().map(str::as_bytes),
+                    timeout,
+                    max_response,
+                    http.clone(),
+                ))
+            }
+        };
         let policy = match src.get("CAPSIGN_RULES") {
             Some((path, setting)) => {
                 let text = read_file(&path)
@@ -430,6 +490,7 @@ impl Config {
                     problem: format!("{path}: {e}"),
                 })?
             }
+            None if webhook.is_some() => Policy::default(),
             None if identity.is_demo() => {
                 demo_defaults.push("CAPSIGN_RULES (examples/rules.toml, built in)");
                 Policy::from_toml(DEMO_RULES).map_err(|e| ConfigError {
@@ -440,18 +501,24 @@ impl Config {
             None => {
                 return Err(ConfigError {
                     setting: "CAPSIGN_RULES".into(),
-                    problem: "not set; capsign needs a rules file to decide grants \
-                              (see examples/rules.toml)"
+                    problem: "not set; capsign needs a rules file or a policy webhook \
+                              (CAPSIGN_POLICY_URL) to decide grants (see examples/rules.toml)"
                         .into(),
                 });
             }
         };
+        let ably_rest = AblyRest::new(
+            src.parse("CAPSIGN_ABLY_REST_URL", parse_url)?
+                .unwrap_or_else(|| Uri::from_static(crate::ably::DEFAULT_REST_URL)),
+            src.parse("CAPSIGN_ABLY_TIMEOUT", bounded_duration(60))?
+                .unwrap_or(crate::ably::DEFAULT_TIMEOUT),
+            http,
+        );
+        let ably_time = src.parse("CAPSIGN_ABLY_TIME", boolean)?.unwrap_or(false);
 
         let format = src
-            .parse("CAPSIGN_FORMAT", |s| match Format::parse(s) {
-                Some(Format::Token) => Err("format token is not supported yet".into()),
-                Some(f) => Ok(f),
-                None => Err("expected jwt, tokenRequest or auto".into()),
+            .parse("CAPSIGN_FORMAT", |s| {
+                Format::parse(s).ok_or_else(|| "expected jwt, tokenRequest, token or auto".into())
             })?
             .unwrap_or(Format::Jwt);
         let deny = src
@@ -554,6 +621,9 @@ impl Config {
             key_capability,
             identity,
             policy,
+            webhook,
+            ably_rest,
+            ably_time,
             sealer: Sealer::new(keys, cookie_name),
             format,
             deny,

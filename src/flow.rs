@@ -18,11 +18,13 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::ably::AblyError;
 use crate::capability::{CapabilitySet, Resource};
 use crate::config::{Config, DenyMode, Format, Overflow, SET_COOKIE_BUDGET};
 use crate::grants::{GrantSet, OpenLimits, Purpose};
 use crate::identity::Identity;
 use crate::token::{self, TokenError};
+use crate::webhook::WebhookError;
 
 /// JWTs above this size are sent as TokenRequests by `format=auto`: they travel in URLs and
 /// headers, where about 8 KB is the practical limit.
@@ -71,6 +73,28 @@ impl App {
             clock: Clock::default(),
         }
     }
+
+    /// The start-up I/O, once, before serving: the clock correction from Ably's `/time` when
+    /// `CAPSIGN_ABLY_TIME` is on. Returns the correction applied, in ms.
+    ///
+    /// # Errors
+    ///
+    /// Ably unreachable or answering nonsense; the caller decides whether to start anyway.
+    pub async fn prepare(&self) -> Result<i64, AblyError> {
+        if !self.config.ably_time {
+            return Ok(0);
+        }
+        let before = self.clock.now_ms();
+        let ably = self.config.ably_rest.time().await?;
+        let after = self.clock.now_ms();
+        // Ably's reading is taken somewhere during the round trip: compare with its middle.
+        let local = before / 2 + after / 2;
+        let offset = i64::try_from(ably)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
+        self.clock.advance(offset);
+        Ok(offset)
+    }
 }
 
 /// The parameters of an `/auth` request, parsed.
@@ -102,6 +126,8 @@ pub enum Credential {
     Jwt(String),
     /// A TokenRequest's JSON (`application/json`).
     TokenRequest(String),
+    /// Ably's TokenDetails, as Ably sent them (`application/json`).
+    Token(bytes::Bytes),
 }
 
 /// A successful request.
@@ -153,9 +179,12 @@ pub enum FlowError {
         /// Grants held, new ones included.
         held: usize,
     },
-    /// `format` not available in this version.
-    #[error("format={0} is not supported yet; use jwt or tokenRequest")]
-    UnsupportedFormat(&'static str),
+    /// The policy webhook gave no usable answer.
+    #[error(transparent)]
+    PolicyUnavailable(#[from] WebhookError),
+    /// Ably refused or could not be reached (`format=token`).
+    #[error(transparent)]
+    Ably(#[from] AblyError),
     /// A bug or a broken backend: minting failed.
     #[error(transparent)]
     Mint(#[from] TokenError),
@@ -174,7 +203,7 @@ fn list(resources: &[Resource]) -> String {
 /// # Errors
 ///
 /// See [`FlowError`]. On any error the client's cookie stays as it was.
-pub fn authorize(
+pub async fn authorize(
     app: &App,
     who: &Identity,
     presented: Presented<'_>,
@@ -187,9 +216,6 @@ pub fn authorize(
         }
     }
     let format = params.format.unwrap_or(cfg.format);
-    if format == Format::Token {
-        return Err(FlowError::UnsupportedFormat("token"));
-    }
     let now_ms = app.clock.now_ms();
     let now = now_ms / 1000;
 
@@ -217,7 +243,7 @@ pub fn authorize(
     let granted = if ask.is_empty() {
         CapabilitySet::new()
     } else {
-        cfg.policy.decide(who, &ask)
+        decide(cfg, who, &ask, now).await?
     };
     let denied: Vec<Resource> = new
         .iter()
@@ -239,7 +265,14 @@ pub fn authorize(
         return Err(FlowError::NothingGranted);
     }
     let ttl_ms = ttl(cfg, params.ttl_ms, &held, now_ms);
-    let credential = mint(cfg, format, &capability, who, ttl_ms, now_ms)?;
+    let mut credential = mint(cfg, format, &capability, who, ttl_ms, now_ms)?;
+    if format == Format::Token {
+        // The TokenRequest minted above goes to Ably; the client gets Ably's answer.
+        if let Credential::TokenRequest(tr) = credential {
+            let details = cfg.ably_rest.request_token(cfg.ably.key_name(), tr).await?;
+            credential = Credential::Token(details);
+        }
+    }
     Ok(AuthOutcome {
         credential,
         set_cookie,
@@ -248,6 +281,29 @@ pub fn authorize(
         evicted,
         capability,
     })
+}
+
+/// Decides `ask` (non-empty): by the rules alone, or, with a webhook, the rules for what they
+/// match and the webhook, in one call, for the rest.
+async fn decide(
+    cfg: &Config,
+    who: &Identity,
+    ask: &CapabilitySet,
+    now: u64,
+) -> Result<CapabilitySet, FlowError> {
+    let Some(hook) = &cfg.webhook else {
+        return Ok(cfg.policy.decide(who, ask));
+    };
+    let (by_rules, rest) = cfg.policy.split(who, ask);
+    let mut granted = if by_rules.is_empty() {
+        CapabilitySet::new()
+    } else {
+        cfg.policy.decide(who, &by_rules)
+    };
+    if !rest.is_empty() {
+        granted = granted.union(&hook.decide(who, &rest, now).await?);
+    }
+    Ok(granted)
 }
 
 /// Opens every presented value for this client; returns the union and whether none opened.
@@ -364,7 +420,7 @@ fn mint(
         )?))
     };
     match format {
-        Format::TokenRequest => token_request(),
+        Format::TokenRequest | Format::Token => token_request(),
         Format::Jwt | Format::Auto => {
             let now = now_ms / 1000;
             let iat = now.saturating_sub(IAT_BACKDATE_S);
@@ -377,7 +433,6 @@ fn mint(
                 Ok(Credential::Jwt(jwt))
             }
         }
-        Format::Token => Err(FlowError::UnsupportedFormat("token")),
     }
 }
 
@@ -431,8 +486,8 @@ mod tests {
         c.value().to_owned()
     }
 
-    #[test]
-    fn only_new_grants_reach_the_policy() {
+    #[tokio::test]
+    async fn only_new_grants_reach_the_policy() {
         let app = app(&[]);
         let a = authorize(
             &app,
@@ -440,6 +495,7 @@ mod tests {
             Presented::default(),
             params(r#"{"doc:a":["subscribe"]}"#),
         )
+        .await
         .unwrap();
         assert_eq!(app.config.policy.evaluated(), 1);
         let jar = [cookie_value(&a.set_cookie)];
@@ -453,6 +509,7 @@ mod tests {
             },
             params(r#"{"doc:b":["subscribe"],"doc:a":["subscribe"]}"#),
         )
+        .await
         .unwrap();
         assert_eq!(app.config.policy.evaluated(), 2, "doc:a was asked again");
         assert_eq!(
@@ -471,12 +528,13 @@ mod tests {
             },
             AuthParams::default(),
         )
+        .await
         .unwrap();
         assert_eq!(app.config.policy.calls(), 2);
     }
 
-    #[test]
-    fn denied_grants_are_omitted_or_rejected() {
+    #[tokio::test]
+    async fn denied_grants_are_omitted_or_rejected() {
         let app1 = app(&[]);
         let out = authorize(
             &app1,
@@ -484,6 +542,7 @@ mod tests {
             Presented::default(),
             params(r#"{"doc:a":["subscribe"],"admin":["publish"]}"#),
         )
+        .await
         .unwrap();
         assert_eq!(out.denied, vec![Resource::new("admin").unwrap()]);
         assert!(!out.capability.to_json().contains("admin"));
@@ -494,12 +553,13 @@ mod tests {
             Presented::default(),
             params(r#"{"admin":["publish"]}"#),
         )
+        .await
         .unwrap_err();
         assert!(matches!(err, FlowError::Denied(_)));
     }
 
-    #[test]
-    fn grants_are_rechecked_and_expire() {
+    #[tokio::test]
+    async fn grants_are_rechecked_and_expire() {
         let app = app(&[
             ("CAPSIGN_REGRANT_AFTER", "1h"),
             ("CAPSIGN_GRANT_MAX_AGE", "1d"),
@@ -510,6 +570,7 @@ mod tests {
             Presented::default(),
             params(r#"{"doc:a":["subscribe"]}"#),
         )
+        .await
         .unwrap();
         let v = [cookie_value(&out.set_cookie)];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
@@ -524,6 +585,7 @@ mod tests {
             },
             AuthParams::default(),
         )
+        .await
         .unwrap();
         assert_eq!(
             app.config.policy.evaluated(),
@@ -533,8 +595,8 @@ mod tests {
         assert!(out.capability.to_json().contains("doc:a"));
     }
 
-    #[test]
-    fn ttl_never_outlives_oldest_grant() {
+    #[tokio::test]
+    async fn ttl_never_outlives_oldest_grant() {
         let app = app(&[
             ("CAPSIGN_GRANT_MAX_AGE", "2h"),
             ("CAPSIGN_REGRANT_AFTER", "2h"),
@@ -546,6 +608,7 @@ mod tests {
             Presented::default(),
             params(r#"{"doc:a":["subscribe"]}"#),
         )
+        .await
         .unwrap();
         let v = [cookie_value(&out.set_cookie)];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
@@ -564,6 +627,7 @@ mod tests {
             },
             p,
         )
+        .await
         .unwrap();
         let Credential::TokenRequest(tr) = out.credential else {
             panic!()
@@ -576,15 +640,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn client_id_mismatch() {
+    #[tokio::test]
+    async fn client_id_mismatch() {
         let app = app(&[]);
         let p = AuthParams {
             client_id: Some("bob".into()),
             ..AuthParams::default()
         };
         assert!(matches!(
-            authorize(&app, &alice(), Presented::default(), p),
+            authorize(&app, &alice(), Presented::default(), p).await,
             Err(FlowError::ClientIdMismatch { .. })
         ));
     }

@@ -293,6 +293,8 @@ fn auth_target() -> &'static AuthTarget {
                 "CAPSIGN_COOKIE_KEY" => "ZnV6ei1jb29raWUta2V5LTAxMjM0NTY3ODlhYmNkZWY=".into(),
                 "CAPSIGN_SESSION_SECRET" => SESSION_SECRET.into(),
                 "CAPSIGN_RULES" => rules.clone(),
+                // format=token goes nowhere: a closed loopback port, answered 502.
+                "CAPSIGN_ABLY_REST_URL" => "http://127.0.0.1:1".into(),
                 _ => return None,
             })
         };
@@ -391,7 +393,11 @@ pub fn auth_request(data: &[u8]) {
         t.rt.block_on(resp.into_body().collect())
             .expect("in-memory body")
             .to_bytes();
-    assert!(!status.is_server_error(), "{status} for {data:?}");
+    let unreachable_ably = status == http::StatusCode::BAD_GATEWAY;
+    assert!(
+        !status.is_server_error() || unreachable_ably,
+        "{status} for {data:?}"
+    );
     if status.is_success() {
         let cap = match ctype.as_str() {
             "application/jwt" => {

@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
+use crate::ably::AblyError;
 use crate::capability::{CapabilitySet, Resource};
 use crate::config::Format;
 use crate::flow::{self, App, AuthParams, Credential, FlowError, Presented};
@@ -267,30 +268,64 @@ where
         cookies: &cookies,
         header: header_str(&parts.headers, &X_CAPSIGN_GRANTS),
     };
-    let outcome = flow::authorize(app, &who, presented, params).map_err(|e| match e {
-        FlowError::ClientIdMismatch { .. } => Reject(StatusCode::FORBIDDEN, 40102, e.to_string()),
-        FlowError::Denied(_) | FlowError::NothingGranted => {
-            Reject(StatusCode::FORBIDDEN, 40160, e.to_string())
-        }
-        FlowError::TooManyNewGrants { .. }
-        | FlowError::CookieFull { .. }
-        | FlowError::UnsupportedFormat(_) => Reject::bad(e.to_string()),
-        FlowError::Mint(inner) => {
-            tracing::error!("minting failed: {inner}");
-            Reject(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                50000,
-                "internal error while signing".into(),
-            )
-        }
-    })?;
+    let outcome = flow::authorize(app, &who, presented, params)
+        .await
+        .map_err(|e| match e {
+            FlowError::ClientIdMismatch { .. } => {
+                Reject(StatusCode::FORBIDDEN, 40102, e.to_string())
+            }
+            FlowError::Denied(_) | FlowError::NothingGranted => {
+                Reject(StatusCode::FORBIDDEN, 40160, e.to_string())
+            }
+            FlowError::TooManyNewGrants { .. } | FlowError::CookieFull { .. } => {
+                Reject::bad(e.to_string())
+            }
+            FlowError::PolicyUnavailable(inner) => {
+                tracing::warn!("{inner}");
+                Reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    50300,
+                    "the policy service is unavailable; try again".into(),
+                )
+            }
+            FlowError::Ably(AblyError::Refused {
+                status,
+                code,
+                message,
+            }) => {
+                // Ably's own refusal, passed on with its code; Ably failing is a 502, not ours.
+                let status = if status.is_client_error() {
+                    status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                Reject(status, code, format!("Ably: {message}"))
+            }
+            FlowError::Ably(inner) => {
+                tracing::warn!("{inner}");
+                Reject(
+                    StatusCode::BAD_GATEWAY,
+                    50200,
+                    "Ably could not be reached to obtain a token; try again".into(),
+                )
+            }
+            FlowError::Mint(inner) => {
+                tracing::error!("minting failed: {inner}");
+                Reject(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    50000,
+                    "internal error while signing".into(),
+                )
+            }
+        })?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
 
     let (content_type, body) = match outcome.credential {
-        Credential::Jwt(jwt) => ("application/jwt", jwt),
-        Credential::TokenRequest(json) => ("application/json", json),
+        Credential::Jwt(jwt) => ("application/jwt", Bytes::from(jwt)),
+        Credential::TokenRequest(json) => ("application/json", Bytes::from(json)),
+        Credential::Token(details) => ("application/json", details),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Full::new(body));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);

@@ -11,19 +11,24 @@
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
 //! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
 //! - [`identity`]: who is asking (the app's session JWT, or the demo login).
-//! - [`policy`]: the rules file that decides new grants.
+//! - [`policy`]: the rules file that decides new grants; [`webhook`]: the app's endpoint that
+//!   decides what no rule matches.
 //! - [`token`]: the Ably key, Ably JWTs and TokenRequests.
 //! - [`config`]: settings, read and checked once at start-up.
 //! - [`flow`]: the auth flow itself, independent of HTTP.
 //! - [`http`]: requests to flow and back, errors to Ably's envelope.
 //! - [`server`]: the hyper server and its limits.
+//! - [`client`]: outbound HTTP (webhook, JWKS, Ably), bounded in time and size; [`ably`]:
+//!   Ably's REST API (`requestToken`, `/time`).
 //!
 //! A request goes identity → sealed grants (MAC first) → new grants → policy → merge → seal →
 //! mint. The identity decides whose cookie may open; the policy sees only what the cookie
 //! does not already cover; the credential covers the merged set and never outlives its
 //! oldest grant.
 
+pub mod ably;
 pub mod capability;
+pub mod client;
 pub mod config;
 pub mod flow;
 #[doc(hidden)]
@@ -34,3 +39,4 @@ pub mod identity;
 pub mod policy;
 pub mod server;
 pub mod token;
+pub mod webhook;

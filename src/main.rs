@@ -71,6 +71,11 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
     }
     let app = Arc::new(App::new(config));
+    match app.prepare().await {
+        Ok(0) => {}
+        Ok(offset) => eprintln!("capsign: clock corrected by {offset} ms from Ably's /time"),
+        Err(e) => eprintln!("capsign: warning: no clock correction ({e}); using the system clock"),
+    }
     match capsign::server::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -175,6 +175,26 @@ impl Policy {
             .collect()
     }
 
+    /// Splits `requested` into the part some rule matches (which the rules decide) and the
+    /// rest (which goes to the webhook).
+    pub fn split(
+        &self,
+        who: &Identity,
+        requested: &CapabilitySet,
+    ) -> (CapabilitySet, CapabilitySet) {
+        let allowed = self.allowed(who, false);
+        let mut mine = CapabilitySet::new();
+        let mut rest = CapabilitySet::new();
+        for (r, ops) in requested.iter() {
+            if allowed.iter().any(|(pattern, _)| pattern.covers(r)) {
+                mine.insert(r.clone(), ops);
+            } else {
+                rest.insert(r.clone(), ops);
+            }
+        }
+        (mine, rest)
+    }
+
     /// How many times the policy was asked (one per request that had new grants).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)

@@ -61,6 +61,9 @@ pub fn settings(extra: &[(&str, &str)]) -> HashMap<String, String> {
         ("CAPSIGN_COOKIE_KEY", COOKIE_KEY),
         ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
         ("CAPSIGN_LISTEN", "127.0.0.1:0"),
+        // Tests never reach Ably: format=token goes to a closed loopback port unless a test
+        // starts its own fake.
+        ("CAPSIGN_ABLY_REST_URL", "http://127.0.0.1:1"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -89,6 +92,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Arc::new(App::new(config));
+        app.prepare().await.unwrap();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(capsign::server::run(listener, Arc::clone(&app), async {
             let _ = rx.await;

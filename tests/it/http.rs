@@ -422,7 +422,16 @@ async fn error_statuses() {
         (&s, get(&s, "ttl=0", true), 400, 40003),
         (&s, get(&s, "ttl=1.5", true), 400, 40003),
         (&s, get(&s, "format=xml", true), 400, 40000),
-        (&s, get(&s, "format=token", true), 400, 40000),
+        (
+            &s,
+            get(
+                &s,
+                "format=token&capability=%7B%22chat%3Aa%22%3A%5B%22publish%22%5D%7D",
+                true,
+            ),
+            502,
+            50200,
+        ),
         (&s, get(&s, "ttl=1&ttl=2", true), 400, 40000),
         (&s, get(&s, "clientId=bob", true), 403, 40102),
         (&s, get(&s, "client_id=bob", true), 403, 40102),

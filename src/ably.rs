@@ -1,0 +1,147 @@
+//! Ably's REST API, for the two calls capsign makes itself: `POST /keys/{keyName}/requestToken`
+//! (the `format=token` flow: capsign obtains the Ably token and hands the client its
+//! TokenDetails) and `GET /time` (an optional clock correction at start-up, for hosts whose
+//! clock is off; Ably refuses TokenRequests more than about two minutes away from its time).
+//!
+//! The base URL is configurable (`CAPSIGN_ABLY_REST_URL`) so tests point it at a local fake.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::Full;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use crate::client::{ClientError, HttpClient, USER_AGENT};
+
+/// Ably's production REST endpoint.
+pub const DEFAULT_REST_URL: &str = "https://main.realtime.ably.net";
+/// Default time Ably has to answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read from Ably (TokenDetails are a few KB).
+pub const MAX_RESPONSE: usize = 256 * 1024;
+
+/// Why an Ably call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AblyError {
+    /// Ably could not be reached, or did not answer in time.
+    #[error("Ably unreachable: {0}")]
+    Unreachable(#[from] ClientError),
+    /// Ably answered with an error; passed on to the client with its code.
+    #[error("Ably refused: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Ably's error code.
+        code: u32,
+        /// Ably's message.
+        message: String,
+    },
+    /// Ably's answer was not what its API promises.
+    #[error("unexpected answer from Ably: {0}")]
+    Malformed(String),
+}
+
+/// A client of Ably's REST API.
+#[derive(Debug, Clone)]
+pub struct AblyRest {
+    base: Uri,
+    timeout: Duration,
+    client: HttpClient,
+}
+
+impl AblyRest {
+    /// A client for the API at `base` (no trailing path).
+    pub fn new(base: Uri, timeout: Duration, client: HttpClient) -> AblyRest {
+        AblyRest {
+            base,
+            timeout,
+            client,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Uri, AblyError> {
+        let base = self.base.to_string();
+        format!("{}{path}", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| AblyError::Malformed(format!("bad URL: {e}")))
+    }
+
+    /// Exchanges a signed TokenRequest (its JSON) for TokenDetails, returned as Ably sent them.
+    ///
+    /// # Errors
+    ///
+    /// See [`AblyError`].
+    pub async fn request_token(
+        &self,
+        key_name: &str,
+        token_request: String,
+    ) -> Result<Bytes, AblyError> {
+        let path = format!(
+            "/keys/{}/requestToken",
+            utf8_percent_encode(key_name, NON_ALPHANUMERIC)
+        );
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url(&path)?)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .body(Full::new(Bytes::from(token_request)))
+            .map_err(|e| AblyError::Malformed(e.to_string()))?;
+        let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
+        if !resp.status.is_success() {
+            return Err(refusal(resp.status, &resp.body));
+        }
+        let details: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| AblyError::Malformed(format!("TokenDetails: {e}")))?;
+        if !details.get("token").is_some_and(Value::is_string) {
+            return Err(AblyError::Malformed("TokenDetails without a token".into()));
+        }
+        Ok(resp.body)
+    }
+
+    /// Ably's time, in ms since the epoch.
+    ///
+    /// # Errors
+    ///
+    /// See [`AblyError`].
+    pub async fn time(&self) -> Result<u64, AblyError> {
+        let resp = self
+            .client
+            .get(&self.url("/time")?, self.timeout, 1024)
+            .await?;
+        if !resp.status.is_success() {
+            return Err(refusal(resp.status, &resp.body));
+        }
+        let v: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| AblyError::Malformed(format!("/time: {e}")))?;
+        v.get(0)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| AblyError::Malformed("/time is not [ms]".into()))
+    }
+}
+
+/// Ably's error envelope, or a generic refusal for its status.
+fn refusal(status: StatusCode, body: &[u8]) -> AblyError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = v.get("error");
+    let code = err
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(u32::from(status.as_u16()) * 100);
+    let message = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map_or_else(
+            || format!("Ably answered {status}"),
+            |m| m.chars().take(300).collect(),
+        );
+    AblyError::Refused {
+        status,
+        code,
+        message,
+    }
+}
