@@ -9,6 +9,7 @@
 
 mod binary;
 mod capacity;
+mod fakes;
 mod fuzz_replay;
 mod harness;
 mod hostile;
@@ -17,3 +18,4 @@ mod laws;
 mod rotation;
 mod vectors;
 mod web;
+mod webhook;
