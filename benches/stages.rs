@@ -20,6 +20,7 @@ use capsign::capability::CapabilitySet;
 use capsign::config::Config;
 use capsign::flow::{self, App, AuthParams, Presented};
 use capsign::grants::{GrantSet, OpenLimits, Purpose};
+use capsign::identity::Presenting;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -93,9 +94,20 @@ fn stages(c: &mut Criterion) {
     let s = setup();
     let cfg = &s.app.config;
     let now = s.app.clock.now_ms() / 1000;
-    let who = cfg
-        .identity
-        .identify(Some(&s.bearer), |_| None, now)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let headers = http::HeaderMap::new();
+    let no_cookie = |_: &str| -> Option<&str> { None };
+    let presenting = |bearer| Presenting {
+        bearer: Some(bearer),
+        cookie: &no_cookie,
+        headers: &headers,
+        peer: None,
+    };
+    let now_ms = now * 1000;
+    let who = rt
+        .block_on(cfg.identity.identify(&presenting(&s.bearer), now_ms))
         .unwrap();
     let limits = OpenLimits {
         now,
@@ -108,8 +120,10 @@ fn stages(c: &mut Criterion) {
 
     c.bench_function("identity: HS256 session JWT", |b| {
         b.iter(|| {
-            cfg.identity
-                .identify(Some(black_box(&s.bearer)), |_| None, now)
+            rt.block_on(
+                cfg.identity
+                    .identify(&presenting(black_box(&s.bearer)), now_ms),
+            )
         })
     });
     c.bench_function("cookie open: 10 grants", |b| {
@@ -154,9 +168,6 @@ fn stages(c: &mut Criterion) {
             flow::set_cookie(cfg, &v)
         })
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     c.bench_function("flow: authorize (no HTTP, no identity)", |b| {
         let cookies = [s.cookie.as_str()];
         b.iter(|| {

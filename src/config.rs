@@ -24,7 +24,11 @@ use crate::ably::AblyRest;
 use crate::capability::CapabilitySet;
 use crate::client::{HttpClient, parse_url};
 use crate::grants::{GrantKey, GrantKeys, Sealer};
-use crate::identity::{DemoIdentity, IdentityConfig, JwtIdentity, SessionKey};
+use crate::identity::{
+    DemoIdentity, HeaderIdentity, IdentityConfig, JwksIdentity, JwtIdentity, SessionClaims,
+    SessionKey,
+};
+use crate::jwks::JwksState;
 use crate::policy::Policy;
 use crate::token::{ABLY_MAX_TTL_MS, ABLY_REVOCABLE_MAX_TTL_MS, AblyKey};
 use crate::webhook::Webhook;
@@ -251,6 +255,12 @@ const SETTINGS: &[&str] = &[
     "CAPSIGN_IDENTITY",
     "CAPSIGN_SESSION_SECRET",
     "CAPSIGN_SESSION_PUBLIC_KEY",
+    "CAPSIGN_SESSION_JWKS",
+    "CAPSIGN_SESSION_ALGORITHMS",
+    "CAPSIGN_SESSION_JWKS_REFRESH",
+    "CAPSIGN_SESSION_JWKS_MIN_REFRESH",
+    "CAPSIGN_IDENTITY_HEADER",
+    "CAPSIGN_TRUSTED_PROXIES",
     "CAPSIGN_SESSION_COOKIE",
     "CAPSIGN_CLIENT_ID_CLAIM",
     "CAPSIGN_SESSION_ISSUER",
@@ -447,9 +457,9 @@ impl Config {
             })?
             .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_owned());
 
-        let identity = Self::identity(&src, &cookie_secret, listen, &mut demo_defaults)?;
-
         let http = HttpClient::new();
+        let identity = Self::identity(&src, &cookie_secret, listen, &http, &mut demo_defaults)?;
+
         let webhook = match src.parse("CAPSIGN_POLICY_URL", parse_url)? {
             None => None,
             Some(url) => {
@@ -649,16 +659,18 @@ impl Config {
         src: &Source<'_>,
         cookie_secret: &[u8],
         listen: SocketAddr,
+        http: &HttpClient,
         demo_defaults: &mut Vec<&'static str>,
     ) -> Result<IdentityConfig, ConfigError> {
         let secret = src.get("CAPSIGN_SESSION_SECRET");
         let public = src.get("CAPSIGN_SESSION_PUBLIC_KEY");
+        let jwks = src.get("CAPSIGN_SESSION_JWKS");
         let mode = src.parse("CAPSIGN_IDENTITY", |s| match s {
-            "jwt" | "demo" => Ok(s.to_owned()),
-            _ => Err("expected jwt or demo".into()),
+            "jwt" | "header" | "demo" => Ok(s.to_owned()),
+            _ => Err("expected jwt, header or demo".into()),
         })?;
         let mode = mode.unwrap_or_else(|| {
-            if secret.is_some() || public.is_some() {
+            if secret.is_some() || public.is_some() || jwks.is_some() {
                 "jwt".into()
             } else {
                 "demo".into()
@@ -670,8 +682,8 @@ impl Config {
                     setting: "CAPSIGN_IDENTITY".into(),
                     problem: format!(
                         "demo identity accepts any user name, so capsign refuses it on \
-                         {listen}; set CAPSIGN_SESSION_SECRET or CAPSIGN_SESSION_PUBLIC_KEY, \
-                         or listen on 127.0.0.1"
+                         {listen}; set CAPSIGN_SESSION_SECRET, CAPSIGN_SESSION_PUBLIC_KEY or \
+                         CAPSIGN_SESSION_JWKS, or listen on 127.0.0.1"
                     ),
                 });
             }
@@ -681,6 +693,98 @@ impl Config {
             // 32 bytes is within HKDF-SHA256's output limit, so expand cannot fail.
             let _ = hk.expand(HKDF_DEMO_INFO, &mut key);
             return Ok(IdentityConfig::Demo(DemoIdentity::new(&key)));
+        }
+        if mode == "header" {
+            let header = src
+                .parse("CAPSIGN_IDENTITY_HEADER", |s| {
+                    http::HeaderName::from_bytes(s.as_bytes())
+                        .map_err(|_| "not a header name".into())
+                })?
+                .unwrap_or(http::HeaderName::from_static("x-forwarded-user"));
+            let trusted = src
+                .parse("CAPSIGN_TRUSTED_PROXIES", |s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            p.parse::<ipnet::IpNet>()
+                                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| format!("{p:?} is not an IP address or CIDR block"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ConfigError {
+                    setting: "CAPSIGN_TRUSTED_PROXIES".into(),
+                    problem: "header identity needs the addresses of the proxies that set the \
+                              header (IPs or CIDR blocks, comma-separated)"
+                        .into(),
+                })?;
+            return Ok(IdentityConfig::Header(HeaderIdentity::new(header, trusted)));
+        }
+        let session = SessionClaims {
+            cookie: src.get("CAPSIGN_SESSION_COOKIE").map(|(v, _)| v),
+            claim: src
+                .get("CAPSIGN_CLIENT_ID_CLAIM")
+                .map_or_else(|| "sub".to_owned(), |(v, _)| v),
+            leeway: crate::identity::DEFAULT_LEEWAY_S,
+        };
+        let issuer = src.get("CAPSIGN_SESSION_ISSUER").map(|(v, _)| v);
+        let audience = src.get("CAPSIGN_SESSION_AUDIENCE").map(|(v, _)| v);
+        let chosen = [&secret, &public, &jwks]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if chosen > 1 {
+            return Err(ConfigError {
+                setting: "CAPSIGN_SESSION_SECRET".into(),
+                problem: "set one of CAPSIGN_SESSION_SECRET, CAPSIGN_SESSION_PUBLIC_KEY and \
+                          CAPSIGN_SESSION_JWKS"
+                    .into(),
+            });
+        }
+        if let Some((location, setting)) = jwks {
+            let allowed = src
+                .parse("CAPSIGN_SESSION_ALGORITHMS", |s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| {
+                            a.parse::<jsonwebtoken::Algorithm>()
+                                .ok()
+                                .filter(|alg| crate::jwks::ASYMMETRIC.contains(alg))
+                                .ok_or_else(|| {
+                                    format!("{a:?}: expected RS256/384/512, PS256/384/512, ES256/384 or EdDSA")
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+                .unwrap_or_else(|| crate::jwks::ASYMMETRIC.to_vec());
+            let state = if location.starts_with("http://") || location.starts_with("https://") {
+                let url = parse_url(&location).map_err(|problem| ConfigError {
+                    setting: setting.clone(),
+                    problem,
+                })?;
+                let refresh = src
+                    .parse("CAPSIGN_SESSION_JWKS_REFRESH", duration)?
+                    .unwrap_or(crate::jwks::DEFAULT_REFRESH);
+                let min_refresh = src
+                    .parse("CAPSIGN_SESSION_JWKS_MIN_REFRESH", duration)?
+                    .unwrap_or(crate::jwks::DEFAULT_MIN_REFRESH);
+                JwksState::from_url(url, allowed, refresh, min_refresh, http.clone())
+            } else {
+                let bytes = read_file(&location).map_err(|problem| ConfigError {
+                    setting: setting.clone(),
+                    problem,
+                })?;
+                JwksState::from_file(&bytes, allowed).map_err(|problem| ConfigError {
+                    setting,
+                    problem: format!("{location}: {problem}"),
+                })?
+            };
+            return Ok(IdentityConfig::Jwks(JwksIdentity::new(
+                state, session, issuer, audience,
+            )));
         }
         let key_bytes;
         let (key, setting) = match (secret, public) {
@@ -704,29 +808,16 @@ impl Config {
                 })?;
                 (SessionKey::Pem(&key_bytes), setting)
             }
-            (Some(_), Some(_)) => {
-                return Err(ConfigError {
-                    setting: "CAPSIGN_SESSION_SECRET".into(),
-                    problem: "set CAPSIGN_SESSION_SECRET or CAPSIGN_SESSION_PUBLIC_KEY, not both"
-                        .into(),
-                });
-            }
-            (None, None) => {
+            _ => {
                 return Err(ConfigError {
                     setting: "CAPSIGN_IDENTITY".into(),
-                    problem: "jwt identity needs CAPSIGN_SESSION_SECRET or \
-                              CAPSIGN_SESSION_PUBLIC_KEY"
+                    problem: "jwt identity needs CAPSIGN_SESSION_SECRET, \
+                              CAPSIGN_SESSION_PUBLIC_KEY or CAPSIGN_SESSION_JWKS"
                         .into(),
                 });
             }
         };
-        let cookie = src.get("CAPSIGN_SESSION_COOKIE").map(|(v, _)| v);
-        let claim = src
-            .get("CAPSIGN_CLIENT_ID_CLAIM")
-            .map_or_else(|| "sub".to_owned(), |(v, _)| v);
-        let issuer = src.get("CAPSIGN_SESSION_ISSUER").map(|(v, _)| v);
-        let audience = src.get("CAPSIGN_SESSION_AUDIENCE").map(|(v, _)| v);
-        JwtIdentity::new(key, cookie, claim, issuer, audience)
+        JwtIdentity::new(key, session, issuer.as_deref(), audience.as_deref())
             .map(IdentityConfig::Jwt)
             .map_err(|problem| ConfigError { setting, problem })
     }

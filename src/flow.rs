@@ -75,15 +75,38 @@ impl App {
     }
 
     /// The start-up I/O, once, before serving: the clock correction from Ably's `/time` when
-    /// `CAPSIGN_ABLY_TIME` is on. Returns the correction applied, in ms.
+    /// `CAPSIGN_ABLY_TIME` is on, and the first fetch of a JWKS URL. Returns notes for the
+    /// operator (a failed clock correction is one: capsign then runs on the system clock).
     ///
     /// # Errors
     ///
-    /// Ably unreachable or answering nonsense; the caller decides whether to start anyway.
-    pub async fn prepare(&self) -> Result<i64, AblyError> {
-        if !self.config.ably_time {
-            return Ok(0);
+    /// The JWKS URL could not be fetched or holds no usable key: no session could verify.
+    pub async fn prepare(&self) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        if self.config.ably_time {
+            match self.correct_clock().await {
+                Ok(offset) => {
+                    notes.push(format!("clock corrected by {offset} ms from Ably's /time"))
+                }
+                Err(e) => notes.push(format!(
+                    "warning: no clock correction ({e}); using the system clock"
+                )),
+            }
         }
+        if let crate::identity::IdentityConfig::Jwks(j) = &self.config.identity {
+            if j.state().is_remote() {
+                let n = j
+                    .state()
+                    .refresh(self.clock.now_ms())
+                    .await
+                    .map_err(|e| format!("CAPSIGN_SESSION_JWKS: {e}"))?;
+                notes.push(format!("{n} session keys fetched from the JWKS URL"));
+            }
+        }
+        Ok(notes)
+    }
+
+    async fn correct_clock(&self) -> Result<i64, AblyError> {
         let before = self.clock.now_ms();
         let ably = self.config.ably_rest.time().await?;
         let after = self.clock.now_ms();

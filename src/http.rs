@@ -24,7 +24,7 @@ use crate::ably::AblyError;
 use crate::capability::{CapabilitySet, Resource};
 use crate::config::Format;
 use crate::flow::{self, App, AuthParams, Credential, FlowError, Presented};
-use crate::identity::{DEMO_COOKIE, IdentityConfig, check_client_id};
+use crate::identity::{DEMO_COOKIE, IdentityConfig, Presenting, check_client_id};
 
 /// How long a client may take to send its body once the headers are in.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +52,11 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 
 type Body = Full<Bytes>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The address of the peer a request came from, set by the transport (`server::run` puts it
+/// in each request's extensions). Only `header` identity looks at it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// A client error: status, Ably code, message.
 #[derive(Debug)]
@@ -249,14 +254,17 @@ where
     let params = params.parse()?;
 
     let jar = request_cookies(&parts.headers);
-    let now = app.clock.now_ms() / 1000;
+    let lookup = |name: &str| jar.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let presenting = Presenting {
+        bearer: bearer(&parts.headers),
+        cookie: &lookup,
+        headers: &parts.headers,
+        peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
+    };
     let who = cfg
         .identity
-        .identify(
-            bearer(&parts.headers),
-            |name| jar.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
-            now,
-        )
+        .identify(&presenting, app.clock.now_ms())
+        .await
         .map_err(|e| Reject(StatusCode::UNAUTHORIZED, 40101, e.to_string()))?;
 
     let cookies: Vec<&str> = jar

@@ -1,10 +1,14 @@
 //! Who is asking: the clientId (and claims) from the app's own login.
 //!
 //! This module owns the identity modes of DESIGN.md: `jwt` (the app's session JWT, from
-//! `Authorization: Bearer` or a named cookie) and `demo` (a user name in a signed cookie, for
-//! trying capsign on loopback). It reads request headers but knows nothing of grants.
+//! `Authorization: Bearer` or a named cookie, verified with a secret, a PEM public key or a
+//! JWKS document), `header` (a header set by a trusted front proxy, believed only from its
+//! addresses) and `demo` (a user name in a signed cookie, for trying capsign on loopback). It
+//! reads request headers but knows nothing of grants.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +18,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::grants::keyed_hmac;
+use crate::jwks::JwksState;
 
 /// The longest clientId capsign accepts, in bytes.
 pub const MAX_CLIENT_ID_LEN: usize = 256;
@@ -68,6 +73,9 @@ pub enum IdentityError {
     /// The clientId is not acceptable.
     #[error("invalid clientId: {0}")]
     BadClientId(&'static str),
+    /// `header` mode, and the request did not come from a trusted proxy.
+    #[error("the {0} header is only believed from CAPSIGN_TRUSTED_PROXIES")]
+    UntrustedPeer(String),
 }
 
 /// Checks a clientId: non-empty, at most [`MAX_CLIENT_ID_LEN`] bytes, no control characters,
@@ -93,106 +101,45 @@ pub fn check_client_id(id: &str) -> Result<(), &'static str> {
 /// How this deployment establishes identity.
 #[derive(Debug)]
 pub enum IdentityConfig {
-    /// The app's session JWT.
+    /// The app's session JWT, verified with a secret or a PEM public key.
     Jwt(JwtIdentity),
+    /// The app's session JWT, verified with the keys of a JWKS document.
+    Jwks(JwksIdentity),
+    /// A header set by a trusted front proxy.
+    Header(HeaderIdentity),
     /// A user name in a signed cookie; loopback only.
     Demo(DemoIdentity),
 }
 
-/// Verifies the app's session JWTs.
-pub struct JwtIdentity {
-    key: DecodingKey,
-    validation: Validation,
-    cookie: Option<String>,
-    claim: String,
-    leeway: u64,
+/// What a request presents to be identified.
+pub struct Presenting<'a> {
+    /// The token of an `Authorization: Bearer` header.
+    pub bearer: Option<&'a str>,
+    /// Looks a request cookie up by name.
+    pub cookie: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
+    /// All request headers (for `header` mode).
+    pub headers: &'a http::HeaderMap,
+    /// The address of the peer that sent the request, when the transport knows it.
+    pub peer: Option<IpAddr>,
 }
 
-impl fmt::Debug for JwtIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtIdentity")
-            .field("key", &"<redacted>")
-            .field("algorithms", &self.validation.algorithms)
-            .field("cookie", &self.cookie)
-            .field("claim", &self.claim)
-            .field("iss", &self.validation.iss)
-            .field("aud", &self.validation.aud)
-            .finish()
-    }
+/// How a session JWT's claims become an [`Identity`], whatever verified it.
+#[derive(Debug, Clone)]
+pub struct SessionClaims {
+    /// Also take the token from this cookie.
+    pub cookie: Option<String>,
+    /// The claim holding the clientId.
+    pub claim: String,
+    /// Seconds of tolerance on `exp` and `nbf`.
+    pub leeway: u64,
 }
 
-/// The key that verifies session JWTs.
-pub enum SessionKey<'a> {
-    /// An HS256 shared secret.
-    Secret(&'a [u8]),
-    /// A PEM public key: RSA (RS256/384/512), EC (ES256/384) or Ed25519 (EdDSA).
-    Pem(&'a [u8]),
-}
-
-impl JwtIdentity {
-    /// Prepares verification.
-    ///
-    /// # Errors
-    ///
-    /// A PEM that is none of the supported public key kinds.
-    pub fn new(
-        key: SessionKey<'_>,
-        cookie: Option<String>,
-        claim: String,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> Result<JwtIdentity, String> {
-        let (key, first, algorithms) = match key {
-            SessionKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256, vec![]),
-            SessionKey::Pem(pem) => {
-                if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-                    (
-                        k,
-                        Algorithm::RS256,
-                        vec![Algorithm::RS384, Algorithm::RS512],
-                    )
-                } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-                    (k, Algorithm::ES256, vec![Algorithm::ES384])
-                } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-                    (k, Algorithm::EdDSA, vec![])
-                } else {
-                    return Err("not a PEM RSA, EC or Ed25519 public key".into());
-                }
-            }
-        };
-        // The library checks signature, algorithm, iss and aud; exp and nbf are checked
-        // against capsign's own clock below, so tests can move time.
-        // The allow-list holds only algorithms of the key's own family: no `none`, and no
-        // HS256 "signed" with a public key.
-        let mut validation = Validation::new(first);
-        validation.algorithms.extend(algorithms);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.required_spec_claims.clear();
-        if let Some(iss) = issuer {
-            validation.set_issuer(&[iss]);
-        }
-        match audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        Ok(JwtIdentity {
-            key,
-            validation,
-            cookie,
-            claim,
-            leeway: DEFAULT_LEEWAY_S,
-        })
-    }
-
-    fn identify<'a>(
-        &self,
-        bearer: Option<&'a str>,
-        cookie: impl Fn(&str) -> Option<&'a str>,
-        now: u64,
-    ) -> Result<Identity, IdentityError> {
-        let token = bearer
-            .or_else(|| self.cookie.as_deref().and_then(&cookie))
+impl SessionClaims {
+    /// The session token of a request.
+    fn token<'a>(&self, p: &Presenting<'a>) -> Result<&'a str, IdentityError> {
+        let token = p
+            .bearer
+            .or_else(|| self.cookie.as_deref().and_then(|c| (p.cookie)(c)))
             .ok_or_else(|| {
                 IdentityError::Missing(match &self.cookie {
                     Some(c) => format!(
@@ -204,9 +151,11 @@ impl JwtIdentity {
         if token.len() > MAX_SESSION_TOKEN_LEN {
             return Err(IdentityError::TooLong);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        let claims = data.claims;
+        Ok(token)
+    }
+
+    /// Checks `exp` (required) and `nbf` against `now` and takes the clientId.
+    fn identity(&self, claims: Map<String, Value>, now: u64) -> Result<Identity, IdentityError> {
         let exp = claims
             .get("exp")
             .and_then(Value::as_u64)
@@ -229,6 +178,196 @@ impl JwtIdentity {
             .to_owned();
         check_client_id(&client_id).map_err(IdentityError::BadClientId)?;
         Ok(Identity::new(client_id, claims))
+    }
+}
+
+/// The library checks signature, algorithm, `iss` and `aud`; `exp` and `nbf` are checked
+/// against capsign's own clock ([`SessionClaims::identity`]), so tests can move time.
+fn base_validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims.clear();
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
+/// Verifies the app's session JWTs with one secret or public key.
+pub struct JwtIdentity {
+    key: DecodingKey,
+    validation: Validation,
+    session: SessionClaims,
+}
+
+impl fmt::Debug for JwtIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtIdentity")
+            .field("key", &"<redacted>")
+            .field("algorithms", &self.validation.algorithms)
+            .field("session", &self.session)
+            .field("iss", &self.validation.iss)
+            .field("aud", &self.validation.aud)
+            .finish()
+    }
+}
+
+/// The key that verifies session JWTs.
+pub enum SessionKey<'a> {
+    /// An HS256 shared secret.
+    Secret(&'a [u8]),
+    /// A PEM public key: RSA (RS256/384/512), EC (ES256/384) or Ed25519 (EdDSA).
+    Pem(&'a [u8]),
+}
+
+impl JwtIdentity {
+    /// Prepares verification.
+    ///
+    /// # Errors
+    ///
+    /// A PEM that is none of the supported public key kinds.
+    pub fn new(
+        key: SessionKey<'_>,
+        session: SessionClaims,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<JwtIdentity, String> {
+        let (key, first, algorithms) = match key {
+            SessionKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256, vec![]),
+            SessionKey::Pem(pem) => {
+                if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+                    (
+                        k,
+                        Algorithm::RS256,
+                        vec![Algorithm::RS384, Algorithm::RS512],
+                    )
+                } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+                    (k, Algorithm::ES256, vec![Algorithm::ES384])
+                } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+                    (k, Algorithm::EdDSA, vec![])
+                } else {
+                    return Err("not a PEM RSA, EC or Ed25519 public key".into());
+                }
+            }
+        };
+        // The allow-list holds only algorithms of the key's own family: no `none`, and no
+        // HS256 "signed" with a public key.
+        let mut validation = base_validation(first, issuer, audience);
+        validation.algorithms.extend(algorithms);
+        Ok(JwtIdentity {
+            key,
+            validation,
+            session,
+        })
+    }
+
+    fn identify(&self, p: &Presenting<'_>, now: u64) -> Result<Identity, IdentityError> {
+        let token = self.session.token(p)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        self.session.identity(data.claims, now)
+    }
+}
+
+/// Verifies the app's session JWTs with the keys of a JWKS document, chosen by `kid`.
+#[derive(Debug)]
+pub struct JwksIdentity {
+    state: Arc<JwksState>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    session: SessionClaims,
+}
+
+impl JwksIdentity {
+    /// Verification with the keys of `state`.
+    pub fn new(
+        state: JwksState,
+        session: SessionClaims,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> JwksIdentity {
+        JwksIdentity {
+            state: Arc::new(state),
+            issuer,
+            audience,
+            session,
+        }
+    }
+
+    /// The key set, for the start-up fetch.
+    pub fn state(&self) -> &JwksState {
+        &self.state
+    }
+
+    async fn identify(&self, p: &Presenting<'_>, now_ms: u64) -> Result<Identity, IdentityError> {
+        let token = self.session.token(p)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        self.state.maybe_refresh_in_background(now_ms);
+        let mut keys = self.state.current();
+        if let Some(kid) = header.kid.as_deref() {
+            if !keys.has_kid(kid) && self.state.refresh_for_unknown_kid(now_ms).await {
+                keys = self.state.current();
+            }
+        }
+        let key = keys
+            .find(header.kid.as_deref(), header.alg)
+            .ok_or_else(|| {
+                IdentityError::Invalid(match &header.kid {
+                    Some(kid) => format!("no key {kid:?} for {:?} in the JWKS", header.alg),
+                    None => format!("no kid, and no single key for {:?} in the JWKS", header.alg),
+                })
+            })?;
+        let validation =
+            base_validation(header.alg, self.issuer.as_deref(), self.audience.as_deref());
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        self.session.identity(data.claims, now_ms / 1000)
+    }
+}
+
+/// Takes the clientId from a header that a trusted front proxy sets (oauth2-proxy's
+/// `X-Forwarded-User`, say), and only on requests whose peer is one of those proxies: anyone
+/// else could set the header themselves.
+#[derive(Debug)]
+pub struct HeaderIdentity {
+    header: http::HeaderName,
+    trusted: Vec<ipnet::IpNet>,
+}
+
+impl HeaderIdentity {
+    /// Identity from `header`, believed only from peers within `trusted`.
+    pub fn new(header: http::HeaderName, trusted: Vec<ipnet::IpNet>) -> HeaderIdentity {
+        HeaderIdentity { header, trusted }
+    }
+
+    fn identify(&self, p: &Presenting<'_>) -> Result<Identity, IdentityError> {
+        let trusted = p
+            .peer
+            .is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)));
+        if !trusted {
+            return Err(IdentityError::UntrustedPeer(self.header.to_string()));
+        }
+        let mut values = p.headers.get_all(&self.header).iter();
+        let value = values.next().ok_or_else(|| {
+            IdentityError::Missing(format!("no {} header from the proxy", self.header))
+        })?;
+        if values.next().is_some() {
+            return Err(IdentityError::Invalid(format!(
+                "more than one {} header",
+                self.header
+            )));
+        }
+        let user = value
+            .to_str()
+            .map_err(|_| IdentityError::Invalid(format!("{} is not visible ASCII", self.header)))?;
+        check_client_id(user).map_err(IdentityError::BadClientId)?;
+        Ok(Identity::new(user.to_owned(), Map::new()))
     }
 }
 
@@ -288,23 +427,21 @@ impl DemoIdentity {
 }
 
 impl IdentityConfig {
-    /// Establishes who is asking.
-    ///
-    /// `bearer` is the token of an `Authorization: Bearer` header, `cookie` looks a request
-    /// cookie up by name, and `now` is Unix seconds.
+    /// Establishes who is asking; `now_ms` is the current time in ms since the epoch.
     ///
     /// # Errors
     ///
     /// No credential, or one that does not verify.
-    pub fn identify<'a>(
+    pub async fn identify(
         &self,
-        bearer: Option<&'a str>,
-        cookie: impl Fn(&str) -> Option<&'a str>,
-        now: u64,
+        p: &Presenting<'_>,
+        now_ms: u64,
     ) -> Result<Identity, IdentityError> {
         match self {
-            IdentityConfig::Jwt(j) => j.identify(bearer, cookie, now),
-            IdentityConfig::Demo(d) => d.identify(cookie(DEMO_COOKIE)),
+            IdentityConfig::Jwt(j) => j.identify(p, now_ms / 1000),
+            IdentityConfig::Jwks(j) => j.identify(p, now_ms).await,
+            IdentityConfig::Header(h) => h.identify(p),
+            IdentityConfig::Demo(d) => d.identify((p.cookie)(DEMO_COOKIE)),
         }
     }
 
@@ -320,8 +457,35 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
+    fn claims(cookie: Option<&str>, claim: &str) -> SessionClaims {
+        SessionClaims {
+            cookie: cookie.map(str::to_owned),
+            claim: claim.to_owned(),
+            leeway: DEFAULT_LEEWAY_S,
+        }
+    }
+
     fn hs(secret: &[u8]) -> JwtIdentity {
-        JwtIdentity::new(SessionKey::Secret(secret), None, "sub".into(), None, None).unwrap()
+        JwtIdentity::new(SessionKey::Secret(secret), claims(None, "sub"), None, None).unwrap()
+    }
+
+    /// Identifies a bearer token (or none) at `now`.
+    fn with_bearer(
+        id: &JwtIdentity,
+        bearer: Option<&str>,
+        now: u64,
+    ) -> Result<Identity, IdentityError> {
+        let headers = http::HeaderMap::new();
+        let no_cookie = |_: &str| None;
+        id.identify(
+            &Presenting {
+                bearer,
+                cookie: &no_cookie,
+                headers: &headers,
+                peer: None,
+            },
+            now,
+        )
     }
 
     fn token(secret: &[u8], claims: Value) -> String {
@@ -337,7 +501,7 @@ mod tests {
     fn hs256_session() {
         let id = hs(b"s3cret");
         let t = token(b"s3cret", json!({"sub":"alice","exp":2000,"team":"red"}));
-        let who = id.identify(Some(&t), |_| None, 1000).unwrap();
+        let who = with_bearer(&id, Some(&t), 1000).unwrap();
         assert_eq!(who.client_id, "alice");
         assert_eq!(who.claims["team"], "red");
     }
@@ -346,7 +510,7 @@ mod tests {
     fn rejected_sessions() {
         let id = hs(b"s3cret");
         let ok = |c: Value| token(b"s3cret", c);
-        let e = |t: &str, now| id.identify(Some(t), |_| None, now).unwrap_err();
+        let e = |t: &str, now| with_bearer(&id, Some(t), now).unwrap_err();
         assert!(matches!(
             e(&token(b"other", json!({"sub":"a","exp":2000})), 1000),
             IdentityError::Invalid(_)
@@ -378,7 +542,7 @@ mod tests {
         assert!(matches!(e("not.a.jwt", 1000), IdentityError::Invalid(_)));
         assert_eq!(e(&"a".repeat(9000), 1000), IdentityError::TooLong);
         assert!(matches!(
-            id.identify(None, |_| None, 1000),
+            with_bearer(&id, None, 1000),
             Err(IdentityError::Missing(_))
         ));
         // alg "none" is refused by the allow-list.
@@ -394,17 +558,70 @@ mod tests {
     fn session_from_cookie() {
         let id = JwtIdentity::new(
             SessionKey::Secret(b"k"),
-            Some("session".into()),
-            "uid".into(),
+            claims(Some("session"), "uid"),
             None,
             None,
         )
         .unwrap();
         let t = token(b"k", json!({"uid":"bob","exp":2000}));
+        let jar = |n: &str| (n == "session").then_some(t.as_str());
+        let headers = http::HeaderMap::new();
         let who = id
-            .identify(None, |n| (n == "session").then_some(t.as_str()), 1000)
+            .identify(
+                &Presenting {
+                    bearer: None,
+                    cookie: &jar,
+                    headers: &headers,
+                    peer: None,
+                },
+                1000,
+            )
             .unwrap();
         assert_eq!(who.client_id, "bob");
+    }
+
+    #[test]
+    fn header_identity_only_from_trusted_peers() {
+        let h = HeaderIdentity::new(
+            http::HeaderName::from_static("x-forwarded-user"),
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-forwarded-user", "dave".parse().unwrap());
+        let at = |peer: Option<&str>, headers: &http::HeaderMap| {
+            let no_cookie = |_: &str| None;
+            h.identify(&Presenting {
+                bearer: None,
+                cookie: &no_cookie,
+                headers,
+                peer: peer.map(|p| p.parse().unwrap()),
+            })
+        };
+        assert_eq!(at(Some("10.1.2.3"), &headers).unwrap().client_id, "dave");
+        assert_eq!(at(Some("::1"), &headers).unwrap().client_id, "dave");
+        assert!(matches!(
+            at(Some("192.168.0.1"), &headers),
+            Err(IdentityError::UntrustedPeer(_))
+        ));
+        assert!(matches!(
+            at(None, &headers),
+            Err(IdentityError::UntrustedPeer(_))
+        ));
+        assert!(matches!(
+            at(Some("10.0.0.1"), &http::HeaderMap::new()),
+            Err(IdentityError::Missing(_))
+        ));
+        headers.append("x-forwarded-user", "eve".parse().unwrap());
+        assert!(matches!(
+            at(Some("10.0.0.1"), &headers),
+            Err(IdentityError::Invalid(_))
+        ));
+        let mut star = http::HeaderMap::new();
+        star.insert("x-forwarded-user", "*".parse().unwrap());
+        assert!(matches!(
+            at(Some("10.0.0.1"), &star),
+            Err(IdentityError::BadClientId(_))
+        ));
     }
 
     #[test]

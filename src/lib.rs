@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod grants;
 pub mod http;
 pub mod identity;
+pub mod jwks;
 pub mod policy;
 pub mod server;
 pub mod token;

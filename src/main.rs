@@ -72,9 +72,11 @@ async fn serve(config: Config) -> ExitCode {
     }
     let app = Arc::new(App::new(config));
     match app.prepare().await {
-        Ok(0) => {}
-        Ok(offset) => eprintln!("capsign: clock corrected by {offset} ms from Ably's /time"),
-        Err(e) => eprintln!("capsign: warning: no clock correction ({e}); using the system clock"),
+        Ok(notes) => notes.iter().for_each(|n| eprintln!("capsign: {n}")),
+        Err(e) => {
+            eprintln!("capsign: start-up failed: {e}");
+            return ExitCode::from(2);
+        }
     }
     match capsign::server::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
