@@ -441,3 +441,62 @@ pub fn auth_request(data: &[u8]) {
         assert!(env["error"]["code"].as_u64().is_some());
     }
 }
+
+/// A policy webhook's answer: whatever the body, the parsed grant stays within what was
+/// asked (same resources, a subset of their operations).
+pub fn webhook_answer(data: &[u8]) {
+    let requested = CapabilitySet::from_value(&json!({
+        "doc:1": ["publish", "subscribe"],
+        "doc:*": ["subscribe"],
+        "chat:a:b": ["*"],
+        "[meta]log": ["subscribe"],
+    }))
+    .unwrap();
+    let Ok(granted) = crate::webhook::parse_answer(&requested, data) else {
+        return;
+    };
+    assert!(
+        requested.covers_set(&granted),
+        "the webhook widened the request"
+    );
+    for (r, ops) in granted.iter() {
+        let asked = requested.ops_for(r.as_str()).expect("only asked resources");
+        assert!(ops.is_subset(asked), "{r}: {ops:?} beyond {asked:?}");
+        assert!(!ops.is_empty());
+    }
+}
+
+/// A JWKS document: parsing never panics, and no key it yields verifies an HMAC algorithm or
+/// an algorithm outside the allow-list, whatever `kid` a token names.
+pub fn jwks(data: &[u8]) {
+    use jsonwebtoken::Algorithm;
+    let allowed = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
+    let Ok(keys) = crate::jwks::KeySet::parse(data, &allowed) else {
+        return;
+    };
+    assert!(!keys.is_empty());
+    let doc: Value = serde_json::from_slice(data).unwrap();
+    let mut kids: Vec<Option<String>> = vec![None];
+    if let Some(list) = doc.get("keys").and_then(Value::as_array) {
+        kids.extend(
+            list.iter()
+                .filter_map(|k| k.get("kid").and_then(Value::as_str))
+                .map(|k| Some(k.to_owned())),
+        );
+    }
+    for kid in &kids {
+        for alg in [
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::ES384,
+        ] {
+            assert!(
+                keys.find(kid.as_deref(), alg).is_none(),
+                "key {kid:?} accepted {alg:?}"
+            );
+        }
+    }
+}

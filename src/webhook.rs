@@ -147,19 +147,27 @@ impl Webhook {
             .send(req, self.timeout, self.max_response)
             .await?;
         match resp.status {
-            StatusCode::OK => {}
-            StatusCode::FORBIDDEN => return Ok(CapabilitySet::new()),
-            other => return Err(WebhookError::Status(other)),
+            StatusCode::OK => parse_answer(requested, &resp.body),
+            StatusCode::FORBIDDEN => Ok(CapabilitySet::new()),
+            other => Err(WebhookError::Status(other)),
         }
-        let value: Value = serde_json::from_slice(&resp.body)
-            .map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        let granted = value
-            .get("granted")
-            .ok_or_else(|| WebhookError::Malformed("no \"granted\" member".into()))?;
-        let granted = CapabilitySet::from_value(granted)
-            .map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        Ok(within(requested, &granted))
     }
+}
+
+/// Reads a `200` answer's body: `{"granted": {resource: [ops]}}`, cut to what was asked.
+///
+/// # Errors
+///
+/// Not that JSON, or an invalid capability in it.
+pub fn parse_answer(requested: &CapabilitySet, body: &[u8]) -> Result<CapabilitySet, WebhookError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    let granted = value
+        .get("granted")
+        .ok_or_else(|| WebhookError::Malformed("no \"granted\" member".into()))?;
+    let granted =
+        CapabilitySet::from_value(granted).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    Ok(within(requested, &granted))
 }
 
 /// The part of `granted` that was asked: exact resources of `requested`, their operations

@@ -55,3 +55,13 @@ fn rules_seeds_and_regressions() {
 fn auth_request_seeds_and_regressions() {
     replay("auth_request", capsign::fuzzing::auth_request);
 }
+
+#[test]
+fn webhook_answer_seeds_and_regressions() {
+    replay("webhook_answer", capsign::fuzzing::webhook_answer);
+}
+
+#[test]
+fn jwks_seeds_and_regressions() {
+    replay("jwks", capsign::fuzzing::jwks);
+}
