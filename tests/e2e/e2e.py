@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Runs capsign's end-to-end suite (tests/e2e/run installs what it needs first).
+
+Starts the fake Ably (fake_ably.py) and the real capsign binary on 127.0.0.1, then drives
+them with ably-js on Node, ably-python, and ably-js in headless Chromium, and reports per SDK.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from fake_ably import FakeAbly  # noqa: E402
+
+ABLY_KEY_NAME, ABLY_SECRET = "e2eApp.e2eKey", "e2e-ably-secret-" + secrets.token_hex(8)
+DEMO_KEY_NAME, DEMO_SECRET = "demoap.demoky", "capsign-demo-secret-not-for-production"
+SESSION_SECRET = secrets.token_hex(32)
+STEP_TIMEOUT = 150
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def session(sub):
+    now = int(time.time())
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps({"sub": sub, "iat": now, "exp": now + 3600}).encode())
+    sig = hmac.new(SESSION_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+def start_capsign(binary, env):
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        if m:
+            subprocess.Popen(["cat"], stdin=proc.stderr, stdout=subprocess.DEVNULL)
+            return proc, m.group(1)
+    proc.kill()
+    raise SystemExit("e2e: capsign did not start")
+
+
+def run_step(name, sdk, argv, env):
+    """Runs one SDK's test program; its PASS/FAIL lines, plus a FAIL naming `sdk` when the
+    program dies or hangs without reporting one."""
+    print(f"== {name}", flush=True)
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        line = f"FAIL {sdk}: no result within {STEP_TIMEOUT} s"
+        print("  " + line, flush=True)
+        return [line]
+    lines = [l for l in out.stdout.splitlines() if l.startswith(("PASS", "FAIL"))]
+    if out.returncode != 0 and not any(l.startswith("FAIL") for l in lines):
+        lines.append(f"FAIL {sdk}: exit {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
+    if out.returncode != 0 and out.stderr.strip():
+        print(out.stderr[-3000:], file=sys.stderr)
+    for l in lines:
+        print("  " + l, flush=True)
+    return lines
+
+
+def main():
+    binary = sys.argv[1]
+    python = sys.argv[2]
+    fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET})
+    ably_port = fake.start()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSIGN_") and k != "ABLY_API_KEY"}
+
+    env = dict(base_env)
+    env.update({
+        "ABLY_API_KEY": f"{ABLY_KEY_NAME}:{ABLY_SECRET}",
+        "CAPSIGN_LISTEN": "127.0.0.1:0",
+        "CAPSIGN_COOKIE_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "CAPSIGN_SESSION_SECRET": SESSION_SECRET,
+        "CAPSIGN_RULES": os.path.join(HERE, "rules.toml"),
+        "CAPSIGN_ABLY_REST_URL": f"http://127.0.0.1:{ably_port}",
+        "RUST_LOG": "warn",
+    })
+    capsign, url = start_capsign(binary, env)
+
+    demo_env = dict(base_env)
+    demo_env.update({"CAPSIGN_LISTEN": "127.0.0.1:0", "RUST_LOG": "warn"})
+    demo, demo_url = start_capsign(binary, demo_env)
+
+    test_env = dict(os.environ)
+    test_env.update({
+        "CAPSIGN": url,
+        "CAPSIGN_DEMO": demo_url,
+        "ABLY_PORT": str(ably_port),
+        "SESSION_ALICE": session("alice"),
+        "SESSION_BOB": session("bob"),
+        "SCREENSHOT": os.environ.get("SCREENSHOT", os.path.join(ROOT, "target", "e2e-browser.png")),
+    })
+    results = []
+    try:
+        results += run_step("ably-js on Node", "ably-js node",
+                            ["node", os.path.join(HERE, "node_test.mjs")], test_env)
+        results += run_step("ably-python", "ably-python",
+                            [python, os.path.join(HERE, "python_test.py")], test_env)
+        results += run_step("ably-js in Chromium", "ably-js chromium",
+                            ["node", os.path.join(HERE, "browser_test.mjs")], test_env)
+    finally:
+        for p in (capsign, demo):
+            p.terminate()
+            p.wait(timeout=10)
+        fake.stop()
+
+    print()
+    print("e2e summary, per SDK:")
+    for sdk in ("ably-js node", "ably-python", "ably-js chromium"):
+        mine = [r for r in results if sdk in r]
+        passed = sum(r.startswith("PASS") for r in mine)
+        print(f"  {sdk}: {passed}/{len(mine)} passed")
+    failed = [r for r in results if r.startswith("FAIL")]
+    if failed or not results:
+        print(f"e2e: {len(failed)} failed", file=sys.stderr)
+        sys.exit(1)
+    print(f"e2e: all {len(results)} checks passed; screenshot at {test_env['SCREENSHOT']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+// ably-js (the `ably` npm package) on Node against the real capsign and the fake Ably.
+// Environment: CAPSIGN (base URL), ABLY_PORT (fake Ably), SESSION_ALICE (session JWT).
+// Prints one PASS/FAIL line per check and exits non-zero if any failed.
+
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+
+const require = createRequire(import.meta.url);
+const Ably = require('ably');
+
+const CAPSIGN = process.env.CAPSIGN;
+const ABLY_PORT = Number(process.env.ABLY_PORT);
+const ALICE = process.env.SESSION_ALICE;
+const ablyHost = { restHost: '127.0.0.1', port: ABLY_PORT, tls: false, useBinaryProtocol: false, logLevel: 0 };
+
+const VERSION = JSON.parse(
+  readFileSync(new URL('./node_modules/ably/package.json', import.meta.url)),
+).version;
+const results = [];
+/** Rejects after `ms`: a client that retries without end fails its check instead of hanging. */
+function within(ms, promise) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function check(name, fn) {
+  try {
+    await within(20_000, fn());
+    results.push(`PASS ably-js node (ably ${VERSION}): ${name}`);
+  } catch (e) {
+    results.push(`FAIL ably-js node (ably ${VERSION}): ${name}: ${e && (e.stack || e.message || JSON.stringify(e))}`);
+  }
+}
+
+/** A cookie jar as a browser keeps one: name=value from Set-Cookie, sent back as Cookie. */
+function cookieJar() {
+  const cookies = new Map();
+  return {
+    header: () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+    store(res) {
+      for (const sc of res.headers.getSetCookie()) {
+        const nv = sc.split(';')[0];
+        const i = nv.indexOf('=');
+        cookies.set(nv.slice(0, i), nv.slice(i + 1));
+      }
+    },
+    size: () => cookies.size,
+  };
+}
+
+/** An ably-js REST client whose authCallback calls capsign, keeping either a cookie jar or
+ * the X-Capsign-Grants value between calls. */
+function client({ format = 'jwt', keep = 'cookie', session = ALICE } = {}) {
+  const jar = cookieJar();
+  let grants = null;
+  const calls = [];
+  const rest = new Ably.Rest({
+    ...ablyHost,
+    authCallback: (tokenParams, callback) => {
+      (async () => {
+        const q = new URLSearchParams({ format });
+        if (tokenParams.capability) {
+          const c = tokenParams.capability;
+          q.set('capability', typeof c === 'string' ? c : JSON.stringify(c));
+        }
+        const headers = { authorization: `Bearer ${session}` };
+        if (keep === 'cookie' && jar.size()) headers.cookie = jar.header();
+        if (keep === 'header' && grants) headers['x-capsign-grants'] = grants;
+        const res = await fetch(`${CAPSIGN}/auth?${q}`, { headers });
+        jar.store(res);
+        grants = res.headers.get('x-capsign-grants') ?? grants;
+        const body = await res.text();
+        calls.push({ status: res.status, asked: q.get('capability'), denied: res.headers.get('x-capsign-denied') });
+        if (!res.ok) {
+          const err = JSON.parse(body).error;
+          return callback(new Ably.ErrorInfo(err.message, err.code, err.statusCode), null);
+        }
+        callback(null, format === 'jwt' ? body : JSON.parse(body));
+      })().catch((e) => callback(e, null));
+    },
+  });
+  return { rest, calls };
+}
+
+/** The capability of the client's current credential, whichever form it took. */
+function heldCapability(rest) {
+  const td = rest.auth.tokenDetails;
+  if (td.capability) return JSON.parse(td.capability);
+  const payload = JSON.parse(Buffer.from(td.token.split('.')[1], 'base64url').toString());
+  return JSON.parse(payload['x-ably-capability']);
+}
+
+async function publish(rest, channel) {
+  await rest.channels.get(channel).publish('greeting', `hello ${channel}`);
+}
+
+async function publishFails(rest, channel, code) {
+  try {
+    await publish(rest, channel);
+  } catch (e) {
+    assert.equal(e.code, code, `publish to ${channel}: ${e.message}`);
+    return;
+  }
+  assert.fail(`publish to ${channel} should have failed with ${code}`);
+}
+
+for (const format of ['jwt', 'tokenRequest']) {
+  for (const keep of ['cookie', 'header']) {
+    await check(`${format}, grants kept in a ${keep === 'cookie' ? 'cookie jar' : 'X-Capsign-Grants header'}: one channel, then only a second, publish to both`, async () => {
+      const { rest, calls } = client({ format, keep });
+      await rest.auth.authorize({ capability: { 'chat:one': ['publish', 'subscribe'] } });
+      await rest.auth.authorize({ capability: { 'doc:two': ['history', 'publish'] } });
+      assert.equal(calls.length, 2);
+      assert.deepEqual(JSON.parse(calls[1].asked), { 'doc:two': ['history', 'publish'] }, 'the second call asks only for the new channel');
+      const cap = heldCapability(rest);
+      assert.deepEqual(Object.keys(cap).sort(), ['chat:one', 'doc:two'], JSON.stringify(cap));
+      await publish(rest, 'chat:one');
+      await publish(rest, 'doc:two');
+      const history = await rest.channels.get('doc:two').history();
+      assert.ok(history.items.length >= 1);
+    });
+  }
+
+  await check(`${format}: a denied channel fails with 40160 while the others work`, async () => {
+    const { rest, calls } = client({ format });
+    await rest.auth.authorize({ capability: { 'chat:three': ['publish'] } });
+    await rest.auth.authorize({ capability: { 'admin:console': ['publish'] } });
+    assert.equal(calls[1].denied, 'admin:console');
+    await publishFails(rest, 'admin:console', 40160);
+    await publish(rest, 'chat:three');
+  });
+}
+
+await check('plain authUrl client without a cookie jar', async () => {
+  const rest = new Ably.Rest({
+    ...ablyHost,
+    authUrl: `${CAPSIGN}/auth`,
+    authHeaders: { Authorization: `Bearer ${ALICE}` },
+  });
+  await rest.auth.authorize({ capability: { 'chat:solo': ['publish'] } });
+  await publish(rest, 'chat:solo');
+  // Without a jar nothing carries the first grant: the next credential holds the new one only.
+  await rest.auth.authorize({ capability: { 'doc:solo': ['publish'] } });
+  await publish(rest, 'doc:solo');
+  await publishFails(rest, 'chat:solo', 40160);
+});
+
+await check('a 403 from capsign reaches ably-js as 403 (never retried); a 401 as 401', async () => {
+  const mismatch = new Ably.Rest({
+    ...ablyHost,
+    authUrl: `${CAPSIGN}/auth`,
+    authHeaders: { Authorization: `Bearer ${ALICE}` },
+    authParams: { clientId: 'somebody-else' },
+  });
+  try {
+    await mismatch.auth.authorize({ capability: { 'chat:x': ['publish'] } });
+    assert.fail('authorize should fail');
+  } catch (e) {
+    assert.equal(e.statusCode, 403, JSON.stringify(e));
+  }
+  const noSession = new Ably.Rest({ ...ablyHost, authUrl: `${CAPSIGN}/auth` });
+  try {
+    await noSession.auth.authorize({ capability: { 'chat:x': ['publish'] } });
+    assert.fail('authorize should fail');
+  } catch (e) {
+    assert.equal(e.statusCode, 401, JSON.stringify(e));
+  }
+});
+
+for (const line of results) console.log(line);
+process.exit(results.some((l) => l.startsWith('FAIL')) ? 1 : 0);
