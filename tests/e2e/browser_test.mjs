@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 
 const DEMO = process.env.CAPSIGN_DEMO;
+const CROSS = process.env.CAPSIGN_CROSS;
 const ABLY_PORT = Number(process.env.ABLY_PORT);
 const SCREENSHOT = process.env.SCREENSHOT;
 const BUNDLE = fileURLToPath(new URL('./node_modules/ably/build/ably.min.js', import.meta.url));
@@ -92,6 +93,40 @@ try {
       }
     });
     assert.equal(out, 40160);
+  });
+
+  await step('a cross-origin authUrl gets cookies only with an "authorization" authHeader (lower case)', async () => {
+    // The browser holds an app session cookie for the other capsign's host.
+    await context.addCookies([{ name: 'app-session', value: process.env.SESSION_ALICE, url: CROSS }]);
+    const out = await page.evaluate(async ({ cross, port, session }) => {
+      const opts = { restHost: '127.0.0.1', port, tls: false, useBinaryProtocol: false, authUrl: `${cross}/auth` };
+      const capOf = (jwt) => Object.keys(JSON.parse(JSON.parse(
+        atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')))['x-ably-capability'])).sort();
+      const twice = async (authHeaders, a, b) => {
+        const rest = new Ably.Rest({ ...opts, authHeaders });
+        await rest.auth.authorize({ capability: { [a]: ['publish'] } });
+        return capOf((await rest.auth.authorize({ capability: { [b]: ['publish'] } })).token);
+      };
+      // No authorization authHeader: ably-js sends no credentials, so the session cookie
+      // never reaches capsign: 401.
+      let none;
+      try {
+        await new Ably.Rest(opts).auth.authorize({ capability: { 'chat:x': ['publish'] } });
+        none = 'authorized';
+      } catch (e) {
+        none = e.statusCode;
+      }
+      return {
+        none,
+        // ably-js looks for the key "authorization" exactly: "Authorization" sends the
+        // header but no cookies, so the grant cookie never comes back.
+        capitalised: await twice({ Authorization: `Bearer ${session}` }, 'chat:c1', 'doc:c2'),
+        lowercase: await twice({ authorization: `Bearer ${session}` }, 'chat:l1', 'doc:l2'),
+      };
+    }, { cross: CROSS, port: ABLY_PORT, session: process.env.SESSION_ALICE });
+    assert.equal(out.none, 401, JSON.stringify(out));
+    assert.deepEqual(out.capitalised, ['doc:c2'], JSON.stringify(out));
+    assert.deepEqual(out.lowercase, ['chat:l1', 'doc:l2'], JSON.stringify(out));
   });
 
   await page.screenshot({ path: SCREENSHOT, fullPage: true });

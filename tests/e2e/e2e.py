@@ -97,10 +97,22 @@ def main():
     demo_env.update({"CAPSIGN_LISTEN": "127.0.0.1:0", "RUST_LOG": "warn"})
     demo, demo_url = start_capsign(binary, demo_env)
 
+    # A capsign on another origin than the demo page (same host, other port: same-site), with
+    # the demo page's origin on its CORS list, a session cookie, and its own grant cookie name
+    # (cookies ignore ports, so two capsigns on one host need two names).
+    cross_env = dict(env)
+    cross_env.update({
+        "CAPSIGN_CORS_ORIGINS": demo_url,
+        "CAPSIGN_SESSION_COOKIE": "app-session",
+        "CAPSIGN_COOKIE_NAME": "__Host-capsign-cross",
+    })
+    cross, cross_url = start_capsign(binary, cross_env)
+
     test_env = dict(os.environ)
     test_env.update({
         "CAPSIGN": url,
         "CAPSIGN_DEMO": demo_url,
+        "CAPSIGN_CROSS": cross_url,
         "ABLY_PORT": str(ably_port),
         "SESSION_ALICE": session("alice"),
         "SESSION_BOB": session("bob"),
@@ -115,7 +127,7 @@ def main():
         results += run_step("ably-js in Chromium", "ably-js chromium",
                             ["node", os.path.join(HERE, "browser_test.mjs")], test_env)
     finally:
-        for p in (capsign, demo):
+        for p in (capsign, demo, cross):
             p.terminate()
             p.wait(timeout=10)
         fake.stop()
