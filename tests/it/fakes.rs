@@ -54,6 +54,7 @@ type Handler = dyn Fn(&Seen) -> Answer + Send + Sync;
 pub struct Fake {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     handler: Arc<Mutex<Arc<Handler>>>,
     task: tokio::task::JoinHandle<()>,
     plug: tokio::sync::watch::Sender<bool>,
@@ -67,11 +68,14 @@ impl Fake {
         let handler: Arc<Mutex<Arc<Handler>>> = Arc::new(Mutex::new(Arc::new(handler)));
         let (seen2, handler2) = (Arc::clone(&seen), Arc::clone(&handler));
         let (plug, unplugged) = tokio::sync::watch::channel(false);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (seen, handler) = (Arc::clone(&seen2), Arc::clone(&handler2));
                 let mut unplugged = unplugged.clone();
                 tokio::spawn(async move {
@@ -116,6 +120,7 @@ impl Fake {
         Fake {
             addr,
             seen,
+            connections,
             handler,
             task,
             plug,
@@ -129,6 +134,11 @@ impl Fake {
     /// Swaps the behaviour, for the next requests.
     pub fn answer(&self, handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) {
         *self.handler.lock().unwrap() = Arc::new(handler);
+    }
+
+    /// How many connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn seen(&self) -> Vec<Seen> {

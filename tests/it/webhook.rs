@@ -52,6 +52,11 @@ async fn forty_channels_one_at_a_time_take_at_most_forty_calls_each_with_only_th
             "call {i} carries only what is new"
         );
     }
+    assert_eq!(
+        hook.connections(),
+        1,
+        "one pooled connection for all 40 calls"
+    );
     // Nothing new: no call at all.
     let r = s
         .send(auth_request(&s, "alice", None, cookie.as_deref()))
