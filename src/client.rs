@@ -39,10 +39,13 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-/// The shared outbound client.
-#[derive(Clone)]
+type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The shared outbound client. Built on first use: a deployment that never calls out (rules
+/// only, no `format=token`) never loads the TLS roots, which keeps start-up and memory small.
+#[derive(Clone, Default)]
 pub struct HttpClient {
-    inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: std::sync::Arc<std::sync::OnceLock<Inner>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -51,15 +54,17 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-impl Default for HttpClient {
-    fn default() -> Self {
-        HttpClient::new()
-    }
-}
-
 impl HttpClient {
     /// A client for `http` and `https` URLs, trusting the webpki roots.
     pub fn new() -> HttpClient {
+        HttpClient::default()
+    }
+
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(HttpClient::build)
+    }
+
+    fn build() -> Inner {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -69,11 +74,10 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
-            .build(https);
-        HttpClient { inner }
+            .build(https)
     }
 
     /// Sends `req` and reads the answer within `timeout`, refusing bodies over `max_body`.
@@ -89,7 +93,7 @@ impl HttpClient {
     ) -> Result<Fetched, ClientError> {
         let call = async {
             let resp = self
-                .inner
+                .inner()
                 .request(req)
                 .await
                 .map_err(|e| ClientError::Network(error_chain(&e)))?;

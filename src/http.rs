@@ -53,8 +53,9 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 type Body = Full<Bytes>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The address of the peer a request came from, set by the transport (`server::run` puts it
-/// in each request's extensions). Only `header` identity looks at it.
+/// The address of the peer a request came from, set by the transport in the request's
+/// extensions (`server::run` does when the identity mode needs it: only `header` identity
+/// looks at it).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 

@@ -445,6 +445,12 @@ impl IdentityConfig {
         }
     }
 
+    /// Whether identification needs the peer's address (`header` mode), so the transport
+    /// only records it then.
+    pub fn wants_peer(&self) -> bool {
+        matches!(self, IdentityConfig::Header(_))
+    }
+
     /// Whether this is the demo mode.
     pub fn is_demo(&self) -> bool {
         matches!(self, IdentityConfig::Demo(_))

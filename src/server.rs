@@ -58,9 +58,12 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
+                let wants_peer = app.config.identity.wants_peer();
                 let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let app = Arc::clone(&app);
-                    req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    if wants_peer {
+                        req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    }
                     async move { Ok::<_, Infallible>(crate::http::handle(&app, req).await) }
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
