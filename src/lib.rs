@@ -10,7 +10,8 @@
 //!
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
 //! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
-//! - [`identity`]: who is asking (the app's session JWT, or the demo login).
+//! - [`identity`]: who is asking (the app's session JWT, a trusted proxy's header, or the demo
+//!   login); [`jwks`]: session keys from an identity provider's JWKS document.
 //! - [`policy`]: the rules file that decides new grants; [`webhook`]: the app's endpoint that
 //!   decides what no rule matches.
 //! - [`token`]: the Ably key, Ably JWTs and TokenRequests.
