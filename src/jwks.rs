@@ -33,14 +33,8 @@ pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
-const RSA_FAMILY: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
+/// The RSA algorithms: the first six of [`ASYMMETRIC`] (checked when compiling).
+const RSA_FAMILY: &[Algorithm] = ASYMMETRIC.split_at(6).0;
 
 /// Largest JWKS document read.
 pub const MAX_JWKS_LEN: usize = 256 * 1024;

@@ -32,6 +32,7 @@ pub mod capability;
 pub mod client;
 pub mod config;
 pub mod flow;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
