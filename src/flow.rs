@@ -365,17 +365,31 @@ fn open_presented(
 }
 
 /// The `Set-Cookie` value for a sealed grant set: `Secure; HttpOnly; Path=/`, the configured
-/// `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age.
+/// `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age. The same bytes as
+/// the `cookie` crate writes (a test checks), without its intermediate strings: the name was
+/// checked at start-up and the value is base64url.
 pub fn set_cookie(cfg: &Config, value: &str) -> String {
-    let max_age = i64::try_from(cfg.grant_max_age).unwrap_or(i64::MAX);
-    ::cookie::Cookie::build((cfg.sealer.cookie_name(), value))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(cfg.same_site)
-        .max_age(::cookie::time::Duration::seconds(max_age))
-        .build()
-        .to_string()
+    let name = cfg.sealer.cookie_name();
+    let same_site = match cfg.same_site {
+        ::cookie::SameSite::Strict => "Strict",
+        ::cookie::SameSite::Lax => "Lax",
+        ::cookie::SameSite::None => "None",
+    };
+    let mut max_age = itoa::Buffer::new();
+    let max_age = max_age.format(cfg.grant_max_age.min(i64::MAX as u64));
+    let mut out = String::with_capacity(name.len() + value.len() + 64);
+    for part in [
+        name,
+        "=",
+        value,
+        "; HttpOnly; SameSite=",
+        same_site,
+        "; Secure; Path=/; Max-Age=",
+        max_age,
+    ] {
+        out.push_str(part);
+    }
+    out
 }
 
 /// Seals `held` for the cookie and the header, applying the overflow policy when the
@@ -507,6 +521,29 @@ mod tests {
     fn cookie_value(set_cookie: &str) -> String {
         let c = ::cookie::Cookie::parse(set_cookie).unwrap();
         c.value().to_owned()
+    }
+
+    #[test]
+    fn set_cookie_writes_what_the_cookie_crate_writes() {
+        for (same_site, max_age) in [("strict", "60s"), ("lax", "1d"), ("none", "1h")] {
+            let app = app(&[
+                ("CAPSIGN_SAME_SITE", same_site),
+                ("CAPSIGN_GRANT_MAX_AGE", max_age),
+                ("CAPSIGN_REGRANT_AFTER", "10s"),
+            ]);
+            let cfg = &app.config;
+            let theirs = ::cookie::Cookie::build((cfg.sealer.cookie_name(), "AQEA_x-y"))
+                .path("/")
+                .secure(true)
+                .http_only(true)
+                .same_site(cfg.same_site)
+                .max_age(::cookie::time::Duration::seconds(
+                    i64::try_from(cfg.grant_max_age).unwrap(),
+                ))
+                .build()
+                .to_string();
+            assert_eq!(set_cookie(cfg, "AQEA_x-y"), theirs);
+        }
     }
 
     #[tokio::test]

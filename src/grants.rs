@@ -468,7 +468,7 @@ impl Sealer {
             _ => return Err(GrantsError::Malformed("flags")),
         };
         let (holder, opened) = decode_body(body)?;
-        if holder != client_id {
+        if holder != client_id.as_bytes() {
             return Err(GrantsError::OtherClient);
         }
         if opened.issued_at > limits.now.saturating_add(limits.future_skew) {
@@ -481,27 +481,25 @@ impl Sealer {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<(String, Opened), GrantsError> {
+fn decode_body(body: &[u8]) -> Result<(&[u8], Opened), GrantsError> {
     let mut r = Reader(body);
     let issued_at = r.varint()?;
-    let holder =
-        String::from_utf8(r.bytes()?.to_vec()).map_err(|_| GrantsError::Malformed("clientId"))?;
+    let holder = r.bytes()?;
     let n = r.varint()?;
     let mut grants = GrantSet::new();
-    let mut prev = String::new();
-    for _ in 0..n {
+    // The previous name and the one being built, reused: one allocation per grant, its own.
+    let mut prev: Vec<u8> = Vec::new();
+    let mut name: Vec<u8> = Vec::new();
+    for i in 0..n {
         let shared = usize::try_from(r.varint()?).map_err(|_| GrantsError::Malformed("prefix"))?;
         let suffix = r.bytes()?;
-        let mut name = prev
-            .as_bytes()
-            .get(..shared)
-            .ok_or(GrantsError::Malformed("prefix"))?
-            .to_vec();
+        name.clear();
+        name.extend_from_slice(prev.get(..shared).ok_or(GrantsError::Malformed("prefix"))?);
         name.extend_from_slice(suffix);
-        let name = String::from_utf8(name).map_err(|_| GrantsError::Malformed("resource"))?;
-        if name <= prev {
+        if i > 0 && name <= prev {
             return Err(GrantsError::Malformed("order"));
         }
+        let text = std::str::from_utf8(&name).map_err(|_| GrantsError::Malformed("resource"))?;
         let bits = u32::try_from(r.varint()?).map_err(|_| GrantsError::Malformed("ops"))?;
         let ops = OpSet::from_bits(bits)
             .filter(|o| !o.is_empty())
@@ -510,10 +508,9 @@ fn decode_body(body: &[u8]) -> Result<(String, Opened), GrantsError> {
         let approved_at = issued_at
             .checked_sub(age)
             .ok_or(GrantsError::Malformed("age"))?;
-        let resource =
-            Resource::new(name.clone()).map_err(|_| GrantsError::Malformed("resource"))?;
+        let resource = Resource::new(text).map_err(|_| GrantsError::Malformed("resource"))?;
         grants.entries.insert(resource, Grant { ops, approved_at });
-        prev = name;
+        std::mem::swap(&mut prev, &mut name);
     }
     if !r.0.is_empty() {
         return Err(GrantsError::Malformed("trailing bytes"));

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::grants::keyed_hmac;
+use crate::hs256::Hs256Key;
 use crate::jwks::JwksState;
 
 /// The longest clientId capsign accepts, in bytes.
@@ -198,11 +199,52 @@ fn base_validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>)
     validation
 }
 
+/// The `iss` and `aud` checks of `validation`, as the JWT library makes them: `iss` must be one
+/// of the allowed issuers; `aud` (a string or an array of strings) must name an allowed
+/// audience. A missing claim fails the check it is needed for.
+fn check_iss_aud(
+    claims: &Map<String, Value>,
+    validation: &Validation,
+) -> Result<(), IdentityError> {
+    if let Some(allowed) = &validation.iss {
+        let ok = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .is_some_and(|iss| allowed.contains(iss));
+        if !ok {
+            return Err(IdentityError::Invalid("InvalidIssuer".into()));
+        }
+    }
+    if validation.validate_aud {
+        if let Some(allowed) = &validation.aud {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => allowed.contains(a.as_str()),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| allowed.contains(a)),
+                _ => false,
+            };
+            if !ok {
+                return Err(IdentityError::Invalid("InvalidAudience".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Verifies the app's session JWTs with one secret or public key.
 pub struct JwtIdentity {
-    key: DecodingKey,
+    verifier: Verifier,
     validation: Validation,
     session: SessionClaims,
+}
+
+/// What checks a session JWT's signature: HS256 with the key prepared once, or the JWT
+/// library for public keys.
+enum Verifier {
+    Secret(Box<Hs256Key>),
+    Public(Box<DecodingKey>),
 }
 
 impl fmt::Debug for JwtIdentity {
@@ -237,10 +279,14 @@ impl JwtIdentity {
         issuer: Option<&str>,
         audience: Option<&str>,
     ) -> Result<JwtIdentity, String> {
-        let (key, first, algorithms) = match key {
-            SessionKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256, vec![]),
+        let (verifier, first, algorithms) = match key {
+            SessionKey::Secret(s) => (
+                Verifier::Secret(Box::new(Hs256Key::new(s, None))),
+                Algorithm::HS256,
+                vec![],
+            ),
             SessionKey::Pem(pem) => {
-                if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+                let (k, first, more) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
                     (
                         k,
                         Algorithm::RS256,
@@ -252,7 +298,8 @@ impl JwtIdentity {
                     (k, Algorithm::EdDSA, vec![])
                 } else {
                     return Err("not a PEM RSA, EC or Ed25519 public key".into());
-                }
+                };
+                (Verifier::Public(Box::new(k)), first, more)
             }
         };
         // The allow-list holds only algorithms of the key's own family: no `none`, and no
@@ -260,7 +307,7 @@ impl JwtIdentity {
         let mut validation = base_validation(first, issuer, audience);
         validation.algorithms.extend(algorithms);
         Ok(JwtIdentity {
-            key,
+            verifier,
             validation,
             session,
         })
@@ -268,9 +315,21 @@ impl JwtIdentity {
 
     fn identify(&self, p: &Presenting<'_>, now: u64) -> Result<Identity, IdentityError> {
         let token = self.session.token(p)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        self.session.identity(data.claims, now)
+        let claims = match &self.verifier {
+            Verifier::Secret(key) => {
+                let claims = key
+                    .verify(token)
+                    .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+                check_iss_aud(&claims, &self.validation)?;
+                claims
+            }
+            Verifier::Public(key) => {
+                jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+                    .map_err(|e| IdentityError::Invalid(e.to_string()))?
+                    .claims
+            }
+        };
+        self.session.identity(claims, now)
     }
 }
 

@@ -14,7 +14,8 @@
 //!   login); [`jwks`]: session keys from an identity provider's JWKS document.
 //! - [`policy`]: the rules file that decides new grants; [`webhook`]: the app's endpoint that
 //!   decides what no rule matches.
-//! - [`token`]: the Ably key, Ably JWTs and TokenRequests.
+//! - [`token`]: the Ably key, Ably JWTs and TokenRequests; [`hs256`]: HS256 JWTs with the key
+//!   prepared once (Ably JWTs, session JWTs under a shared secret).
 //! - [`config`]: settings, read and checked once at start-up.
 //! - [`flow`]: the auth flow itself, independent of HTTP.
 //! - [`http`]: requests to flow and back, errors to Ably's envelope.
@@ -36,6 +37,7 @@ pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+pub mod hs256;
 pub mod http;
 pub mod identity;
 pub mod jwks;

@@ -9,12 +9,12 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng as _;
 use serde::Serialize;
 use sha2::Sha256;
 
 use crate::grants::keyed_hmac;
+use crate::hs256::Hs256Key;
 
 /// Ably's longest token lifetime (24 h), in ms.
 pub const ABLY_MAX_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -36,9 +36,6 @@ pub enum AblyKeyError {
 /// Why a credential could not be minted. Only a bug or a broken crypto backend gets here.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The JWT library failed.
-    #[error("signing the Ably JWT failed: {0}")]
-    Jwt(#[from] jsonwebtoken::errors::Error),
     /// A field that would make the TokenRequest sign text ambiguous.
     #[error("{0} contains a line feed")]
     LineFeed(&'static str),
@@ -51,8 +48,7 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct AblyKey {
     key_name: String,
-    jwt_key: EncodingKey,
-    jwt_header: Header,
+    jwt: Hs256Key,
     mac: Hmac<Sha256>,
 }
 
@@ -75,13 +71,10 @@ impl AblyKey {
     /// A key from its name and secret as they are, without [`AblyKey::parse`]'s checks of
     /// the name's shape (published vectors use names such as `a_key_name`).
     pub fn from_parts(key_name: &str, secret: &str) -> AblyKey {
-        let mut jwt_header = Header::new(Algorithm::HS256);
-        jwt_header.kid = Some(key_name.to_owned());
         AblyKey {
             key_name: key_name.to_owned(),
             // Ably signs with the secret's UTF-8 bytes as they are, never base64-decoded.
-            jwt_key: EncodingKey::from_secret(secret.as_bytes()),
-            jwt_header,
+            jwt: Hs256Key::new(secret.as_bytes(), Some(key_name)),
             mac: keyed_hmac(secret.as_bytes()),
         }
     }
@@ -96,7 +89,7 @@ impl AblyKey {
     ///
     /// # Errors
     ///
-    /// Only when the JWT library fails.
+    /// Only when JSON serialization fails, which strings and numbers never do.
     pub fn jwt(
         &self,
         capability: &str,
@@ -119,11 +112,9 @@ impl AblyKey {
             capability,
             client_id,
         };
-        Ok(jsonwebtoken::encode(
-            &self.jwt_header,
-            &claims,
-            &self.jwt_key,
-        )?)
+        let mut json = Vec::with_capacity(80 + capability.len() * 5 / 4);
+        serde_json::to_writer(&mut json, &claims)?;
+        Ok(self.jwt.sign(&json))
     }
 
     /// Signs a TokenRequest (ably-protocol.md §1.2) and returns its JSON: the seven fields,

@@ -1,0 +1,245 @@
+//! HS256 JWTs (RFC 7515/7519 compact form) with the HMAC key prepared once.
+//!
+//! capsign signs every Ably JWT and, with `CAPSIGN_SESSION_SECRET`, verifies every session JWT
+//! with one fixed HS256 key. `jsonwebtoken` sets the HMAC key up and serializes the header on
+//! each call; here the keyed HMAC state and the encoded header are computed once at start-up
+//! and cloned per request. Asymmetric algorithms and JWKS stay with `jsonwebtoken`.
+//!
+//! Verification checks the MAC (constant time) before it decodes anything else, so no byte
+//! of an unverified token is parsed; then the header must name `HS256` and carry no `crit`
+//! extension (capsign understands none). Claims are returned for the caller to check.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use crate::grants::keyed_hmac;
+
+/// Base64url length (no padding) of a SHA-256 MAC.
+const SIG_B64_LEN: usize = 43;
+
+/// Why an HS256 token was refused. The messages name the check, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Hs256Error {
+    /// Not three base64url parts separated by dots.
+    #[error("not a compact JWS (three base64url parts)")]
+    Shape,
+    /// The signature does not verify with the key.
+    #[error("signature does not verify")]
+    Signature,
+    /// The (verified) header is not a JSON object naming HS256 without `crit`.
+    #[error("header must be a JSON object with alg HS256 and no crit")]
+    Header,
+    /// The (verified) claims are not a JSON object.
+    #[error("claims are not a JSON object")]
+    Claims,
+}
+
+/// One HS256 key: signs with a fixed header and verifies tokens.
+#[derive(Clone)]
+pub struct Hs256Key {
+    mac: Hmac<Sha256>,
+    header_b64: String,
+}
+
+impl fmt::Debug for Hs256Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hs256Key { key: <redacted> }")
+    }
+}
+
+impl Hs256Key {
+    /// A key for `secret`'s bytes as they are. Tokens it signs carry the header
+    /// `{"typ":"JWT","alg":"HS256"}`, plus `"kid"` when given (in that order).
+    pub fn new(secret: &[u8], kid: Option<&str>) -> Hs256Key {
+        #[derive(Serialize)]
+        struct Header<'a> {
+            typ: &'a str,
+            alg: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<&'a str>,
+        }
+        let header = Header {
+            typ: "JWT",
+            alg: "HS256",
+            kid,
+        };
+        // A struct of strings always serializes.
+        let json = serde_json::to_vec(&header).unwrap_or_default();
+        Hs256Key {
+            mac: keyed_hmac(secret),
+            header_b64: URL_SAFE_NO_PAD.encode(json),
+        }
+    }
+
+    /// The compact JWS of `claims` (JSON text) under this key's header.
+    pub fn sign(&self, claims: &[u8]) -> String {
+        let mut out = String::with_capacity(
+            self.header_b64.len() + 2 + claims.len().div_ceil(3) * 4 + SIG_B64_LEN,
+        );
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut out);
+        let mut mac = self.mac.clone();
+        mac.update(out.as_bytes());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut out);
+        out
+    }
+
+    /// Verifies `token` and returns its claims.
+    ///
+    /// # Errors
+    ///
+    /// See [`Hs256Error`]; the checks run in the order listed there.
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, Hs256Error> {
+        let (signed, sig) = token.rsplit_once('.').ok_or(Hs256Error::Shape)?;
+        let (header, claims) = signed.split_once('.').ok_or(Hs256Error::Shape)?;
+        if sig.len() != SIG_B64_LEN || claims.contains('.') {
+            return Err(Hs256Error::Shape);
+        }
+        let mut tag = [0u8; 32];
+        match URL_SAFE_NO_PAD.decode_slice(sig, &mut tag) {
+            Ok(32) => {}
+            _ => return Err(Hs256Error::Shape),
+        }
+        let mut mac = self.mac.clone();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&tag).map_err(|_| Hs256Error::Signature)?;
+
+        // Only verified bytes from here on.
+        #[derive(Deserialize)]
+        struct Header<'a> {
+            #[serde(borrow)]
+            alg: std::borrow::Cow<'a, str>,
+            crit: Option<serde::de::IgnoredAny>,
+        }
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| Hs256Error::Shape)?;
+        match serde_json::from_slice::<Header<'_>>(&header) {
+            Ok(h) if h.alg == "HS256" && h.crit.is_none() => {}
+            _ => return Err(Hs256Error::Header),
+        }
+        let claims = URL_SAFE_NO_PAD
+            .decode(claims)
+            .map_err(|_| Hs256Error::Shape)?;
+        serde_json::from_slice(&claims).map_err(|_| Hs256Error::Claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"a session secret of some length";
+
+    fn jwt_lib(header: &Header, claims: &Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn signs_what_jsonwebtoken_verifies() {
+        let key = Hs256Key::new(SECRET, Some("app.key"));
+        let token = key.sign(br#"{"sub":"u","exp":4000000000}"#);
+        let mut v = Validation::new(Algorithm::HS256);
+        v.required_spec_claims.clear();
+        let data =
+            jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(SECRET), &v).unwrap();
+        assert_eq!(data.claims, json!({"sub": "u", "exp": 4000000000u64}));
+        assert_eq!(data.header.kid.as_deref(), Some("app.key"));
+        // Same header bytes as jsonwebtoken writes for HS256 with a kid.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("app.key".into());
+        let theirs = jwt_lib(&h, &json!({"sub": "u", "exp": 4000000000u64}), SECRET);
+        assert_eq!(token.split('.').next(), theirs.split('.').next());
+    }
+
+    #[test]
+    fn verifies_what_jsonwebtoken_signs() {
+        let key = Hs256Key::new(SECRET, None);
+        let claims = json!({"sub": "u", "n": [1, 2], "s": "\u{e9}\"x"});
+        let token = jwt_lib(&Header::new(Algorithm::HS256), &claims, SECRET);
+        assert_eq!(Value::Object(key.verify(&token).unwrap()), claims);
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        let key = Hs256Key::new(SECRET, None);
+        let claims = json!({"sub": "u"});
+        let good = jwt_lib(&Header::new(Algorithm::HS256), &claims, SECRET);
+        let other_key = jwt_lib(&Header::new(Algorithm::HS256), &claims, b"another secret");
+        assert_eq!(key.verify(&other_key), Err(Hs256Error::Signature));
+        let hs384 = jwt_lib(&Header::new(Algorithm::HS384), &claims, SECRET);
+        assert_eq!(key.verify(&hs384), Err(Hs256Error::Shape));
+
+        // Correctly MAC'd with our key, but a header we must not accept.
+        let forged = |header: &str, body: &str| {
+            let signed = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(body)
+            );
+            let mut mac = keyed_hmac(SECRET);
+            mac.update(signed.as_bytes());
+            format!(
+                "{signed}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            )
+        };
+        assert!(key.verify(&forged(r#"{"alg":"HS256"}"#, "{}")).is_ok());
+        for header in [
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"hs256"}"#,
+            r#"{"typ":"JWT"}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"["HS256"]"#,
+            "not json",
+        ] {
+            assert_eq!(
+                key.verify(&forged(header, "{}")),
+                Err(Hs256Error::Header),
+                "{header}"
+            );
+        }
+        for body in ["[]", "1", "not json", r#"{"a":1"#] {
+            assert_eq!(
+                key.verify(&forged(r#"{"alg":"HS256"}"#, body)),
+                Err(Hs256Error::Claims),
+                "{body}"
+            );
+        }
+
+        // Shape: parts, padding, extra dots, trailing bytes, flipped signature bits.
+        let (signed, sig) = good.rsplit_once('.').unwrap();
+        let mut flipped = sig.as_bytes().to_vec();
+        flipped[5] ^= 0x01;
+        let flipped = String::from_utf8(flipped).unwrap();
+        for bad in [
+            String::new(),
+            "a.b".into(),
+            format!("{good}."),
+            format!("{good}="),
+            format!("{signed}.{sig}.x"),
+            format!("{signed}.x.{sig}"),
+            format!("{signed}.{}", &sig[..42]),
+            format!("{signed}.{flipped}"),
+            format!("{signed}x.{sig}"),
+        ] {
+            assert!(key.verify(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let key = Hs256Key::new(SECRET, Some("kid"));
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}
