@@ -543,6 +543,13 @@ impl CapabilitySet {
         self.entries.len()
     }
 
+    /// A set from entries already in canonical order with distinct resources and non-empty
+    /// operations (a [`crate::grants::GrantSet`]'s), built in one pass.
+    pub(crate) fn from_sorted(entries: impl Iterator<Item = (Resource, OpSet)>) -> CapabilitySet {
+        let entries: BTreeMap<Resource, OpSet> = entries.collect();
+        CapabilitySet { entries }
+    }
+
     /// Adds operations to a resource (union with what it already has).
     pub fn insert(&mut self, resource: Resource, ops: OpSet) {
         if ops.is_empty() {
@@ -642,44 +649,94 @@ impl CapabilitySet {
 
     /// The canonical JSON text (see the module's `# Canonical form`).
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(16 + self.entries.len() * 32);
+        let mut out = String::with_capacity(self.json_len_hint());
+        self.write_json(&mut out, "\"");
+        out
+    }
+
+    /// Appends the canonical JSON as a JSON string literal: what `x-ably-capability` holds in a
+    /// JWT's claims. The same bytes as serializing [`CapabilitySet::to_json`]'s text, in one
+    /// pass when no resource name needs escaping (the usual case).
+    pub fn push_json_literal(&self, out: &mut String) {
+        if self.entries.keys().any(|r| needs_escape(r.as_str())) {
+            push_json_string(out, &self.to_json());
+            return;
+        }
+        out.reserve(self.json_len_hint() * 5 / 4);
+        out.push('"');
+        self.write_json(out, "\\\"");
+        out.push('"');
+    }
+
+    /// Writes the canonical JSON with `quote` for every quote: `"` for the text itself, `\"`
+    /// for its body inside a string literal (names then need no escaping: the caller checks).
+    fn write_json(&self, out: &mut String, quote: &str) {
         out.push('{');
         for (i, (r, ops)) in self.entries.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(&mut out, r.as_str());
+            if quote == "\"" {
+                push_json_string(out, r.as_str());
+            } else {
+                out.push_str(quote);
+                out.push_str(r.as_str());
+                out.push_str(quote);
+            }
             out.push_str(":[");
             for (j, name) in ops.names().enumerate() {
                 if j > 0 {
                     out.push(',');
                 }
-                out.push('"');
+                out.push_str(quote);
                 out.push_str(name);
-                out.push('"');
+                out.push_str(quote);
             }
             out.push(']');
         }
         out.push('}');
-        out
     }
+
+    fn json_len_hint(&self) -> usize {
+        2 + self
+            .entries
+            .keys()
+            .map(|r| r.as_str().len() + 24)
+            .sum::<usize>()
+    }
+}
+
+/// Whether JSON escapes anything in `s` (quotes, backslashes, control characters).
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// Appends `s` as a JSON string literal with serde_json's escaping (the same bytes as
 /// JavaScript's `JSON.stringify` for every string capsign accepts).
 pub(crate) fn push_json_string(out: &mut String, s: &str) {
-    // serde_json escapes only quotes, backslashes and control characters; most names have none.
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
+    // Control characters (which capsign refuses in names anyway) take serde_json's path;
+    // otherwise only quotes and backslashes are escaped, in spans copied whole.
+    if s.bytes().any(|b| b < 0x20) {
+        match serde_json::to_string(s) {
+            Ok(quoted) => out.push_str(&quoted),
+            // Serializing a &str cannot fail; an empty literal all the same.
+            Err(_) => out.push_str("\"\""),
+        }
         return;
     }
-    // Serializing a &str to JSON cannot fail; fall back to an empty literal all the same.
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b == b'"' || b == b'\\' {
+            // `i` is at an ASCII byte, so both cuts fall on character boundaries.
+            out.push_str(s.get(start..i).unwrap_or_default());
+            out.push('\\');
+            start = i;
+        }
     }
+    out.push_str(s.get(start..).unwrap_or_default());
+    out.push('"');
 }
 
 impl fmt::Debug for CapabilitySet {
@@ -772,6 +829,40 @@ impl<'de> de::Deserialize<'de> for OpNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_match_serde_json() {
+        let mut samples: Vec<String> = [
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "a\"b\\c\"",
+            "{\"chat:*\":[\"publish\"]}",
+            "caf\u{e9} \u{1f600} \u{7f}",
+            "tab\there\nnew\u{1}",
+            "[meta]*",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Every pair of a small alphabet, escapes and multi-byte characters included.
+        let alphabet = ['a', '"', '\\', '\u{e9}', '\n', ':', '\u{2028}'];
+        for x in alphabet {
+            for y in alphabet {
+                samples.push(format!("{x}{y}{x}"));
+            }
+        }
+        for s in samples {
+            let mut ours = String::from("prefix");
+            push_json_string(&mut ours, &s);
+            assert_eq!(
+                ours,
+                format!("prefix{}", serde_json::to_string(&s).unwrap()),
+                "{s:?}"
+            );
+        }
+    }
 
     fn r(s: &str) -> Resource {
         Resource::new(s).unwrap()

@@ -828,10 +828,9 @@ impl Config {
             setting: "self-test".into(),
             problem,
         };
-        let jwt = self
-            .ably
-            .jwt(r#"{"*":["subscribe"]}"#, Some("self-test"), 1, 2)
-            .map_err(|e| err(e.to_string()))?;
+        let all =
+            CapabilitySet::from_json(r#"{"*":["subscribe"]}"#).map_err(|e| err(e.to_string()))?;
+        let jwt = self.ably.jwt(&all, Some("self-test"), 1, 2);
         if jwt.split('.').count() != 3 {
             return Err(err("the minted JWT is malformed".into()));
         }

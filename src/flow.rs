@@ -445,12 +445,11 @@ fn mint(
     ttl_ms: u64,
     now_ms: u64,
 ) -> Result<Credential, FlowError> {
-    let cap = capability.to_json();
     let client_id = Some(who.client_id.as_str());
     let token_request = || -> Result<Credential, FlowError> {
         Ok(Credential::TokenRequest(cfg.ably.token_request(
             Some(ttl_ms),
-            Some(&cap),
+            Some(&capability.to_json()),
             client_id,
             now_ms,
             &token::nonce(),
@@ -463,7 +462,7 @@ fn mint(
             let iat = now.saturating_sub(IAT_BACKDATE_S);
             // Within Ably's limit even counting the back-dating.
             let exp = (now + ttl_ms.div_ceil(1000)).min(iat + cfg.ttl.max_ms / 1000);
-            let jwt = cfg.ably.jwt(&cap, client_id, iat, exp)?;
+            let jwt = cfg.ably.jwt(capability, client_id, iat, exp);
             if format == Format::Auto && jwt.len() > JWT_BUDGET {
                 token_request()
             } else {

@@ -31,7 +31,6 @@
 //! operation sets, no trailing bytes, the expected clientId, an issue time neither in the
 //! future (beyond a small skew) nor older than the maximum age.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -191,10 +190,12 @@ pub struct Grant {
     pub approved_at: u64,
 }
 
-/// The grants a client holds, with their approval times.
+/// The grants a client holds, with their approval times. Kept as a vector sorted by resource
+/// (the cookie's order): a cookie opens into it without a single comparison, and sets of a few
+/// hundred grants are searched and merged faster than a tree would.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantSet {
-    entries: BTreeMap<Resource, Grant>,
+    entries: Vec<(Resource, Grant)>,
 }
 
 impl GrantSet {
@@ -215,15 +216,12 @@ impl GrantSet {
 
     /// The grants in canonical order.
     pub fn iter(&self) -> impl Iterator<Item = (&Resource, &Grant)> {
-        self.entries.iter()
+        self.entries.iter().map(|(r, g)| (r, g))
     }
 
     /// The held capabilities, without times.
     pub fn capabilities(&self) -> CapabilitySet {
-        self.entries
-            .iter()
-            .map(|(r, g)| (r.clone(), g.ops))
-            .collect()
+        CapabilitySet::from_sorted(self.entries.iter().map(|(r, g)| (r.clone(), g.ops)))
     }
 
     /// The part of `requested` these grants do not already cover (as
@@ -256,20 +254,46 @@ impl GrantSet {
         if grant.ops.is_empty() {
             return;
         }
-        self.entries
-            .entry(resource)
-            .and_modify(|g| {
-                g.ops = g.ops.union(grant.ops);
-                g.approved_at = g.approved_at.min(grant.approved_at);
-            })
-            .or_insert(grant);
+        match self.find(resource.as_str()) {
+            Ok(i) => {
+                if let Some((_, g)) = self.entries.get_mut(i) {
+                    *g = merged(*g, grant);
+                }
+            }
+            Err(i) => self.entries.insert(i, (resource, grant)),
+        }
     }
 
-    /// Every grant of both sets (see [`GrantSet::insert`]).
+    /// Every grant of both sets (see [`GrantSet::insert`]), in one pass over both.
     pub fn merge(&mut self, other: GrantSet) {
-        for (r, g) in other.entries {
-            self.insert(r, g);
+        if self.entries.is_empty() {
+            self.entries = other.entries;
+            return;
         }
+        let mut out = Vec::with_capacity(self.entries.len() + other.entries.len());
+        let mut a = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut b = other.entries.into_iter().peekable();
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some((ra, _)), Some((rb, _))) => match ra.cmp(rb) {
+                    std::cmp::Ordering::Less => a.next(),
+                    std::cmp::Ordering::Greater => b.next(),
+                    std::cmp::Ordering::Equal => match (a.next(), b.next()) {
+                        (Some((r, ga)), Some((_, gb))) => Some((r, merged(ga, gb))),
+                        (x, y) => x.or(y),
+                    },
+                },
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            if let Some((r, g)) = next {
+                if !g.ops.is_empty() {
+                    out.push((r, g));
+                }
+            }
+        }
+        self.entries = out;
     }
 
     /// Removes and returns the grants approved at or before `cutoff`.
@@ -286,7 +310,7 @@ impl GrantSet {
 
     /// The earliest approval time held.
     pub fn oldest_approval(&self) -> Option<u64> {
-        self.entries.values().map(|g| g.approved_at).min()
+        self.entries.iter().map(|(_, g)| g.approved_at).min()
     }
 
     /// Removes the `n` grants approved longest ago (ties broken by resource order) and returns
@@ -298,14 +322,24 @@ impl GrantSet {
             .map(|(r, g)| (g.approved_at, r.clone()))
             .collect();
         order.sort();
-        order
-            .into_iter()
-            .take(n)
-            .map(|(_, r)| {
-                self.entries.remove(r.as_str());
-                r
-            })
-            .collect()
+        order.truncate(n);
+        let gone: std::collections::BTreeSet<&str> =
+            order.iter().map(|(_, r)| r.as_str()).collect();
+        self.entries.retain(|(r, _)| !gone.contains(r.as_str()));
+        order.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn find(&self, resource: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|(r, _)| r.as_str().cmp(resource))
+    }
+}
+
+/// One grant from two: the union of the operations, the older approval.
+fn merged(a: Grant, b: Grant) -> Grant {
+    Grant {
+        ops: a.ops.union(b.ops),
+        approved_at: a.approved_at.min(b.approved_at),
     }
 }
 
@@ -486,7 +520,10 @@ fn decode_body(body: &[u8]) -> Result<(&[u8], Opened), GrantsError> {
     let issued_at = r.varint()?;
     let holder = r.bytes()?;
     let n = r.varint()?;
-    let mut grants = GrantSet::new();
+    // Each grant takes at least four bytes, which bounds the capacity by the body's length.
+    let mut grants = GrantSet {
+        entries: Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(r.0.len() / 4)),
+    };
     // The previous name and the one being built, reused: one allocation per grant, its own.
     let mut prev: Vec<u8> = Vec::new();
     let mut name: Vec<u8> = Vec::new();
@@ -509,7 +546,8 @@ fn decode_body(body: &[u8]) -> Result<(&[u8], Opened), GrantsError> {
             .checked_sub(age)
             .ok_or(GrantsError::Malformed("age"))?;
         let resource = Resource::new(text).map_err(|_| GrantsError::Malformed("resource"))?;
-        grants.entries.insert(resource, Grant { ops, approved_at });
+        // Strictly increasing (checked above): the vector stays sorted.
+        grants.entries.push((resource, Grant { ops, approved_at }));
         std::mem::swap(&mut prev, &mut name);
     }
     if !r.0.is_empty() {

@@ -338,8 +338,8 @@ where
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);
-    insert(h, SET_COOKIE, &outcome.set_cookie);
-    insert(h, X_CAPSIGN_GRANTS, &outcome.header_grants);
+    insert_owned(h, SET_COOKIE, outcome.set_cookie);
+    insert_owned(h, X_CAPSIGN_GRANTS, outcome.header_grants);
     if !outcome.denied.is_empty() {
         insert(h, X_CAPSIGN_DENIED, &resource_list(&outcome.denied));
     }
@@ -550,6 +550,16 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
             headers.insert(name, v);
         }
         // Everything capsign puts in headers is ASCII it built itself; log if that ever breaks.
+        Err(_) => tracing::error!(header = %name, "header value not representable; left out"),
+    }
+}
+
+/// [`insert`] for a value capsign built, without copying it.
+fn insert_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    match HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
         Err(_) => tracing::error!(header = %name, "header value not representable; left out"),
     }
 }

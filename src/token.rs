@@ -13,6 +13,7 @@ use rand::Rng as _;
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::capability::{CapabilitySet, push_json_string};
 use crate::grants::keyed_hmac;
 use crate::hs256::Hs256Key;
 
@@ -86,35 +87,27 @@ impl AblyKey {
 
     /// Mints an Ably JWT: header `typ, alg, kid`; claims `iat`, `exp` (seconds),
     /// `x-ably-capability` (the canonical JSON text) and `x-ably-clientId` when given.
-    ///
-    /// # Errors
-    ///
-    /// Only when JSON serialization fails, which strings and numbers never do.
     pub fn jwt(
         &self,
-        capability: &str,
+        capability: &CapabilitySet,
         client_id: Option<&str>,
         iat: u64,
         exp: u64,
-    ) -> Result<String, TokenError> {
-        #[derive(Serialize)]
-        struct Claims<'a> {
-            iat: u64,
-            exp: u64,
-            #[serde(rename = "x-ably-capability")]
-            capability: &'a str,
-            #[serde(rename = "x-ably-clientId", skip_serializing_if = "Option::is_none")]
-            client_id: Option<&'a str>,
+    ) -> String {
+        // The claims in serde_json's order and bytes, written into one buffer.
+        let mut json = String::with_capacity(128);
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        for part in ["{\"iat\":", a.format(iat), ",\"exp\":", b.format(exp)] {
+            json.push_str(part);
         }
-        let claims = Claims {
-            iat,
-            exp,
-            capability,
-            client_id,
-        };
-        let mut json = Vec::with_capacity(80 + capability.len() * 5 / 4);
-        serde_json::to_writer(&mut json, &claims)?;
-        Ok(self.jwt.sign(&json))
+        json.push_str(",\"x-ably-capability\":");
+        capability.push_json_literal(&mut json);
+        if let Some(id) = client_id {
+            json.push_str(",\"x-ably-clientId\":");
+            push_json_string(&mut json, id);
+        }
+        json.push('}');
+        self.jwt.sign(json.as_bytes())
     }
 
     /// Signs a TokenRequest (ably-protocol.md §1.2) and returns its JSON: the seven fields,

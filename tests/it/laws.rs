@@ -109,12 +109,33 @@ proptest! {
     }
 
     #[test]
+    fn json_literal_is_the_serialized_canonical_text(
+        names in vec(("[a-z\"\\\\\u{e9}\u{2028}:*]{1,6}", ops()), 0..6),
+    ) {
+        let mut set = CapabilitySet::new();
+        for (name, o) in names {
+            if let Ok(r) = Resource::new(name) {
+                set.insert(r, o);
+            }
+        }
+        let mut literal = String::new();
+        set.push_json_literal(&mut literal);
+        prop_assert_eq!(literal, serde_json::to_string(&set.to_json()).unwrap());
+        let text: serde_json::Value = serde_json::from_str(&set.to_json()).unwrap();
+        prop_assert_eq!(CapabilitySet::from_value(&text).unwrap(), set);
+    }
+
+    #[test]
     fn merge_never_widens_beyond_its_inputs(a in cap_set(), b in cap_set()) {
         let mut held = GrantSet::new();
         held.add(&a, 1000);
         let mut other = GrantSet::new();
         other.add(&b, 2000);
         held.merge(other);
+        for (r, g) in held.iter() {
+            let want = if a.ops_for(r.as_str()).is_some() { 1000 } else { 2000 };
+            prop_assert_eq!(g.approved_at, want, "{} keeps the older approval", r);
+        }
         let merged = held.capabilities();
         for (r, ops) in merged.iter() {
             let inputs = a.ops_for(r.as_str()).unwrap_or_default()
