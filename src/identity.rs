@@ -8,12 +8,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -38,14 +39,72 @@ pub const DEFAULT_LEEWAY_S: u64 = 30;
 pub struct Identity {
     /// The Ably clientId: who the credential is for.
     pub client_id: String,
-    /// The session's claims, for `{claims.NAME}` templates (empty in demo mode).
-    pub claims: Map<String, Value>,
+    claims: Claims,
 }
 
 impl Identity {
     /// An identity; the caller has checked the clientId.
     pub fn new(client_id: String, claims: Map<String, Value>) -> Identity {
-        Identity { client_id, claims }
+        Identity {
+            client_id,
+            claims: Claims {
+                text: None,
+                parsed: OnceLock::from(claims),
+            },
+        }
+    }
+
+    /// An identity whose claims are the verified JSON object `text`, parsed on first use.
+    fn with_claims_text(client_id: String, text: Box<str>) -> Identity {
+        Identity {
+            client_id,
+            claims: Claims {
+                text: Some(text),
+                parsed: OnceLock::new(),
+            },
+        }
+    }
+
+    /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
+    /// header modes).
+    pub fn claims(&self) -> &Map<String, Value> {
+        self.claims.parsed.get_or_init(|| {
+            // The text was read as a JSON object when the session was checked.
+            self.claims
+                .text
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// A session's claims: most requests need none of them beyond the few checked at once
+/// (`exp`, `nbf`, `iss`, `aud`, the clientId), so the whole object is parsed only when a rule
+/// template or the webhook asks.
+#[derive(Debug, Clone)]
+struct Claims {
+    text: Option<Box<str>>,
+    parsed: OnceLock<Map<String, Value>>,
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Claims) -> bool {
+        let (a, b) = (self.parsed.get(), other.parsed.get());
+        match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                let parse = |c: &Claims| -> Map<String, Value> {
+                    c.parsed.get().cloned().unwrap_or_else(|| {
+                        c.text
+                            .as_deref()
+                            .and_then(|t| serde_json::from_str(t).ok())
+                            .unwrap_or_default()
+                    })
+                };
+                parse(self) == parse(other)
+            }
+        }
     }
 }
 
@@ -155,16 +214,31 @@ impl SessionClaims {
         Ok(token)
     }
 
-    /// Checks `exp` (required) and `nbf` against `now` and takes the clientId.
-    fn identity(&self, claims: Map<String, Value>, now: u64) -> Result<Identity, IdentityError> {
-        let exp = claims
-            .get("exp")
+    /// Reads the verified claims object `text`: checks `exp` (required) and `nbf` against
+    /// `now`, and `iss`/`aud` when `iss_aud` is given (the JWT library checked them otherwise),
+    /// and takes the clientId. Only those claims are parsed here.
+    fn identity(
+        &self,
+        text: &str,
+        now: u64,
+        iss_aud: Option<&Validation>,
+    ) -> Result<Identity, IdentityError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let picked = serde::de::DeserializeSeed::deserialize(Pick { claim: &self.claim }, &mut de)
+            .and_then(|p| de.end().map(|()| p))
+            .map_err(|_| IdentityError::Invalid("claims are not a JSON object".into()))?;
+        if let Some(validation) = iss_aud {
+            check_iss_aud(picked.iss.as_ref(), picked.aud.as_ref(), validation)?;
+        }
+        let exp = picked
+            .exp
+            .as_ref()
             .and_then(Value::as_u64)
             .ok_or_else(|| IdentityError::Invalid("no numeric exp claim".into()))?;
         if exp.saturating_add(self.leeway) <= now {
             return Err(IdentityError::Expired);
         }
-        if let Some(nbf) = claims.get("nbf") {
+        if let Some(nbf) = &picked.nbf {
             let nbf = nbf
                 .as_u64()
                 .ok_or_else(|| IdentityError::Invalid("nbf is not a number".into()))?;
@@ -172,13 +246,90 @@ impl SessionClaims {
                 return Err(IdentityError::NotYetValid);
             }
         }
-        let client_id = claims
-            .get(&self.claim)
-            .and_then(Value::as_str)
-            .ok_or_else(|| IdentityError::NoClientId(self.claim.clone()))?
-            .to_owned();
+        let Some(Value::String(client_id)) = picked.client_id else {
+            return Err(IdentityError::NoClientId(self.claim.clone()));
+        };
         check_client_id(&client_id).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::new(client_id, claims))
+        Ok(Identity::with_claims_text(client_id, text.into()))
+    }
+}
+
+/// The claims [`SessionClaims::identity`] checks. A claim given twice counts once, with its
+/// last value, as in a `serde_json` map.
+#[derive(Default)]
+struct Picked {
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    iss: Option<Value>,
+    aud: Option<Value>,
+    client_id: Option<Value>,
+}
+
+/// Reads a claims object, keeping the values of [`Picked`]'s claims and skipping (while still
+/// checking the syntax of) the rest.
+struct Pick<'a> {
+    claim: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    type Value = Picked;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Picked, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = Picked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Picked, A::Error> {
+        let mut picked = Picked::default();
+        while let Some(key) = map.next_key::<ClaimName<'de>>()? {
+            let key = key.0;
+            let standard = matches!(&*key, "exp" | "nbf" | "iss" | "aud");
+            if !standard && *key != *self.claim {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value: Value = map.next_value()?;
+            if *key == *self.claim {
+                picked.client_id = Some(value.clone());
+            }
+            match &*key {
+                "exp" => picked.exp = Some(value),
+                "nbf" => picked.nbf = Some(value),
+                "iss" => picked.iss = Some(value),
+                "aud" => picked.aud = Some(value),
+                _ => {}
+            }
+        }
+        Ok(picked)
+    }
+}
+
+/// A claim name, borrowed from the text when it has no escapes.
+struct ClaimName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for ClaimName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClaimName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<ClaimName<'de>, E> {
+                Ok(ClaimName(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ClaimName<'de>, E> {
+                Ok(ClaimName(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -203,12 +354,12 @@ fn base_validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>)
 /// of the allowed issuers; `aud` (a string or an array of strings) must name an allowed
 /// audience. A missing claim fails the check it is needed for.
 fn check_iss_aud(
-    claims: &Map<String, Value>,
+    iss: Option<&Value>,
+    aud: Option<&Value>,
     validation: &Validation,
 ) -> Result<(), IdentityError> {
     if let Some(allowed) = &validation.iss {
-        let ok = claims
-            .get("iss")
+        let ok = iss
             .and_then(Value::as_str)
             .is_some_and(|iss| allowed.contains(iss));
         if !ok {
@@ -217,7 +368,7 @@ fn check_iss_aud(
     }
     if validation.validate_aud {
         if let Some(allowed) = &validation.aud {
-            let ok = match claims.get("aud") {
+            let ok = match aud {
                 Some(Value::String(a)) => allowed.contains(a.as_str()),
                 Some(Value::Array(list)) => list
                     .iter()
@@ -315,21 +466,22 @@ impl JwtIdentity {
 
     fn identify(&self, p: &Presenting<'_>, now: u64) -> Result<Identity, IdentityError> {
         let token = self.session.token(p)?;
-        let claims = match &self.verifier {
+        match &self.verifier {
             Verifier::Secret(key) => {
                 let claims = key
                     .verify(token)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-                check_iss_aud(&claims, &self.validation)?;
-                claims
+                let text = std::str::from_utf8(&claims)
+                    .map_err(|_| IdentityError::Invalid("claims are not UTF-8".into()))?;
+                self.session.identity(text, now, Some(&self.validation))
             }
             Verifier::Public(key) => {
-                jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+                let claims = jsonwebtoken::decode::<Box<RawValue>>(token, key, &self.validation)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?
-                    .claims
+                    .claims;
+                self.session.identity(claims.get(), now, None)
             }
-        };
-        self.session.identity(claims, now)
+        }
     }
 }
 
@@ -384,9 +536,10 @@ impl JwksIdentity {
             })?;
         let validation =
             base_validation(header.alg, self.issuer.as_deref(), self.audience.as_deref());
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation)
             .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        self.session.identity(data.claims, now_ms / 1000)
+        self.session
+            .identity(data.claims.get(), now_ms / 1000, None)
     }
 }
 
@@ -568,7 +721,47 @@ mod tests {
         let t = token(b"s3cret", json!({"sub":"alice","exp":2000,"team":"red"}));
         let who = with_bearer(&id, Some(&t), 1000).unwrap();
         assert_eq!(who.client_id, "alice");
-        assert_eq!(who.claims["team"], "red");
+        assert_eq!(who.claims()["team"], "red");
+    }
+
+    #[test]
+    fn claims_read_as_a_json_map_would_be() {
+        let id = hs(b"s3cret");
+        let raw = |text: &str| Hs256Key::new(b"s3cret", None).sign(text.as_bytes());
+        let who = |text: &str| with_bearer(&id, Some(&raw(text)), 1000);
+        // Escaped names, a repeated claim (the last one counts), nested values skipped but kept.
+        let w =
+            who(r#"{"s\u0075b":"first","exp":2000,"sub":"bob","x":{"y":[1,{"z":null}]}}"#).unwrap();
+        assert_eq!(w.client_id, "bob");
+        assert_eq!(w.claims()["x"], json!({"y": [1, {"z": null}]}));
+        assert_eq!(
+            w,
+            Identity::new(
+                "bob".into(),
+                json!({"sub": "bob", "exp": 2000, "x": {"y": [1, {"z": null}]}})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )
+        );
+        for bad in [
+            r#"["sub","exp"]"#,
+            r#"{"sub":"a","exp":2000"#,
+            r#"{"sub":"a","exp":2000,"x":[}"#,
+            r#"{"sub":"a","exp":2000.5}"#,
+            r#"{"sub":"a","exp":"2000"}"#,
+            r#"{"sub":"a","exp":2000} trailing"#,
+        ] {
+            assert!(
+                matches!(who(bad), Err(IdentityError::Invalid(_))),
+                "{bad}: {:?}",
+                who(bad)
+            );
+        }
+        assert_eq!(
+            who(r#"{"sub":7,"exp":2000}"#),
+            Err(IdentityError::NoClientId("sub".into()))
+        );
     }
 
     #[test]

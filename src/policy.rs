@@ -266,7 +266,7 @@ fn render(pieces: &[Piece], mut value: impl FnMut(&Piece) -> Option<String>) -> 
 fn substitution(who: &Identity, piece: &Piece) -> Option<String> {
     match piece {
         Piece::ClientId => Some(who.client_id.clone()),
-        Piece::Claim(name) => match who.claims.get(name)? {
+        Piece::Claim(name) => match who.claims().get(name)? {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
             _ => None,

@@ -98,7 +98,7 @@ impl Webhook {
             .collect();
         json!({
             "clientId": who.client_id,
-            "claims": who.claims,
+            "claims": who.claims(),
             "requested": requested,
         })
         .to_string()
