@@ -774,7 +774,7 @@ impl<'de> Visitor<'de> for SetVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut set = CapabilitySet::new();
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
             let ops: OpNames = map.next_value()?;
             if set.len() >= MAX_RESOURCES {
                 return Ok(Err(CapabilityError::TooManyResources));
@@ -788,7 +788,7 @@ impl<'de> Visitor<'de> for SetVisitor {
                     resource.as_str().to_owned(),
                 )));
             }
-            let ops = match OpSet::from_names(resource.as_str(), ops.0.iter().map(|s| &**s)) {
+            let ops = match OpSet::from_names(resource.as_str(), ops.0.iter().map(|s| &*s.0)) {
                 Ok(ops) => ops,
                 Err(e) => return Ok(Err(e)),
             };
@@ -799,21 +799,21 @@ impl<'de> Visitor<'de> for SetVisitor {
 }
 
 /// An operation list as written, bounded so a huge array cannot grow without limit.
-struct OpNames(Vec<String>);
+struct OpNames<'de>(Vec<JsonStr<'de>>);
 
-impl<'de> de::Deserialize<'de> for OpNames {
+impl<'de> de::Deserialize<'de> for OpNames<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = OpNames;
+            type Value = OpNames<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of operation names")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpNames, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpNames<'de>, A::Error> {
                 // 18 names is everything; duplicates beyond a generous bound are an attack.
                 const MAX_OPS: usize = 64;
                 let mut names = Vec::new();
-                while let Some(name) = seq.next_element::<String>()? {
+                while let Some(name) = seq.next_element::<JsonStr<'de>>()? {
                     if names.len() >= MAX_OPS {
                         return Err(de::Error::custom("too many operations"));
                     }
@@ -823,6 +823,29 @@ impl<'de> de::Deserialize<'de> for OpNames {
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escapes (serde's own `Cow<str>`
+/// always copies).
+pub(crate) struct JsonStr<'de>(pub(crate) std::borrow::Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for JsonStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<JsonStr<'de>, E> {
+                Ok(JsonStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<JsonStr<'de>, E> {
+                Ok(JsonStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -41,6 +41,8 @@ pub enum Hs256Error {
 #[derive(Clone)]
 pub struct Hs256Key {
     mac: Hmac<Sha256>,
+    /// `mac` with the fixed `header_b64.` prefix of every token it signs already absorbed.
+    signing: Hmac<Sha256>,
     header_b64: String,
 }
 
@@ -68,9 +70,15 @@ impl Hs256Key {
         };
         // A struct of strings always serializes.
         let json = serde_json::to_vec(&header).unwrap_or_default();
+        let header_b64 = URL_SAFE_NO_PAD.encode(json);
+        let mac = keyed_hmac(secret);
+        let mut signing = mac.clone();
+        signing.update(header_b64.as_bytes());
+        signing.update(b".");
         Hs256Key {
-            mac: keyed_hmac(secret),
-            header_b64: URL_SAFE_NO_PAD.encode(json),
+            mac,
+            signing,
+            header_b64,
         }
     }
 
@@ -81,9 +89,10 @@ impl Hs256Key {
         );
         out.push_str(&self.header_b64);
         out.push('.');
+        let claims_at = out.len();
         URL_SAFE_NO_PAD.encode_string(claims, &mut out);
-        let mut mac = self.mac.clone();
-        mac.update(out.as_bytes());
+        let mut mac = self.signing.clone();
+        mac.update(out.as_bytes().get(claims_at..).unwrap_or_default());
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut out);
         out

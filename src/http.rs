@@ -76,7 +76,9 @@ where
     B::Error: Into<BoxError>,
 {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A `Uri` clone shares its bytes: the path stays readable after `req` moves on.
+    let uri = req.uri().clone();
+    let path = uri.path();
     // An allow-listed Origin gets CORS headers on every answer, errors included, so ably-js
     // can read the error code of a cross-origin failure.
     let cors = header_str(req.headers(), &ORIGIN)
@@ -96,7 +98,7 @@ where
     } else {
         Ok(())
     };
-    let result = result.and_then(|()| route(app, &method, &path, cors.is_some()));
+    let result = result.and_then(|()| route(app, &method, path, cors.is_some()));
     let result = match result {
         Ok(Route::Auth) => auth(app, req).await,
         Ok(Route::Login) => login(app, req).await,

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::capability::JsonStr;
 use crate::grants::keyed_hmac;
 use crate::hs256::Hs256Key;
 use crate::jwks::JwksState;
@@ -288,8 +289,7 @@ impl<'de> serde::de::Visitor<'de> for Pick<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Picked, A::Error> {
         let mut picked = Picked::default();
-        while let Some(key) = map.next_key::<ClaimName<'de>>()? {
-            let key = key.0;
+        while let Some(JsonStr(key)) = map.next_key::<JsonStr<'de>>()? {
             let standard = matches!(&*key, "exp" | "nbf" | "iss" | "aud");
             if !standard && *key != *self.claim {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -308,28 +308,6 @@ impl<'de> serde::de::Visitor<'de> for Pick<'_> {
             }
         }
         Ok(picked)
-    }
-}
-
-/// A claim name, borrowed from the text when it has no escapes.
-struct ClaimName<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for ClaimName<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ClaimName<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a claim name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<ClaimName<'de>, E> {
-                Ok(ClaimName(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<ClaimName<'de>, E> {
-                Ok(ClaimName(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 
