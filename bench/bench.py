@@ -7,6 +7,10 @@ alternating the servers (A B A B ...), pinned (server on core 0, wrk on core 1) 
 at 1 and 64 connections. Before measuring, it checks that capsign's first answer is a valid
 Ably JWT covering the 10 held grants plus the new one, and that a new cookie was set.
 
+It also runs the "wire floor": the hello-world binary answering capsign's own answer (same
+headers, same body) to capsign's own request, so the table separates what capsign's bytes cost
+in the kernel and hyper from what capsign's work costs (`--no-floor` leaves it out).
+
 It prints requests per second, p50/p99 latency, the ratios, cold start to first 200, and the
 peak resident memory of each server. Nothing here talks to anything but 127.0.0.1.
 """
@@ -251,13 +255,25 @@ def prepare_capsign_request(port, bearer):
     if not any(k.lower() == "set-cookie" for k, _ in hdrs):
         raise SystemExit("bench: no new cookie set")
     log(f"bench: first answer checked: JWT verifies, {len(cap)} grants, cookie {len(cookie)} bytes")
-    return path, headers
+    # The answer as the wire floor replays it; hyper writes its own framing headers.
+    framing = {"connection", "content-length", "date", "transfer-encoding"}
+    answer = {
+        "headers": [[k, v] for k, v in hdrs if k.lower() not in framing],
+        "body": body.decode(),
+    }
+    return path, headers, answer
 
 
 def check_hello(port):
     status, _, body = http_get(port, "/", {})
     if status != 200 or body != b"Hello, World!":
         raise SystemExit(f"bench: hello-world answered {status} {body!r}")
+
+
+def check_floor(port, path, headers, answer):
+    status, _, body = http_get(port, path, headers)
+    if status != 200 or body.decode() != answer["body"]:
+        raise SystemExit(f"bench: the wire floor answered {status} {body[:80]!r}")
 
 
 def check_express(port):
@@ -277,6 +293,11 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds per setting (default 2)")
     ap.add_argument("--no-express", action="store_true", help="skip the Express comparison")
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the wire floor (hello-world answering capsign's bytes)",
+    )
     ap.add_argument("--conns", default="1,64", help="connection counts (default 1,64)")
     ap.add_argument("--modes", default="pinned,unpinned", help="pinned and/or unpinned")
     args = ap.parse_args()
@@ -295,6 +316,7 @@ def main():
     if not use_express and not args.no_express:
         log("bench: node/npm missing; skipping the Express comparison")
 
+    use_floor = not args.no_floor
     tmp = tempfile.mkdtemp(prefix="capsign-bench-")
     RULES_PATH = os.path.join(tmp, "rules.toml")
     with open(RULES_PATH, "w") as f:
@@ -317,13 +339,22 @@ def main():
             )
         try:
             check_hello(servers["hello"].port)
-            cap_path, cap_headers = prepare_capsign_request(servers["capsign"].port, bearer)
+            cap_path, cap_headers, answer = prepare_capsign_request(servers["capsign"].port, bearer)
+            if use_floor:
+                answer_path = os.path.join(tmp, "answer.json")
+                with open(answer_path, "w") as f:
+                    json.dump(answer, f)
+                servers["floor"] = Server(
+                    "floor", [hello_bin, "127.0.0.1:0", answer_path], dict(os.environ), server_cores
+                )
+                check_floor(servers["floor"].port, cap_path, cap_headers, answer)
             if use_express:
                 check_express(servers["express"].port)
             targets = {
                 "hello": ("/", {}),
                 "capsign": (cap_path, cap_headers),
                 "express": (cap_path, {"Authorization": f"Bearer {bearer}"}),
+                "floor": (cap_path, cap_headers),
             }
             for conns in [int(c) for c in args.conns.split(",")]:
                 for name, srv in servers.items():  # warm-up, not recorded
@@ -403,7 +434,7 @@ def report(results, peak, cold, args):
         vals = [r[key] for m, c, n, _, r in results if (m, c, n) == (mode, conns, name)]
         return statistics.median(vals) if vals else float("nan")
 
-    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "capsign", "express"].index)
+    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "floor", "capsign", "express"].index)
     print()
     print(f"capsign benchmark: {os.uname().machine}, {os.cpu_count()} cores, "
           f"{args.rounds} rounds × {args.duration} s per setting, medians")

@@ -45,7 +45,7 @@ def main():
     bearer = bench.hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, bench.SESSION_SECRET)
     server = bench.Server("capsign", [os.path.join(target, "release", "capsign")], bench.capsign_env())
     try:
-        path, headers = bench.prepare_capsign_request(server.port, bearer)
+        path, headers, _ = bench.prepare_capsign_request(server.port, bearer)
         start_rss = rss_kib(server.proc.pid)
         samples = []
         stop = threading.Event()

@@ -2,38 +2,82 @@
 //! same runtime and connection settings as `capsign::server::run`, answering a 13-byte body.
 //!
 //! `cargo run --release --example hello -- 127.0.0.1:3001`; `bench/run` starts it for you.
+//!
+//! With a second argument, a JSON file `{"headers": [[name, value], ...], "body": "..."}`, it
+//! answers every request with those headers and body instead: `bench/run` gives it capsign's
+//! own answer to the measured request, so the "wire floor" costs what capsign's bytes cost on
+//! the wire and in hyper, with none of capsign's work.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(
-        b"Hello, World!",
-    ))))
+/// What every request gets.
+struct Answer {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+fn answer(answer: &Answer) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(answer.body.clone()));
+    if !answer.headers.is_empty() {
+        *resp.headers_mut() = answer.headers.clone();
+    }
+    resp
+}
+
+fn load(path: &str) -> Result<Answer, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let file: File = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let mut headers = HeaderMap::new();
+    for (k, v) in file.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("{k}: {e}"))?;
+        let value = HeaderValue::from_str(&v).map_err(|e| format!("{k}: {e}"))?;
+        headers.append(name, value);
+    }
+    Ok(Answer {
+        headers,
+        body: Bytes::from(file.body),
+    })
 }
 
 fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args
+        .next()
         .as_deref()
         .unwrap_or("127.0.0.1:3001")
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        .map_err(|e| invalid(format!("{e}")))?;
+    let fixed = match args.next() {
+        Some(path) => load(&path).map_err(invalid)?,
+        None => Answer {
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"Hello, World!"),
+        },
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(addr))
+        .block_on(serve(addr, Arc::new(fixed)))
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+async fn serve(addr: SocketAddr, fixed: Arc<Answer>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("hello: listening on http://{}", listener.local_addr()?);
     let mut builder = http1::Builder::new();
@@ -45,7 +89,12 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), service_fn(hello));
+        let fixed = Arc::clone(&fixed);
+        let service = service_fn(move |_: Request<hyper::body::Incoming>| {
+            let resp = answer(&fixed);
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -9,11 +9,6 @@ use capsign::flow::App;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: a request allocates and frees a few dozen small buffers, and glibc's malloc was
-/// an eighth of the handler's time in profiles (`bench/run` measures the difference).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A stateless capability signer for Ably. Configure it with environment variables (see the
 /// README); with none set it runs a demo on 127.0.0.1:3000.
 #[derive(Parser)]
