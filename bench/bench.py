@@ -456,7 +456,8 @@ def report(results, peak, cold, args):
     print("| server | cold start to first 200 | peak RSS under load |")
     print("| --- | ---: | ---: |")
     for name in names:
-        print(f"| {name} | {cold.get(name, float('nan')):.1f} ms | {peak.get(name, 0) / 1024:.1f} MiB |")
+        start = f"{cold[name]:.1f} ms" if name in cold else "(not measured)"
+        print(f"| {name} | {start} | {peak.get(name, 0) / 1024:.1f} MiB |")
 
 
 if __name__ == "__main__":

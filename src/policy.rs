@@ -92,6 +92,8 @@ enum Piece {
 #[derive(Debug, Clone)]
 struct Rule {
     pieces: Vec<Piece>,
+    /// The resource, when the pattern has no template: rendered once, at load.
+    fixed: Option<Resource>,
     ops: OpSet,
     default: bool,
 }
@@ -134,8 +136,17 @@ impl Policy {
                 .map_err(cap_err)?;
             let ops = OpSet::from_names(&r.resource, r.ops.iter().map(String::as_str))
                 .map_err(cap_err)?;
+            let fixed = if pieces.iter().all(|p| matches!(p, Piece::Literal(_))) {
+                Some(
+                    Resource::new(render(&pieces, |_| None).unwrap_or_default())
+                        .map_err(cap_err)?,
+                )
+            } else {
+                None
+            };
             rules.push(Rule {
                 pieces,
+                fixed,
                 ops,
                 default: r.default,
             });
@@ -146,24 +157,30 @@ impl Policy {
         })
     }
 
-    /// What the rules allow `who`, as a capability set (one entry per applicable rule).
-    fn allowed(&self, who: &Identity, defaults_only: bool) -> CapabilitySet {
-        let mut set = CapabilitySet::new();
-        for rule in self.rules.iter().filter(|r| r.default || !defaults_only) {
-            let rendered = render(&rule.pieces, |p| substitution(who, p));
-            if let Some(resource) = rendered.and_then(|s| Resource::new(s).ok()) {
-                set.insert(resource, rule.ops);
-            }
-        }
-        set
+    /// What the rules allow `who`: one pattern per applicable rule (a template that cannot be
+    /// filled for `who` applies to no one).
+    fn allowed(&self, who: &Identity, defaults_only: bool) -> Vec<(Resource, OpSet)> {
+        self.rules
+            .iter()
+            .filter(|r| r.default || !defaults_only)
+            .filter_map(|rule| {
+                let resource = match &rule.fixed {
+                    Some(r) => r.clone(),
+                    None => render(&rule.pieces, |p| substitution(who, p))
+                        .and_then(|s| Resource::new(s).ok())?,
+                };
+                Some((resource, rule.ops))
+            })
+            .collect()
     }
 
     /// The grants given to every fresh set.
     pub fn defaults(&self, who: &Identity) -> CapabilitySet {
-        self.allowed(who, true)
+        self.allowed(who, true).into_iter().collect()
     }
 
-    /// Decides `requested` for `who`: the granted part, a subset of `requested`.
+    /// Decides `requested` for `who`: the granted part, a subset of `requested`. A resource
+    /// gets the operations of every rule whose pattern covers it.
     pub fn decide(&self, who: &Identity, requested: &CapabilitySet) -> CapabilitySet {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.evaluated
@@ -171,7 +188,13 @@ impl Policy {
         let allowed = self.allowed(who, false);
         requested
             .iter()
-            .map(|(r, ops)| (r.clone(), ops.intersection(allowed.allowed_ops(r))))
+            .map(|(r, ops)| {
+                let may = allowed
+                    .iter()
+                    .filter(|(pattern, _)| pattern.covers(r))
+                    .fold(OpSet::EMPTY, |acc, (_, o)| acc.union(*o));
+                (r.clone(), ops.intersection(may))
+            })
             .collect()
     }
 
