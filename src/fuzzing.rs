@@ -466,6 +466,116 @@ pub fn webhook_answer(data: &[u8]) {
     }
 }
 
+/// HS256 (`crate::hs256`), which signs every Ably JWT and verifies session JWTs. The input is
+/// a header and claims (split at the first `0xff`), MAC'd with the key as any holder of it
+/// could, and also the whole input taken as a token. Properties: nothing panics; a forged
+/// token (the raw input) never verifies; a correctly MAC'd token verifies exactly when its
+/// header, read independently with serde_json, is an object with `alg` = `HS256` and no
+/// `crit`, and then yields the claims bytes unchanged; what `sign` makes, `verify` and
+/// `jsonwebtoken` both accept, with the same claims.
+pub fn hs256(data: &[u8]) {
+    use hmac::Mac as _;
+
+    use crate::hs256::Hs256Key;
+
+    let key = Hs256Key::new(SESSION_SECRET.as_bytes(), Some("fuzz.kid"));
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(key.verify(text).is_err(), "an unsigned input verified");
+    }
+
+    let (header, claims) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let mut mac = crate::grants::keyed_hmac(SESSION_SECRET.as_bytes());
+    mac.update(signed.as_bytes());
+    let token = format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    );
+    // A member named twice is refused too (RFC 7515 allows either refusing or taking the last).
+    let acceptable = match serde_json::from_slice::<Value>(header) {
+        Ok(Value::Object(h)) => {
+            h.get("alg") == Some(&json!("HS256"))
+                && !h.contains_key("crit")
+                && member_count(header) == Some(h.len())
+        }
+        _ => false,
+    };
+    match key.verify(&token) {
+        Ok(got) => {
+            assert!(
+                acceptable,
+                "header {:?} accepted",
+                String::from_utf8_lossy(header)
+            );
+            assert_eq!(got, claims, "claims changed on the way");
+        }
+        Err(e) => assert!(
+            !acceptable,
+            "header {:?} refused: {e}",
+            String::from_utf8_lossy(header)
+        ),
+    }
+
+    // Round trip through `sign`, checked by the JWT library as well, when the claims are a
+    // JSON object (what `sign` is given in capsign).
+    if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(claims) {
+        let text = serde_json::to_vec(&obj).unwrap();
+        let minted = key.sign(&text);
+        assert_eq!(key.verify(&minted).as_deref(), Ok(&text[..]));
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        if let Ok(data) = jsonwebtoken::decode::<Map<String, Value>>(
+            &minted,
+            &jsonwebtoken::DecodingKey::from_secret(SESSION_SECRET.as_bytes()),
+            &v,
+        ) {
+            assert_eq!(data.claims, obj, "jsonwebtoken reads other claims");
+            assert_eq!(data.header.kid.as_deref(), Some("fuzz.kid"));
+        } else {
+            // jsonwebtoken also type-checks registered claims (exp, nbf, iat, aud, iss, sub);
+            // only such a claim of another type may make it refuse what capsign signed.
+            let registered = ["exp", "nbf", "iat", "aud", "iss", "sub"];
+            assert!(
+                obj.keys().any(|k| registered.contains(&k.as_str())),
+                "jsonwebtoken refused a token capsign signed: {minted}"
+            );
+        }
+    }
+}
+
+/// How many members (duplicates included) the JSON object `text` has at its top level.
+fn member_count(text: &[u8]) -> Option<usize> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(text), Count)
+        .ok()
+}
+
 /// A JWKS document: parsing never panics, and no key it yields verifies an HMAC algorithm or
 /// an algorithm outside the allow-list, whatever `kid` a token names.
 pub fn jwks(data: &[u8]) {

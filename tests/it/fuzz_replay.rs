@@ -65,3 +65,8 @@ fn webhook_answer_seeds_and_regressions() {
 fn jwks_seeds_and_regressions() {
     replay("jwks", capsign::fuzzing::jwks);
 }
+
+#[test]
+fn hs256_seeds_and_regressions() {
+    replay("hs256", capsign::fuzzing::hs256);
+}

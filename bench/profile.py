@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Where capsign's time goes under the benchmark's load. Run it with `bench/profile`.
+
+It builds capsign, starts it pinned to core 0 with the benchmark's configuration, prepares the
+benchmark's request (10 held grants, one new), drives it with wrk on core 1 (64 connections)
+while `perf record` samples the server, and prints: the user and system CPU time per request
+(from /proc, so it needs no perf), then the functions with the most samples, inclusive of what
+they call, and the share of user space and kernel. Nothing here talks to anything but 127.0.0.1.
+
+For a call tree, open the recording it leaves: `perf report -i target/bench-profile.data`.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+
+def cpu_ticks(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def ensure_perf():
+    if shutil.which("perf"):
+        return True
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        bench.run(["apt-get", "install", "-y", "-qq", "linux-perf"], stdout=subprocess.DEVNULL)
+    return shutil.which("perf") is not None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=5, help="seconds of load (default 5)")
+    ap.add_argument("--top", type=int, default=40, help="functions to list (default 40)")
+    args = ap.parse_args()
+    if not 1 <= args.seconds <= 60:
+        raise SystemExit("profile: keep --seconds between 1 and 60")
+
+    bench.ensure_wrk()
+    bench.run(["cargo", "build", "--release", "--locked", "--bin", "capsign"], cwd=bench.ROOT)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(bench.ROOT, "target"))
+    capsign_bin = os.path.join(target, "release", "capsign")
+    data = os.path.join(target, "bench-profile.data")
+
+    tmp = tempfile.mkdtemp(prefix="capsign-profile-")
+    bench.RULES_PATH = os.path.join(tmp, "rules.toml")
+    with open(bench.RULES_PATH, "w") as f:
+        f.write(bench.RULES)
+    now = int(time.time())
+    bearer = bench.hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, bench.SESSION_SECRET)
+
+    server = bench.Server("capsign", [capsign_bin], bench.capsign_env(), "0")
+    try:
+        path, headers, _ = bench.prepare_capsign_request(server.port, bearer)
+        bench.wrk(server.port, path, headers, 64, 1, "1")  # warm-up
+        perf = None
+        if ensure_perf():
+            perf = subprocess.Popen(
+                ["perf", "record", "-F", "1999", "-g", "--call-graph", "dwarf,16384",
+                 "-o", data, "-p", str(server.proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+        else:
+            bench.log("profile: perf is not available; CPU times only")
+        u0, s0 = cpu_ticks(server.proc.pid)
+        result = bench.wrk(server.port, path, headers, 64, args.seconds, "1")
+        u1, s1 = cpu_ticks(server.proc.pid)
+        if perf:
+            perf.send_signal(2)
+            perf.wait(timeout=60)
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    n = result["rps"] * args.seconds
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    print(f"\n{result['rps']:,.0f} rps, p99 {bench.fmt_ms(result['p99'])}; per request: "
+          f"user {(u1 - u0) * tick_us / n:.1f} µs, system {(s1 - s0) * tick_us / n:.1f} µs")
+    if not perf:
+        return
+    report = lambda *extra: subprocess.run(  # noqa: E731
+        ["perf", "report", "-i", data, "--stdio", "-g", "none", "--percent-limit", "0.5", *extra],
+        capture_output=True, text=True, timeout=600,
+    ).stdout
+    print("\nshare of samples:")
+    for line in report("--no-children", "--sort", "dso").splitlines():
+        if "%" in line and not line.lstrip().startswith("#"):
+            print("  " + line.strip())
+    print(f"\ntop {args.top} functions, inclusive (children counted in their callers):")
+    shown = 0
+    for line in report("--children", "--sort", "symbol").splitlines():
+        if "%" not in line or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        while parts and parts[-1] == "-":
+            parts.pop()
+        print(f"  {parts[0]:>7} {parts[2]} {' '.join(parts[3:])[:110]}")
+        shown += 1
+        if shown >= args.top:
+            break
+    print(f"\nrecording: {data}")
+
+
+if __name__ == "__main__":
+    main()
