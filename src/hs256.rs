@@ -129,7 +129,10 @@ impl Hs256Key {
         let header = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| Hs256Error::Shape)?;
-        match serde_json::from_slice::<Header<'_>>(&header) {
+        // JSON is UTF-8 throughout (RFC 8259), also in members the struct skips, which
+        // `from_slice` would pass over unchecked.
+        let header = std::str::from_utf8(&header).map_err(|_| Hs256Error::Header)?;
+        match serde_json::from_str::<Header<'_>>(header) {
             Ok(h) if h.alg == "HS256" && h.crit.is_none() => {}
             _ => return Err(Hs256Error::Header),
         }
@@ -188,7 +191,7 @@ mod tests {
         assert_eq!(key.verify(&hs384), Err(Hs256Error::Shape));
 
         // Correctly MAC'd with our key, but a header we must not accept.
-        let forged = |header: &str, body: &str| {
+        let forged = |header: &[u8], body: &str| {
             let signed = format!(
                 "{}.{}",
                 URL_SAFE_NO_PAD.encode(header),
@@ -201,24 +204,28 @@ mod tests {
                 URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
             )
         };
-        assert!(key.verify(&forged(r#"{"alg":"HS256"}"#, "{}")).is_ok());
+        assert!(key.verify(&forged(br#"{"alg":"HS256"}"#, "{}")).is_ok());
         for header in [
-            r#"{"alg":"none"}"#,
-            r#"{"alg":"hs256"}"#,
-            r#"{"typ":"JWT"}"#,
-            r#"{"alg":"HS256","crit":["exp"]}"#,
-            r#"["HS256"]"#,
-            "not json",
+            &br#"{"alg":"none"}"#[..],
+            br#"{"alg":"hs256"}"#,
+            br#"{"typ":"JWT"}"#,
+            br#"{"alg":"HS256","crit":["exp"]}"#,
+            br#"{"alg":"HS256","alg":"HS256"}"#,
+            br#"["HS256"]"#,
+            b"not json",
+            // Found by the hs256 fuzz target: invalid UTF-8 in a member the check skips.
+            b"{\"alg\":\"HS256\",\"typ\":\"\xff\"}",
         ] {
             assert_eq!(
                 key.verify(&forged(header, "{}")),
                 Err(Hs256Error::Header),
-                "{header}"
+                "{}",
+                String::from_utf8_lossy(header)
             );
         }
         // The claims come back as signed; reading them is the caller's business.
         assert_eq!(
-            key.verify(&forged(r#"{"alg":"HS256"}"#, "not json")),
+            key.verify(&forged(br#"{"alg":"HS256"}"#, "not json")),
             Ok(b"not json".to_vec())
         );
 
