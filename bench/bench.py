@@ -9,7 +9,10 @@ Ably JWT covering the 10 held grants plus the new one, and that a new cookie was
 
 It also runs the "wire floor": the hello-world binary answering capsign's own answer (same
 headers, same body) to capsign's own request, so the table separates what capsign's bytes cost
-in the kernel and hyper from what capsign's work costs (`--no-floor` leaves it out).
+in the kernel and hyper from what capsign's work costs; and the "crypto floor": the same, plus
+per request the HMAC-SHA256s and base64 (de)codings capsign's request needs, at their sizes (the
+session JWT, the cookie in, the Ably JWT, the cookie out), so the table shows the best any server
+doing that cryptography and nothing else reaches (`--no-floor` leaves both out).
 
 It prints requests per second, p50/p99 latency, the ratios, cold start to first 200, and the
 peak resident memory of each server. Nothing here talks to anything but 127.0.0.1.
@@ -260,8 +263,43 @@ def prepare_capsign_request(port, bearer):
     answer = {
         "headers": [[k, v] for k, v in hdrs if k.lower() not in framing],
         "body": body.decode(),
+        "work": crypto_work(bearer, cookie, sc_value(hdrs), grants_header(hdrs), body.decode()),
     }
     return path, headers, answer
+
+
+def sc_value(hdrs):
+    """The `name=value` of the first Set-Cookie header."""
+    return [v for k, v in hdrs if k.lower() == "set-cookie"][0].split(";", 1)[0]
+
+
+def grants_header(hdrs):
+    """The X-Capsign-Grants value of an answer."""
+    return [v for k, v in hdrs if k.lower() == "x-capsign-grants"][0]
+
+
+def crypto_work(bearer, cookie_in, cookie_out, header_out, jwt):
+    """The sizes of the MACs and base64 (de)codings capsign's measured request needs: the
+    session JWT verified, the cookie opened, the Ably JWT signed, the cookie and the
+    X-Capsign-Grants header sealed. The JWT header capsign writes is fixed, encoded once at
+    start-up, so it is MACed but not encoded."""
+    def sealed(name, value):
+        raw = b64url_decode(value)
+        return len(b"capsign-grants-v1\0") + 2 + len(name) + len(raw) - 32, len(value), len(raw)
+
+    in_mac, in_chars, _ = sealed(*cookie_in.split("=", 1))
+    out_mac, _, out_raw = sealed(*cookie_out.split("=", 1))
+    hdr_mac, _, hdr_raw = sealed("", header_out)
+    s_header, s_claims, s_sig = bearer.split(".")
+    j_header, j_claims, _ = jwt.split(".")
+    return {
+        "macs": [
+            len(s_header) + 1 + len(s_claims), in_mac, len(j_header) + 1 + len(j_claims), out_mac,
+            hdr_mac,
+        ],
+        "decode": [len(s_header), len(s_claims), len(s_sig), in_chars],
+        "encode": [len(b64url_decode(j_claims)), 32, out_raw, hdr_raw],
+    }
 
 
 def check_hello(port):
@@ -343,11 +381,19 @@ def main():
             if use_floor:
                 answer_path = os.path.join(tmp, "answer.json")
                 with open(answer_path, "w") as f:
-                    json.dump(answer, f)
+                    json.dump({k: v for k, v in answer.items() if k != "work"}, f)
                 servers["floor"] = Server(
                     "floor", [hello_bin, "127.0.0.1:0", answer_path], dict(os.environ), server_cores
                 )
                 check_floor(servers["floor"].port, cap_path, cap_headers, answer)
+                crypto_path = os.path.join(tmp, "crypto.json")
+                with open(crypto_path, "w") as f:
+                    json.dump(answer, f)
+                servers["crypto"] = Server(
+                    "crypto", [hello_bin, "127.0.0.1:0", crypto_path], dict(os.environ), server_cores
+                )
+                check_floor(servers["crypto"].port, cap_path, cap_headers, answer)
+                log(f"bench: crypto floor per request: {answer['work']}")
             if use_express:
                 check_express(servers["express"].port)
             targets = {
@@ -355,6 +401,7 @@ def main():
                 "capsign": (cap_path, cap_headers),
                 "express": (cap_path, {"Authorization": f"Bearer {bearer}"}),
                 "floor": (cap_path, cap_headers),
+                "crypto": (cap_path, cap_headers),
             }
             for conns in [int(c) for c in args.conns.split(",")]:
                 for name, srv in servers.items():  # warm-up, not recorded
@@ -434,7 +481,7 @@ def report(results, peak, cold, args):
         vals = [r[key] for m, c, n, _, r in results if (m, c, n) == (mode, conns, name)]
         return statistics.median(vals) if vals else float("nan")
 
-    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "floor", "capsign", "express"].index)
+    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "floor", "crypto", "capsign", "express"].index)
     print()
     print(f"capsign benchmark: {os.uname().machine}, {os.cpu_count()} cores, "
           f"{args.rounds} rounds × {args.duration} s per setting, medians")

@@ -7,27 +7,89 @@
 //! answers every request with those headers and body instead: `bench/run` gives it capsign's
 //! own answer to the measured request, so the "wire floor" costs what capsign's bytes cost on
 //! the wire and in hyper, with none of capsign's work.
+//!
+//! The file may also name `"work": {"macs": [n, ...], "decode": [n, ...], "encode": [n, ...]}`:
+//! per request, one HMAC-SHA256 (key prepared once) over each `n` bytes, one base64url decode
+//! of each `n` characters and one encode of each `n` bytes. `bench/run` fills it with the sizes
+//! capsign's measured request MACs and (de)codes, so this "crypto floor" is the best any server
+//! doing capsign's cryptography, and nothing else, could do.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::Sha256;
 use tokio::net::TcpListener;
 
 /// What every request gets.
 struct Answer {
     headers: HeaderMap,
     body: Bytes,
+    work: Option<Work>,
+}
+
+/// The cryptography of one request, as sizes (see the module docs).
+#[derive(serde::Deserialize)]
+struct WorkSizes {
+    #[serde(default)]
+    macs: Vec<usize>,
+    #[serde(default)]
+    decode: Vec<usize>,
+    #[serde(default)]
+    encode: Vec<usize>,
+}
+
+/// The inputs for [`WorkSizes`], made once.
+struct Work {
+    key: Hmac<Sha256>,
+    macs: Vec<Vec<u8>>,
+    decode: Vec<String>,
+    encode: Vec<Vec<u8>>,
+}
+
+impl Work {
+    fn new(sizes: WorkSizes) -> Result<Work, String> {
+        let bytes = |n: usize| (0..n).map(|i| i as u8).collect::<Vec<u8>>();
+        Ok(Work {
+            key: Hmac::<Sha256>::new_from_slice(b"crypto floor").map_err(|e| e.to_string())?,
+            macs: sizes.macs.into_iter().map(bytes).collect(),
+            decode: (sizes.decode.into_iter())
+                .map(|n| URL_SAFE_NO_PAD.encode(bytes(n * 3 / 4)))
+                .collect(),
+            encode: sizes.encode.into_iter().map(bytes).collect(),
+        })
+    }
+
+    /// Does the work; the results go where the optimizer cannot drop them.
+    fn run(&self) {
+        for input in &self.macs {
+            let mut mac = self.key.clone();
+            mac.update(input);
+            std::hint::black_box(mac.finalize().into_bytes());
+        }
+        for text in &self.decode {
+            std::hint::black_box(URL_SAFE_NO_PAD.decode(std::hint::black_box(text)).ok());
+        }
+        for input in &self.encode {
+            std::hint::black_box(URL_SAFE_NO_PAD.encode(std::hint::black_box(input)));
+        }
+    }
 }
 
 fn answer(answer: &Answer) -> Response<Full<Bytes>> {
+    if let Some(work) = &answer.work {
+        work.run();
+    }
     let mut resp = Response::new(Full::new(answer.body.clone()));
     if !answer.headers.is_empty() {
         *resp.headers_mut() = answer.headers.clone();
@@ -40,6 +102,7 @@ fn load(path: &str) -> Result<Answer, String> {
     struct File {
         headers: Vec<(String, String)>,
         body: String,
+        work: Option<WorkSizes>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let file: File = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
@@ -52,6 +115,7 @@ fn load(path: &str) -> Result<Answer, String> {
     Ok(Answer {
         headers,
         body: Bytes::from(file.body),
+        work: file.work.map(Work::new).transpose()?,
     })
 }
 
@@ -69,6 +133,7 @@ fn main() -> std::io::Result<()> {
         None => Answer {
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"Hello, World!"),
+            work: None,
         },
     };
     tokio::runtime::Builder::new_multi_thread()
