@@ -6,18 +6,21 @@
 //! and cloned per request. Asymmetric algorithms and JWKS stay with `jsonwebtoken`.
 //!
 //! Verification checks the MAC (constant time) before it decodes anything else, so no byte
-//! of an unverified token is parsed; then the header must name `HS256` and carry no `crit`
-//! extension (capsign understands none). The claims are returned as signed, for the caller to
-//! read and check.
+//! of an unverified token is parsed; then the header must be UTF-8 JSON, name `HS256`, carry
+//! no `crit` extension (capsign understands none) and name no member twice (RFC 7515 §4 lets a
+//! parser refuse duplicates or take the last; refusing leaves two readers nothing to disagree
+//! on). The claims are returned as signed, for the caller to read and check.
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use sha2::Sha256;
 
+use crate::capability::JsonStr;
 use crate::grants::keyed_hmac;
 
 /// Base64url length (no padding) of a SHA-256 MAC.
@@ -33,7 +36,7 @@ pub enum Hs256Error {
     #[error("signature does not verify")]
     Signature,
     /// The (verified) header is not a JSON object naming HS256 without `crit`.
-    #[error("header must be a JSON object with alg HS256 and no crit")]
+    #[error("header must be a JSON object with alg HS256, no crit and no repeated member")]
     Header,
 }
 
@@ -120,26 +123,57 @@ impl Hs256Key {
         mac.verify_slice(&tag).map_err(|_| Hs256Error::Signature)?;
 
         // Only verified bytes from here on.
-        #[derive(Deserialize)]
-        struct Header<'a> {
-            #[serde(borrow)]
-            alg: std::borrow::Cow<'a, str>,
-            crit: Option<serde::de::IgnoredAny>,
-        }
         let header = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| Hs256Error::Shape)?;
-        // JSON is UTF-8 throughout (RFC 8259), also in members the struct skips, which
-        // `from_slice` would pass over unchecked.
-        let header = std::str::from_utf8(&header).map_err(|_| Hs256Error::Header)?;
-        match serde_json::from_str::<Header<'_>>(header) {
-            Ok(h) if h.alg == "HS256" && h.crit.is_none() => {}
-            _ => return Err(Hs256Error::Header),
+        if !header_acceptable(&header) {
+            return Err(Hs256Error::Header);
         }
         URL_SAFE_NO_PAD
             .decode(claims)
             .map_err(|_| Hs256Error::Shape)
     }
+}
+
+/// Whether a (verified) JOSE header is UTF-8 JSON throughout (RFC 8259; also in members
+/// skipped here, which serde_json's `from_slice` would pass over unchecked), an object with
+/// `alg` `HS256`, no `crit`, and no member named twice.
+fn header_acceptable(header: &[u8]) -> bool {
+    struct Check;
+    impl<'de> Visitor<'de> for Check {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JOSE header object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut names = Vec::new();
+            let (mut hs256, mut crit) = (false, false);
+            while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
+                match &*name {
+                    "alg" => hs256 = map.next_value::<JsonStr<'de>>()?.0 == "HS256",
+                    "crit" => {
+                        map.next_value::<IgnoredAny>()?;
+                        crit = true;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                names.push(name);
+            }
+            names.sort_unstable();
+            let repeated = names.windows(2).any(|w| w.first() == w.get(1));
+            Ok(hs256 && !crit && !repeated)
+        }
+    }
+    let Ok(text) = std::str::from_utf8(header) else {
+        return false;
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    matches!(
+        serde::Deserializer::deserialize_map(&mut de, Check),
+        Ok(true)
+    ) && de.end().is_ok()
 }
 
 #[cfg(test)]
@@ -211,6 +245,9 @@ mod tests {
             br#"{"typ":"JWT"}"#,
             br#"{"alg":"HS256","crit":["exp"]}"#,
             br#"{"alg":"HS256","alg":"HS256"}"#,
+            br#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#,
+            br#"{"alg":"HS256"} {}"#,
+            br#"{"alg":["HS256"]}"#,
             br#"["HS256"]"#,
             b"not json",
             // Found by the hs256 fuzz target: invalid UTF-8 in a member the check skips.
