@@ -204,6 +204,18 @@ def wrk(port, path, headers, conns, seconds, cores):
     }
 
 
+def setup(prefix):
+    """A temporary directory with the benchmark's rules file (which `capsign_env` points
+    capsign at) and a day-long session JWT for the benchmark's user: `(tmp, bearer)`."""
+    global RULES_PATH
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    RULES_PATH = os.path.join(tmp, "rules.toml")
+    with open(RULES_PATH, "w") as f:
+        f.write(RULES)
+    now = int(time.time())
+    return tmp, hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, SESSION_SECRET)
+
+
 def capsign_env(port=0):
     env = dict(os.environ)
     env.update(
@@ -326,7 +338,6 @@ def fmt_ms(v):
 
 
 def main():
-    global RULES_PATH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds per setting (default 2)")
@@ -355,12 +366,7 @@ def main():
         log("bench: node/npm missing; skipping the Express comparison")
 
     use_floor = not args.no_floor
-    tmp = tempfile.mkdtemp(prefix="capsign-bench-")
-    RULES_PATH = os.path.join(tmp, "rules.toml")
-    with open(RULES_PATH, "w") as f:
-        f.write(RULES)
-    now = int(time.time())
-    bearer = hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, SESSION_SECRET)
+    tmp, bearer = setup("capsign-bench-")
 
     express_env = dict(os.environ, ABLY_API_KEY=f"{ABLY_KEY_NAME}:{ABLY_SECRET}")
     results = []  # (mode, conns, name, round, wrk result)

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,12 +48,7 @@ def main():
     capsign_bin = os.path.join(target, "release", "capsign")
     data = os.path.join(target, "bench-profile.data")
 
-    tmp = tempfile.mkdtemp(prefix="capsign-profile-")
-    bench.RULES_PATH = os.path.join(tmp, "rules.toml")
-    with open(bench.RULES_PATH, "w") as f:
-        f.write(bench.RULES)
-    now = int(time.time())
-    bearer = bench.hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, bench.SESSION_SECRET)
+    tmp, bearer = bench.setup("capsign-profile-")
 
     server = bench.Server("capsign", [capsign_bin], bench.capsign_env(), "0")
     try:

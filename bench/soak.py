@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -37,12 +36,7 @@ def main():
     bench.ensure_wrk()
     bench.run(["cargo", "build", "--release", "--locked", "--bin", "capsign"], cwd=bench.ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(bench.ROOT, "target"))
-    tmp = tempfile.mkdtemp(prefix="capsign-soak-")
-    bench.RULES_PATH = os.path.join(tmp, "rules.toml")
-    with open(bench.RULES_PATH, "w") as f:
-        f.write(bench.RULES)
-    now = int(time.time())
-    bearer = bench.hs256({"sub": "bench-user", "iat": now, "exp": now + 86400}, bench.SESSION_SECRET)
+    tmp, bearer = bench.setup("capsign-soak-")
     server = bench.Server("capsign", [os.path.join(target, "release", "capsign")], bench.capsign_env())
     try:
         path, headers, _ = bench.prepare_capsign_request(server.port, bearer)
