@@ -35,7 +35,8 @@ pub enum Hs256Error {
     /// The signature does not verify with the key.
     #[error("signature does not verify")]
     Signature,
-    /// The (verified) header is not a JSON object naming HS256 without `crit`.
+    /// The (verified) header is not a UTF-8 JSON object naming HS256, without `crit` and
+    /// without a repeated member.
     #[error("header must be a JSON object with alg HS256, no crit and no repeated member")]
     Header,
 }
