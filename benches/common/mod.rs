@@ -1,0 +1,274 @@
+//! The setting both benchmarks measure (`stages` for time, `allocations` for heap use): the
+//! example rules, an HS256 session JWT, a grant cookie holding 10 grants (`doc:<8 hex>`, mixed
+//! operation sets) and one new grant; and the stages of an `/auth` request, each as a closure
+//! that does one request's worth of that stage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use capsign::capability::CapabilitySet;
+use capsign::config::Config;
+use capsign::flow::{self, App, AuthParams, Presented};
+use capsign::grants::{GrantSet, OpenLimits, Purpose};
+use capsign::identity::{Identity, Presenting};
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const SESSION_SECRET: &str = "bench-session-secret-0123456789abcdef0123456789";
+const CLIENT: &str = "bench-user";
+
+struct Setup {
+    app: App,
+    bearer: String,
+    cookie: String,
+    held: GrantSet,
+    new: CapabilitySet,
+    query: String,
+}
+
+fn setup() -> Setup {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml");
+    let env = move |k: &str| -> Option<String> {
+        Some(match k {
+            "ABLY_API_KEY" => "bench1.keyone:bench-ably-secret".into(),
+            "CAPSIGN_LISTEN" => "127.0.0.1:0".into(),
+            "CAPSIGN_COOKIE_KEY" => "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+            "CAPSIGN_SESSION_SECRET" => SESSION_SECRET.into(),
+            "CAPSIGN_RULES" => rules.into(),
+            _ => return None,
+        })
+    };
+    let config = Config::load(&env, None).expect("bench configuration");
+    let app = App::new(config);
+    let now = app.clock.now_ms() / 1000;
+    let bearer = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": CLIENT, "iat": now, "exp": now + 86_400}),
+        &EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let ops = [
+        r#"["subscribe"]"#,
+        r#"["presence","subscribe"]"#,
+        r#"["publish","subscribe"]"#,
+        r#"["presence","publish","subscribe"]"#,
+    ];
+    let mut held = GrantSet::new();
+    for i in 0..10u32 {
+        let id = i.wrapping_mul(0x9E37_79B9);
+        let cap = format!(r#"{{"doc:{id:08x}":{}}}"#, ops[i as usize % ops.len()]);
+        held.add(&CapabilitySet::from_json(&cap).unwrap(), now - 60);
+    }
+    let cookie = app
+        .config
+        .sealer
+        .seal_grants(Purpose::Cookie, CLIENT, now - 60, &held);
+    let new = CapabilitySet::from_json(r#"{"doc:c0ffee42":["publish","subscribe"]}"#).unwrap();
+    let query = format!(
+        "/auth?capability={}",
+        percent_encoding::utf8_percent_encode(&new.to_json(), percent_encoding::NON_ALPHANUMERIC)
+    );
+    Setup {
+        app,
+        bearer,
+        cookie,
+        held,
+        new,
+        query,
+    }
+}
+
+/// A stage's name and one request's worth of it.
+pub(crate) type Stage<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
+/// What the stages share, computed once.
+pub(crate) struct Fixture {
+    s: Setup,
+    rt: tokio::runtime::Runtime,
+    headers: http::HeaderMap,
+    now: u64,
+    who: Identity,
+    limits: OpenLimits,
+    merged: GrantSet,
+    set: CapabilitySet,
+    capability: String,
+    cookie_header: String,
+}
+
+fn no_cookie<'a>(_: &str) -> Option<&'a str> {
+    None
+}
+
+impl Fixture {
+    pub(crate) fn new() -> Fixture {
+        let s = setup();
+        let cfg = &s.app.config;
+        let now = s.app.clock.now_ms() / 1000;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let headers = http::HeaderMap::new();
+        let who = rt
+            .block_on(cfg.identity.identify(
+                &Presenting {
+                    bearer: Some(&s.bearer),
+                    cookie: &no_cookie,
+                    headers: &headers,
+                    peer: None,
+                },
+                now * 1000,
+            ))
+            .unwrap();
+        let limits = OpenLimits {
+            now,
+            max_age: cfg.grant_max_age,
+            future_skew: 60,
+        };
+        let mut merged = s.held.clone();
+        merged.add(&s.new, now);
+        let set = merged.capabilities();
+        let capability = set.to_json();
+        let cookie_header = format!("{}={}", cfg.sealer.cookie_name(), s.cookie);
+        Fixture {
+            s,
+            rt,
+            headers,
+            now,
+            who,
+            limits,
+            merged,
+            set,
+            capability,
+            cookie_header,
+        }
+    }
+
+    /// Every stage, by name, as a closure doing one request's worth of it.
+    pub(crate) fn stages(&self) -> Vec<Stage<'_>> {
+        let (s, cfg, now) = (&self.s, &self.s.app.config, self.now);
+        vec![
+            (
+                "identity: HS256 session JWT",
+                Box::new(move || {
+                    let presenting = Presenting {
+                        bearer: Some(black_box(&s.bearer)),
+                        cookie: &no_cookie,
+                        headers: &self.headers,
+                        peer: None,
+                    };
+                    black_box(
+                        self.rt
+                            .block_on(cfg.identity.identify(&presenting, now * 1000))
+                            .unwrap(),
+                    );
+                }),
+            ),
+            (
+                "cookie open: 10 grants",
+                Box::new(move || {
+                    black_box(
+                        cfg.sealer
+                            .open(Purpose::Cookie, black_box(&s.cookie), CLIENT, self.limits)
+                            .unwrap(),
+                    );
+                }),
+            ),
+            (
+                "policy: 1 new grant, example rules",
+                Box::new(move || {
+                    black_box(cfg.policy.decide(&self.who, black_box(&s.new)));
+                }),
+            ),
+            (
+                "merge: uncovered + add + canonical JSON",
+                Box::new(move || {
+                    let mut held = s.held.clone();
+                    let new = held.uncovered(black_box(&s.new));
+                    held.add(&new, now);
+                    black_box(held.capabilities().to_json());
+                }),
+            ),
+            (
+                "mint: Ably JWT, 11 grants",
+                Box::new(move || {
+                    black_box(
+                        cfg.ably
+                            .jwt(black_box(&self.set), Some(CLIENT), now, now + 3600),
+                    );
+                }),
+            ),
+            (
+                "mint: TokenRequest, 11 grants",
+                Box::new(move || {
+                    black_box(
+                        cfg.ably
+                            .token_request(
+                                Some(3_600_000),
+                                Some(black_box(&self.capability)),
+                                Some(CLIENT),
+                                now * 1000,
+                                &capsign::token::nonce(),
+                            )
+                            .unwrap(),
+                    );
+                }),
+            ),
+            (
+                "cookie seal: 11 grants + Set-Cookie",
+                Box::new(move || {
+                    let v = cfg.sealer.seal_grants(
+                        Purpose::Cookie,
+                        CLIENT,
+                        now,
+                        black_box(&self.merged),
+                    );
+                    black_box(flow::set_cookie(cfg, &v));
+                }),
+            ),
+            (
+                "flow: authorize (no HTTP, no identity)",
+                Box::new(move || {
+                    let cookies = [s.cookie.as_str()];
+                    black_box(
+                        self.rt
+                            .block_on(flow::authorize(
+                                &s.app,
+                                &self.who,
+                                Presented {
+                                    cookies: &cookies,
+                                    header: None,
+                                },
+                                AuthParams {
+                                    capability: Some(s.new.clone()),
+                                    ..AuthParams::default()
+                                },
+                            ))
+                            .unwrap(),
+                    );
+                }),
+            ),
+            (
+                "handler: GET /auth, whole request in memory",
+                Box::new(move || {
+                    let res = self
+                        .rt
+                        .block_on(capsign::http::handle(&s.app, self.request()));
+                    assert_eq!(res.status(), 200);
+                    black_box(res);
+                }),
+            ),
+        ]
+    }
+
+    /// The measured request as the handler gets it (what building it costs is not capsign's).
+    pub(crate) fn request(&self) -> http::Request<Full<Bytes>> {
+        http::Request::get(self.s.query.as_str())
+            .header("authorization", format!("Bearer {}", self.s.bearer))
+            .header("cookie", self.cookie_header.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+}
