@@ -342,7 +342,7 @@ def fmt_ms(v):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    ap.add_argument("--rounds", type=int, default=2, help="A B rounds per setting (default 2)")
+    ap.add_argument("--rounds", type=int, default=3, help="A B rounds per setting (default 3: a median, not a mean, of two)")
     ap.add_argument("--no-express", action="store_true", help="skip the Express comparison")
     ap.add_argument(
         "--no-floor",
