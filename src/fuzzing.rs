@@ -470,8 +470,8 @@ pub fn webhook_answer(data: &[u8]) {
 /// a header and claims (split at the first `0xff`), MAC'd with the key as any holder of it
 /// could, and also the whole input taken as a token. Properties: nothing panics; a forged
 /// token (the raw input) never verifies; a correctly MAC'd token verifies exactly when its
-/// header, read independently with serde_json, is an object with `alg` = `HS256` and no
-/// `crit`, and then yields the claims bytes unchanged; what `sign` makes, `verify` and
+/// header, read independently with serde_json, is an object with `alg` = `HS256`, no `crit`
+/// and no member named twice, and then yields the claims bytes unchanged; what `sign` makes, `verify` and
 /// `jsonwebtoken` both accept, with the same claims.
 pub fn hs256(data: &[u8]) {
     use hmac::Mac as _;
@@ -526,6 +526,7 @@ pub fn hs256(data: &[u8]) {
     // Round trip through `sign`, checked by the JWT library as well, when the claims are a
     // JSON object (what `sign` is given in capsign).
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(claims) {
+        // Serializing a map of JSON values cannot fail.
         let text = serde_json::to_vec(&obj).unwrap();
         let minted = key.sign(&text);
         assert_eq!(key.verify(&minted).as_deref(), Ok(&text[..]));
@@ -541,6 +542,7 @@ pub fn hs256(data: &[u8]) {
         ) {
             // Compared with a reading of the same signed text: serde_json's default float
             // parser need not give back the same f64 after a print and a reparse.
+            // `text` is an object serde_json just wrote.
             let signed: Map<String, Value> = serde_json::from_slice(&text).unwrap();
             assert_eq!(data.claims, signed, "jsonwebtoken reads other claims");
             assert_eq!(data.header.kid.as_deref(), Some("fuzz.kid"));
