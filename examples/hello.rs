@@ -145,10 +145,13 @@ fn main() -> std::io::Result<()> {
 async fn serve(addr: SocketAddr, fixed: Arc<Answer>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("hello: listening on http://{}", listener.local_addr()?);
+    // capsign's own defaults (the demo settings leave every limit at its default).
+    let defaults = capsign::settings::Settings::load(&|_| None, None)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(capsign::server::HEADER_READ_TIMEOUT)
+        .header_read_timeout(defaults.server.header_timeout)
         .max_buf_size(capsign::server::MAX_HEADER_BYTES)
         .max_headers(capsign::server::MAX_HEADERS);
     loop {

@@ -79,6 +79,8 @@ use std::sync::Arc;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::json::{JsonStr, needs_escape, push_json_string};
+
 /// The longest resource name capsign accepts, in bytes. Ably documents no limit; this one keeps
 /// a single grant from filling the cookie and bounds the work of matching.
 pub const MAX_RESOURCE_LEN: usize = 512;
@@ -714,39 +716,6 @@ impl CapabilitySet {
     }
 }
 
-/// Whether JSON escapes anything in `s` (quotes, backslashes, control characters).
-fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
-}
-
-/// Appends `s` as a JSON string literal with serde_json's escaping (the same bytes as
-/// JavaScript's `JSON.stringify` for every string capsign accepts).
-pub(crate) fn push_json_string(out: &mut String, s: &str) {
-    // Control characters (which capsign refuses in names anyway) take serde_json's path;
-    // otherwise only quotes and backslashes are escaped, in spans copied whole.
-    if s.bytes().any(|b| b < 0x20) {
-        match serde_json::to_string(s) {
-            Ok(quoted) => out.push_str(&quoted),
-            // Serializing a &str cannot fail; an empty literal all the same.
-            Err(_) => out.push_str("\"\""),
-        }
-        return;
-    }
-    out.reserve(s.len() + 2);
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b == b'"' || b == b'\\' {
-            // `i` is at an ASCII byte, so both cuts fall on character boundaries.
-            out.push_str(s.get(start..i).unwrap_or_default());
-            out.push('\\');
-            start = i;
-        }
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
-    out.push('"');
-}
-
 impl fmt::Debug for CapabilitySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.entries.iter()).finish()
@@ -834,66 +803,9 @@ impl<'de> de::Deserialize<'de> for OpNames<'de> {
     }
 }
 
-/// A JSON string, borrowed from the text when it has no escapes (serde's own `Cow<str>`
-/// always copies).
-pub(crate) struct JsonStr<'de>(pub(crate) std::borrow::Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for JsonStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JsonStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<JsonStr<'de>, E> {
-                Ok(JsonStr(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<JsonStr<'de>, E> {
-                Ok(JsonStr(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_match_serde_json() {
-        let mut samples: Vec<String> = [
-            "",
-            "plain",
-            "\"",
-            "\\",
-            "a\"b\\c\"",
-            "{\"chat:*\":[\"publish\"]}",
-            "caf\u{e9} \u{1f600} \u{7f}",
-            "tab\there\nnew\u{1}",
-            "[meta]*",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        // Every pair of a small alphabet, escapes and multi-byte characters included.
-        let alphabet = ['a', '"', '\\', '\u{e9}', '\n', ':', '\u{2028}'];
-        for x in alphabet {
-            for y in alphabet {
-                samples.push(format!("{x}{y}{x}"));
-            }
-        }
-        for s in samples {
-            let mut ours = String::from("prefix");
-            push_json_string(&mut ours, &s);
-            assert_eq!(
-                ours,
-                format!("prefix{}", serde_json::to_string(&s).unwrap()),
-                "{s:?}"
-            );
-        }
-    }
 
     fn r(s: &str) -> Resource {
         Resource::new(s).unwrap()

@@ -153,24 +153,7 @@ impl HttpClient {
 }
 
 /// The `User-Agent` of capsign's outbound calls.
-pub const USER_AGENT: &str = concat!("capsign/", env!("CARGO_PKG_VERSION"));
-
-/// A URL for outbound calls: absolute `http` or `https` with a host.
-///
-/// # Errors
-///
-/// A message saying what is wrong.
-pub fn parse_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err("expected an http:// or https:// URL".into()),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
-    }
-    Ok(uri)
-}
+pub(crate) const USER_AGENT: &str = concat!("capsign/", env!("CARGO_PKG_VERSION"));
 
 /// The error and its sources, one line.
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -2,9 +2,9 @@
 //! cookie.
 //!
 //! This module knows no HTTP: it takes an [`Identity`], the sealed grants the client
-//! presented, and the parsed parameters, and returns an [`AuthOutcome`] or a [`FlowError`].
-//! The `http` module turns both into responses; a serverless adapter or a fuzz target can
-//! drive the flow the same way.
+//! presented, the parsed parameters and the time, and returns an [`AuthOutcome`] (with the
+//! sealed grants, not a `Set-Cookie`) or a [`FlowError`]. The `http` module turns both into
+//! responses; a serverless adapter or a fuzz target can drive the flow the same way.
 //!
 //! The order matters and is the heart of capsign's safety:
 //!
@@ -15,16 +15,12 @@
 //! 4. The allowed grants are merged; the cookie is sealed within its size budget; the
 //!    credential is minted for the whole set, never outliving its oldest grant.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::ably::AblyError;
+use crate::ably::{self, Ably, AblyError, TokenError};
 use crate::capability::{CapabilitySet, Resource};
-use crate::config::{Config, DenyMode, Format, Overflow, SET_COOKIE_BUDGET};
-use crate::grants::{GrantSet, OpenLimits, Purpose};
+use crate::grants::{GrantSet, OpenLimits, Purpose, SET_COOKIE_BUDGET, Sealer};
 use crate::identity::Identity;
-use crate::token::{self, TokenError};
-use crate::webhook::WebhookError;
+use crate::policy::{Policy, WebhookError};
+use crate::settings::{DenyMode, FlowSettings, Format, Overflow};
 
 /// JWTs above this size are sent as TokenRequests by `format=auto`: they travel in URLs and
 /// headers, where about 8 KB is the practical limit.
@@ -34,90 +30,19 @@ pub const JWT_BUDGET: usize = 8 * 1024;
 /// behind never sees a token "issued in the future" (which ably-js retries without end).
 pub const IAT_BACKDATE_S: u64 = 5;
 
-/// The time source. Reads the system clock plus an offset that tests (and, later, a clock
-/// correction from Ably's `/time`) can set.
-#[derive(Debug, Default)]
-pub struct Clock {
-    offset_ms: AtomicI64,
-}
+/// How far in the future a cookie's issue time may lie (clock differences within a fleet).
+pub const COOKIE_FUTURE_SKEW_S: u64 = 60;
 
-impl Clock {
-    /// Milliseconds since the Unix epoch.
-    pub fn now_ms(&self) -> u64 {
-        let sys = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        sys.saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
-    }
-
-    /// Moves the clock by `delta_ms` (tests; clock correction).
-    pub fn advance(&self, delta_ms: i64) {
-        self.offset_ms.fetch_add(delta_ms, Ordering::Relaxed);
-    }
-}
-
-/// Everything a request handler needs: the configuration and the clock.
+/// The services and settings of the auth flow; the app builds one at start-up.
 #[derive(Debug)]
-pub struct App {
-    /// The checked configuration.
-    pub config: Config,
-    /// The time source.
-    pub clock: Clock,
-}
-
-impl App {
-    /// An app with the system clock.
-    pub fn new(config: Config) -> App {
-        App {
-            config,
-            clock: Clock::default(),
-        }
-    }
-
-    /// The start-up I/O, once, before serving: the clock correction from Ably's `/time` when
-    /// `CAPSIGN_ABLY_TIME` is on, and the first fetch of a JWKS URL. Returns notes for the
-    /// operator (a failed clock correction is one: capsign then runs on the system clock).
-    ///
-    /// # Errors
-    ///
-    /// The JWKS URL could not be fetched or holds no usable key: no session could verify.
-    pub async fn prepare(&self) -> Result<Vec<String>, String> {
-        let mut notes = Vec::new();
-        if self.config.ably_time {
-            match self.correct_clock().await {
-                Ok(offset) => {
-                    notes.push(format!("clock corrected by {offset} ms from Ably's /time"))
-                }
-                Err(e) => notes.push(format!(
-                    "warning: no clock correction ({e}); using the system clock"
-                )),
-            }
-        }
-        if let crate::identity::IdentityConfig::Jwks(j) = &self.config.identity {
-            if j.state().is_remote() {
-                let n = j
-                    .state()
-                    .refresh(self.clock.now_ms())
-                    .await
-                    .map_err(|e| format!("CAPSIGN_SESSION_JWKS: {e}"))?;
-                notes.push(format!("{n} session keys fetched from the JWKS URL"));
-            }
-        }
-        Ok(notes)
-    }
-
-    async fn correct_clock(&self) -> Result<i64, AblyError> {
-        let before = self.clock.now_ms();
-        let ably = self.config.ably_rest.time().await?;
-        let after = self.clock.now_ms();
-        // Ably's reading is taken somewhere during the round trip: compare with its middle.
-        let local = before / 2 + after / 2;
-        let offset = i64::try_from(ably)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
-        self.clock.advance(offset);
-        Ok(offset)
-    }
+pub struct Flow {
+    /// Seals and opens grant cookies and headers.
+    pub sealer: Sealer,
+    /// Decides new grants.
+    pub policy: Policy,
+    /// Mints credentials; asks Ably for tokens.
+    pub ably: Ably,
+    settings: FlowSettings,
 }
 
 /// The parameters of an `/auth` request, parsed.
@@ -158,8 +83,8 @@ pub enum Credential {
 pub struct AuthOutcome {
     /// The credential.
     pub credential: Credential,
-    /// The full `Set-Cookie` value.
-    pub set_cookie: String,
+    /// The sealed grants for the grant cookie (the value; `http` writes the `Set-Cookie`).
+    pub cookie: String,
     /// The sealed grants for the `X-Capsign-Grants` header.
     pub header_grants: String,
     /// Resources asked for and refused (some or all of their operations).
@@ -221,252 +146,216 @@ fn list(resources: &[Resource]) -> String {
         .join(", ")
 }
 
-/// Runs the flow for one request.
-///
-/// # Errors
-///
-/// See [`FlowError`]. On any error the client's cookie stays as it was.
-pub async fn authorize(
-    app: &App,
-    who: &Identity,
-    presented: Presented<'_>,
-    params: AuthParams,
-) -> Result<AuthOutcome, FlowError> {
-    let cfg = &app.config;
-    if let Some(asked) = params.client_id {
-        if asked != who.client_id {
-            return Err(FlowError::ClientIdMismatch { asked });
+impl Flow {
+    /// The flow of the given services and settings.
+    pub fn new(sealer: Sealer, policy: Policy, ably: Ably, settings: FlowSettings) -> Flow {
+        Flow {
+            sealer,
+            policy,
+            ably,
+            settings,
         }
     }
-    let format = params.format.unwrap_or(cfg.format);
-    let now_ms = app.clock.now_ms();
-    let now = now_ms / 1000;
 
-    // 1. What the client verifiably holds.
-    let (mut held, fresh) = open_presented(cfg, who, presented, now);
-    if fresh {
-        held.add(&cfg.policy.defaults(who), now);
-    }
-
-    // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
-    let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after));
-    let requested = params.capability.unwrap_or_default();
-    let new = held.uncovered(&requested);
-    if new.len() > cfg.max_new_grants {
-        return Err(FlowError::TooManyNewGrants {
-            asked: new.len(),
-            max: cfg.max_new_grants,
-        });
-    }
-    let ask = if stale.is_empty() {
-        new.clone()
-    } else {
-        new.union(&stale.capabilities())
-    };
-    let granted = if ask.is_empty() {
-        CapabilitySet::new()
-    } else {
-        decide(cfg, who, &ask, now).await?
-    };
-    let denied: Vec<Resource> = new
-        .iter()
-        .filter(|(r, ops)| !ops.is_subset(granted.ops_for(r.as_str()).unwrap_or_default()))
-        .map(|(r, _)| r.clone())
-        .collect();
-    if !denied.is_empty() && cfg.deny == DenyMode::Reject {
-        return Err(FlowError::Denied(denied));
-    }
-
-    // 4. Merge, seal within budget, mint.
-    held.add(&granted, now);
-    let (set_cookie, header_grants, evicted) = seal_within_budget(cfg, who, &mut held, now)?;
-    let mut capability = held.capabilities();
-    if let Some(key) = &cfg.key_capability {
-        capability = capability.intersect(key);
-    }
-    if capability.is_empty() {
-        return Err(FlowError::NothingGranted);
-    }
-    let ttl_ms = ttl(cfg, params.ttl_ms, &held, now_ms);
-    let mut credential = mint(cfg, format, &capability, who, ttl_ms, now_ms)?;
-    if format == Format::Token {
-        // The TokenRequest minted above goes to Ably; the client gets Ably's answer.
-        if let Credential::TokenRequest(tr) = credential {
-            let details = cfg.ably_rest.request_token(cfg.ably.key_name(), tr).await?;
-            credential = Credential::Token(details);
-        }
-    }
-    Ok(AuthOutcome {
-        credential,
-        set_cookie,
-        header_grants,
-        denied,
-        evicted,
-        capability,
-    })
-}
-
-/// Decides `ask` (non-empty): by the rules alone, or, with a webhook, the rules for what they
-/// match and the webhook, in one call, for the rest.
-async fn decide(
-    cfg: &Config,
-    who: &Identity,
-    ask: &CapabilitySet,
-    now: u64,
-) -> Result<CapabilitySet, FlowError> {
-    let Some(hook) = &cfg.webhook else {
-        return Ok(cfg.policy.decide(who, ask));
-    };
-    let (by_rules, rest) = cfg.policy.split(who, ask);
-    let mut granted = if by_rules.is_empty() {
-        CapabilitySet::new()
-    } else {
-        cfg.policy.decide(who, &by_rules)
-    };
-    if !rest.is_empty() {
-        granted = granted.union(&hook.decide(who, &rest, now).await?);
-    }
-    Ok(granted)
-}
-
-/// Opens every presented value for this client; returns the union and whether none opened.
-fn open_presented(
-    cfg: &Config,
-    who: &Identity,
-    presented: Presented<'_>,
-    now: u64,
-) -> (GrantSet, bool) {
-    let limits = OpenLimits {
-        now,
-        max_age: cfg.grant_max_age,
-        future_skew: crate::config::COOKIE_FUTURE_SKEW_S,
-    };
-    let candidates = presented
-        .cookies
-        .iter()
-        .map(|v| (Purpose::Cookie, *v))
-        .chain(presented.header.map(|v| (Purpose::Header, v)));
-    let mut held = GrantSet::new();
-    let mut fresh = true;
-    for (purpose, value) in candidates {
-        match cfg.sealer.open(purpose, value, &who.client_id, limits) {
-            Ok(opened) => {
-                held.merge(opened.grants);
-                fresh = false;
-            }
-            Err(e) => {
-                tracing::debug!(client_id = %who.client_id, ?purpose, "ignoring sealed grants: {e}")
+    /// Runs the flow for one request at `now_ms` (ms since the epoch).
+    ///
+    /// # Errors
+    ///
+    /// See [`FlowError`]. On any error the client's cookie stays as it was.
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        presented: Presented<'_>,
+        params: AuthParams,
+        now_ms: u64,
+    ) -> Result<AuthOutcome, FlowError> {
+        let cfg = &self.settings;
+        if let Some(asked) = params.client_id {
+            if asked != who.client_id {
+                return Err(FlowError::ClientIdMismatch { asked });
             }
         }
-    }
-    // Grants past their maximum age need no special case: regrant_after <= grant_max_age, so
-    // they are among those re-checked, and gone unless the policy approves them again.
-    (held, fresh)
-}
+        let format = params.format.unwrap_or(cfg.format);
+        let now = now_ms / 1000;
 
-/// The `Set-Cookie` value for a sealed grant set: `Secure; HttpOnly; Path=/`, the configured
-/// `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age. The same bytes as
-/// the `cookie` crate writes (a test checks), without its intermediate strings: the name was
-/// checked at start-up and the value is base64url.
-pub fn set_cookie(cfg: &Config, value: &str) -> String {
-    let name = cfg.sealer.cookie_name();
-    let same_site = match cfg.same_site {
-        ::cookie::SameSite::Strict => "Strict",
-        ::cookie::SameSite::Lax => "Lax",
-        ::cookie::SameSite::None => "None",
-    };
-    let mut max_age = itoa::Buffer::new();
-    let max_age = max_age.format(cfg.grant_max_age.min(i64::MAX as u64));
-    let mut out = String::with_capacity(name.len() + value.len() + 64);
-    for part in [
-        name,
-        "=",
-        value,
-        "; HttpOnly; SameSite=",
-        same_site,
-        "; Secure; Path=/; Max-Age=",
-        max_age,
-    ] {
-        out.push_str(part);
-    }
-    out
-}
-
-/// Seals `held` for the cookie and the header, applying the overflow policy when the
-/// `Set-Cookie` would exceed its budget.
-fn seal_within_budget(
-    cfg: &Config,
-    who: &Identity,
-    held: &mut GrantSet,
-    now: u64,
-) -> Result<(String, String, Vec<Resource>), FlowError> {
-    let mut evicted = Vec::new();
-    loop {
-        let payload = cfg.sealer.encode(&who.client_id, now, held);
-        let cookie = set_cookie(cfg, &cfg.sealer.seal(Purpose::Cookie, &payload));
-        if cookie.len() < SET_COOKIE_BUDGET {
-            let header = cfg.sealer.seal(Purpose::Header, &payload);
-            return Ok((cookie, header, evicted));
+        // 1. What the client verifiably holds.
+        let (mut held, fresh) = self.open_presented(who, presented, now);
+        if fresh {
+            held.add(&self.policy.defaults(who), now);
         }
-        if cfg.overflow == Overflow::Reject || held.is_empty() {
-            return Err(FlowError::CookieFull { held: held.len() });
-        }
-        // Evict in proportion to the excess, at least one grant, then measure again.
-        let per_grant = (cookie.len() / held.len().max(1)).max(1);
-        let n = (cookie.len() + 1 - SET_COOKIE_BUDGET)
-            .div_ceil(per_grant)
-            .max(1);
-        evicted.extend(held.evict_oldest(n));
-    }
-}
 
-/// The credential's lifetime: the request's (or the default), within the configured bounds,
-/// and never beyond the maximum age of the oldest grant it carries.
-fn ttl(cfg: &Config, asked: Option<u64>, held: &GrantSet, now_ms: u64) -> u64 {
-    let b = cfg.ttl;
-    let ttl = asked.unwrap_or(b.default_ms).clamp(b.min_ms, b.max_ms);
-    match held.oldest_approval() {
-        Some(oldest) => {
-            let limit_ms = oldest
-                .saturating_add(cfg.grant_max_age)
-                .saturating_mul(1000)
-                .saturating_sub(now_ms);
-            ttl.min(limit_ms.max(1000))
+        // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
+        let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after_s));
+        let requested = params.capability.unwrap_or_default();
+        let new = held.uncovered(&requested);
+        if new.len() > cfg.max_new_grants {
+            return Err(FlowError::TooManyNewGrants {
+                asked: new.len(),
+                max: cfg.max_new_grants,
+            });
         }
-        None => ttl,
-    }
-}
+        let ask = if stale.is_empty() {
+            new.clone()
+        } else {
+            new.union(&stale.capabilities())
+        };
+        let granted = if ask.is_empty() {
+            CapabilitySet::new()
+        } else {
+            self.policy.decide(who, &ask, now).await?
+        };
+        let denied: Vec<Resource> = new
+            .iter()
+            .filter(|(r, ops)| !ops.is_subset(granted.ops_for(r.as_str()).unwrap_or_default()))
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !denied.is_empty() && cfg.deny == DenyMode::Reject {
+            return Err(FlowError::Denied(denied));
+        }
 
-fn mint(
-    cfg: &Config,
-    format: Format,
-    capability: &CapabilitySet,
-    who: &Identity,
-    ttl_ms: u64,
-    now_ms: u64,
-) -> Result<Credential, FlowError> {
-    let client_id = Some(who.client_id.as_str());
-    let token_request = || -> Result<Credential, FlowError> {
-        Ok(Credential::TokenRequest(cfg.ably.token_request(
-            Some(ttl_ms),
-            Some(&capability.to_json()),
-            client_id,
-            now_ms,
-            &token::nonce(),
-        )?))
-    };
-    match format {
-        Format::TokenRequest | Format::Token => token_request(),
-        Format::Jwt | Format::Auto => {
-            let now = now_ms / 1000;
-            let iat = now.saturating_sub(IAT_BACKDATE_S);
-            // Within Ably's limit even counting the back-dating.
-            let exp = (now + ttl_ms.div_ceil(1000)).min(iat + cfg.ttl.max_ms / 1000);
-            let jwt = cfg.ably.jwt(capability, client_id, iat, exp);
-            if format == Format::Auto && jwt.len() > JWT_BUDGET {
-                token_request()
-            } else {
-                Ok(Credential::Jwt(jwt))
+        // 4. Merge, seal within budget, mint.
+        held.add(&granted, now);
+        let (cookie, header_grants, evicted) = self.seal_within_budget(who, &mut held, now)?;
+        let mut capability = held.capabilities();
+        if let Some(key) = &self.ably.key_capability {
+            capability = capability.intersect(key);
+        }
+        if capability.is_empty() {
+            return Err(FlowError::NothingGranted);
+        }
+        let ttl_ms = self.ttl(params.ttl_ms, &held, now_ms);
+        let mut credential = self.mint(format, &capability, who, ttl_ms, now_ms)?;
+        if format == Format::Token {
+            // The TokenRequest minted above goes to Ably; the client gets Ably's answer.
+            if let Credential::TokenRequest(tr) = credential {
+                let key_name = self.ably.key.key_name();
+                credential = Credential::Token(self.ably.rest.request_token(key_name, tr).await?);
+            }
+        }
+        Ok(AuthOutcome {
+            credential,
+            cookie,
+            header_grants,
+            denied,
+            evicted,
+            capability,
+        })
+    }
+
+    /// Opens every presented value for this client; returns the union and whether none
+    /// opened.
+    fn open_presented(
+        &self,
+        who: &Identity,
+        presented: Presented<'_>,
+        now: u64,
+    ) -> (GrantSet, bool) {
+        let limits = OpenLimits {
+            now,
+            max_age: self.settings.grant_max_age_s,
+            future_skew: COOKIE_FUTURE_SKEW_S,
+        };
+        let candidates = presented
+            .cookies
+            .iter()
+            .map(|v| (Purpose::Cookie, *v))
+            .chain(presented.header.map(|v| (Purpose::Header, v)));
+        let mut held = GrantSet::new();
+        let mut fresh = true;
+        for (purpose, value) in candidates {
+            match self.sealer.open(purpose, value, &who.client_id, limits) {
+                Ok(opened) => {
+                    held.merge(opened.grants);
+                    fresh = false;
+                }
+                Err(e) => {
+                    tracing::debug!(client_id = %who.client_id, ?purpose, "ignoring sealed grants: {e}")
+                }
+            }
+        }
+        // Grants past their maximum age need no special case: regrant_after <= grant_max_age,
+        // so they are among those re-checked, and gone unless the policy approves them again.
+        (held, fresh)
+    }
+
+    /// Seals `held` for the cookie and the header, applying the overflow policy when the
+    /// `Set-Cookie` would exceed its budget.
+    fn seal_within_budget(
+        &self,
+        who: &Identity,
+        held: &mut GrantSet,
+        now: u64,
+    ) -> Result<(String, String, Vec<Resource>), FlowError> {
+        let mut evicted = Vec::new();
+        loop {
+            let payload = self.sealer.encode(&who.client_id, now, held);
+            let cookie = self.sealer.seal(Purpose::Cookie, &payload);
+            let set_cookie_len = self.sealer.set_cookie_len(cookie.len());
+            if set_cookie_len < SET_COOKIE_BUDGET {
+                let header = self.sealer.seal(Purpose::Header, &payload);
+                return Ok((cookie, header, evicted));
+            }
+            if self.settings.overflow == Overflow::Reject || held.is_empty() {
+                return Err(FlowError::CookieFull { held: held.len() });
+            }
+            // Evict in proportion to the excess, at least one grant, then measure again.
+            let per_grant = (set_cookie_len / held.len().max(1)).max(1);
+            let n = (set_cookie_len + 1 - SET_COOKIE_BUDGET)
+                .div_ceil(per_grant)
+                .max(1);
+            evicted.extend(held.evict_oldest(n));
+        }
+    }
+
+    /// The credential's lifetime: the request's (or the default), within the configured
+    /// bounds, and never beyond the maximum age of the oldest grant it carries.
+    fn ttl(&self, asked: Option<u64>, held: &GrantSet, now_ms: u64) -> u64 {
+        let b = self.settings.ttl;
+        let ttl = asked.unwrap_or(b.default_ms).clamp(b.min_ms, b.max_ms);
+        match held.oldest_approval() {
+            Some(oldest) => {
+                let limit_ms = oldest
+                    .saturating_add(self.settings.grant_max_age_s)
+                    .saturating_mul(1000)
+                    .saturating_sub(now_ms);
+                ttl.min(limit_ms.max(1000))
+            }
+            None => ttl,
+        }
+    }
+
+    fn mint(
+        &self,
+        format: Format,
+        capability: &CapabilitySet,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Credential, FlowError> {
+        let key = &self.ably.key;
+        let client_id = Some(who.client_id.as_str());
+        let token_request = || -> Result<Credential, FlowError> {
+            Ok(Credential::TokenRequest(key.token_request(
+                Some(ttl_ms),
+                Some(&capability.to_json()),
+                client_id,
+                now_ms,
+                &ably::nonce(),
+            )?))
+        };
+        match format {
+            Format::TokenRequest | Format::Token => token_request(),
+            Format::Jwt | Format::Auto => {
+                let now = now_ms / 1000;
+                let iat = now.saturating_sub(IAT_BACKDATE_S);
+                // Within Ably's limit even counting the back-dating.
+                let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
+                let jwt = key.jwt(capability, client_id, iat, exp);
+                if format == Format::Auto && jwt.len() > JWT_BUDGET {
+                    token_request()
+                } else {
+                    Ok(Credential::Jwt(jwt))
+                }
             }
         }
     }
@@ -475,35 +364,23 @@ fn mint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    const RULES: &str = r#"
-        [[rule]]
-        resource = "doc:*"
-        ops = ["subscribe", "publish"]
-        [[rule]]
-        resource = "home:{clientId}"
-        ops = ["subscribe"]
-        default = true
-    "#;
+    use crate::app::App;
+    use crate::testing;
 
     fn app(vars: &[(&str, &str)]) -> App {
-        let dir = std::env::temp_dir().join(format!(
-            "capsign-flow-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let rules = dir.join("rules.toml");
-        std::fs::write(&rules, RULES).unwrap();
-        let mut map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        map.insert("CAPSIGN_RULES".into(), rules.display().to_string());
-        map.insert("ABLY_API_KEY".into(), "app.key:secret".into());
-        let config = Config::load(&move |k| map.get(k).cloned(), None).unwrap();
-        App::new(config)
+        testing::app_of(&testing::env_with_rules(testing::RULES_WITH_DEFAULT, vars))
+    }
+
+    /// [`Flow::authorize`] at the app's time.
+    async fn authorize(
+        app: &App,
+        who: &Identity,
+        presented: Presented<'_>,
+        params: AuthParams,
+    ) -> Result<AuthOutcome, FlowError> {
+        app.flow
+            .authorize(who, presented, params, app.clock.now_ms())
+            .await
     }
 
     fn alice() -> Identity {
@@ -514,34 +391,6 @@ mod tests {
         AuthParams {
             capability: Some(CapabilitySet::from_json(cap).unwrap()),
             ..AuthParams::default()
-        }
-    }
-
-    fn cookie_value(set_cookie: &str) -> String {
-        let c = ::cookie::Cookie::parse(set_cookie).unwrap();
-        c.value().to_owned()
-    }
-
-    #[test]
-    fn set_cookie_writes_what_the_cookie_crate_writes() {
-        for (same_site, max_age) in [("strict", "60s"), ("lax", "1d"), ("none", "1h")] {
-            let app = app(&[
-                ("CAPSIGN_SAME_SITE", same_site),
-                ("CAPSIGN_GRANT_MAX_AGE", max_age),
-                ("CAPSIGN_REGRANT_AFTER", "10s"),
-            ]);
-            let cfg = &app.config;
-            let theirs = ::cookie::Cookie::build((cfg.sealer.cookie_name(), "AQEA_x-y"))
-                .path("/")
-                .secure(true)
-                .http_only(true)
-                .same_site(cfg.same_site)
-                .max_age(::cookie::time::Duration::seconds(
-                    i64::try_from(cfg.grant_max_age).unwrap(),
-                ))
-                .build()
-                .to_string();
-            assert_eq!(set_cookie(cfg, "AQEA_x-y"), theirs);
         }
     }
 
@@ -556,8 +405,8 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.config.policy.evaluated(), 1);
-        let jar = [cookie_value(&a.set_cookie)];
+        assert_eq!(app.flow.policy.evaluated(), 1);
+        let jar = [a.cookie.clone()];
         let jar: Vec<&str> = jar.iter().map(String::as_str).collect();
         let b = authorize(
             &app,
@@ -570,13 +419,13 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.config.policy.evaluated(), 2, "doc:a was asked again");
+        assert_eq!(app.flow.policy.evaluated(), 2, "doc:a was asked again");
         assert_eq!(
             b.capability.to_json(),
             r#"{"doc:a":["subscribe"],"doc:b":["subscribe"],"home:alice":["subscribe"]}"#
         );
         // Nothing new: no policy call at all.
-        let jar2 = [cookie_value(&b.set_cookie)];
+        let jar2 = [b.cookie.clone()];
         let jar2: Vec<&str> = jar2.iter().map(String::as_str).collect();
         authorize(
             &app,
@@ -589,7 +438,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.config.policy.calls(), 2);
+        assert_eq!(app.flow.policy.calls(), 2);
     }
 
     #[tokio::test]
@@ -631,9 +480,9 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [cookie_value(&out.set_cookie)];
+        let v = [out.cookie.clone()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
-        let before = app.config.policy.evaluated();
+        let before = app.flow.policy.evaluated();
         app.clock.advance(2 * 3600 * 1000);
         let out = authorize(
             &app,
@@ -647,7 +496,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            app.config.policy.evaluated(),
+            app.flow.policy.evaluated(),
             before + 2,
             "both held grants re-checked"
         );
@@ -669,7 +518,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [cookie_value(&out.set_cookie)];
+        let v = [out.cookie.clone()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
         app.clock.advance(90 * 60 * 1000);
         let p = AuthParams {

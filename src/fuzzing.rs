@@ -21,41 +21,24 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
 
+use crate::app::App;
 use crate::capability::{CapabilitySet, OpSet, Resource};
-use crate::config::Config;
-use crate::flow::App;
 use crate::grants::{Grant, GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, Sealer};
 use crate::identity::Identity;
-use crate::policy::Policy;
+use crate::policy::Rules;
+use crate::testing::{self, ABLY_SECRET, SESSION_SECRET};
 
 const NOW: u64 = 1_800_000_000;
 const CLIENT: &str = "fuzz-user";
 const COOKIE_NAME: &str = "__Host-capsign";
-const ABLY_SECRET: &str = "fuzz-ably-secret";
-const SESSION_SECRET: &str = "fuzz-session-secret-0123456789abcdef";
-const FUZZ_RULES: &str = r#"
-[[rule]]
-resource = "chat:*"
-ops = ["subscribe", "publish", "presence"]
-[[rule]]
-resource = "doc:*"
-ops = ["subscribe", "publish"]
-[[rule]]
-resource = "private:{clientId}:*"
-ops = ["*"]
-default = true
-[[rule]]
-resource = "team:{claims.team}"
-ops = ["subscribe"]
-"#;
 
 fn sealer() -> &'static Sealer {
     static SEALER: OnceLock<Sealer> = OnceLock::new();
     SEALER.get_or_init(|| {
-        let keys = GrantKeys::new(vec![
+        let keys = GrantKeys::new(
             GrantKey::derive(1, b"fuzz-cookie-key-0123456789abcdef"),
-            GrantKey::derive(2, b"fuzz-cookie-key-older-0123456789"),
-        ])
+            vec![GrantKey::derive(2, b"fuzz-cookie-key-older-0123456789")],
+        )
         .expect("two keys");
         Sealer::new(keys, COOKIE_NAME)
     })
@@ -241,7 +224,7 @@ pub fn rules(data: &[u8]) {
         return;
     };
     let (rules, who) = text.split_once("\n#who:").unwrap_or((text, "u:1*"));
-    let Ok(policy) = Policy::from_toml(rules) else {
+    let Ok(policy) = Rules::from_toml(rules) else {
         return;
     };
     let mut claims = Map::new();
@@ -281,31 +264,13 @@ struct AuthTarget {
 fn auth_target() -> &'static AuthTarget {
     static TARGET: OnceLock<AuthTarget> = OnceLock::new();
     TARGET.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("capsign-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let rules = dir.join("rules.toml");
-        std::fs::write(&rules, FUZZ_RULES).expect("rules file");
-        let rules = rules.display().to_string();
-        let env = move |k: &str| -> Option<String> {
-            Some(match k {
-                "ABLY_API_KEY" => format!("fuzzap.fuzzky:{ABLY_SECRET}"),
-                "CAPSIGN_LISTEN" => "127.0.0.1:0".into(),
-                "CAPSIGN_COOKIE_KEY" => "ZnV6ei1jb29raWUta2V5LTAxMjM0NTY3ODlhYmNkZWY=".into(),
-                "CAPSIGN_SESSION_SECRET" => SESSION_SECRET.into(),
-                "CAPSIGN_RULES" => rules.clone(),
-                // format=token goes nowhere: a closed loopback port, answered 502.
-                "CAPSIGN_ABLY_REST_URL" => "http://127.0.0.1:1".into(),
-                _ => return None,
-            })
-        };
-        let app = App::new(Config::load(&env, None).expect("fuzz configuration"));
+        let app = testing::app_of(&testing::env_with_rules(testing::RULES_WITH_DEFAULT, &[]));
         let now = app.clock.now_ms() / 1000;
-        let bearer = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &json!({"sub": CLIENT, "team": "red", "iat": now, "exp": now + 10 * 365 * 86_400}),
-            &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
-        )
-        .expect("session JWT");
+        let bearer = testing::session_jwt(
+            CLIENT,
+            now + 10 * 365 * 86_400,
+            &json!({"team": "red", "iat": now}),
+        );
         let mut held = CapabilitySet::from_json(r#"{"chat:lobby":["subscribe"]}"#).unwrap();
         held.insert(
             Resource::new("doc:1").unwrap(),
@@ -314,7 +279,7 @@ fn auth_target() -> &'static AuthTarget {
         let mut grants = GrantSet::new();
         grants.add(&held, now);
         let cookie = app
-            .config
+            .flow
             .sealer
             .seal_grants(Purpose::Cookie, CLIENT, now, &grants);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -452,7 +417,7 @@ pub fn webhook_answer(data: &[u8]) {
         "[meta]log": ["subscribe"],
     }))
     .unwrap();
-    let Ok(granted) = crate::webhook::parse_answer(&requested, data) else {
+    let Ok(granted) = crate::policy::webhook::parse_answer(&requested, data) else {
         return;
     };
     assert!(
@@ -492,7 +457,7 @@ pub fn hs256(data: &[u8]) {
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let mut mac = crate::grants::keyed_hmac(SESSION_SECRET.as_bytes());
+    let mut mac = crate::crypto::keyed_hmac(SESSION_SECRET.as_bytes());
     mac.update(signed.as_bytes());
     let token = format!(
         "{signed}.{}",
@@ -586,7 +551,7 @@ fn member_count(text: &[u8]) -> Option<usize> {
 pub fn jwks(data: &[u8]) {
     use jsonwebtoken::Algorithm;
     let allowed = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
-    let Ok(keys) = crate::jwks::KeySet::parse(data, &allowed) else {
+    let Ok(keys) = crate::identity::jwks::KeySet::parse(data, &allowed) else {
         return;
     };
     assert!(!keys.is_empty());

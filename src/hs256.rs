@@ -15,20 +15,19 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::Mac as _;
 use serde::Serialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
-use sha2::Sha256;
 
-use crate::capability::JsonStr;
-use crate::grants::keyed_hmac;
+use crate::crypto::{HmacSha256, keyed_hmac};
+use crate::json::JsonStr;
 
 /// Base64url length (no padding) of a SHA-256 MAC.
 const SIG_B64_LEN: usize = 43;
 
 /// Why an HS256 token was refused. The messages name the check, never the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Hs256Error {
+pub(crate) enum Hs256Error {
     /// Not three base64url parts separated by dots.
     #[error("not a compact JWS (three base64url parts)")]
     Shape,
@@ -43,10 +42,10 @@ pub enum Hs256Error {
 
 /// One HS256 key: signs with a fixed header and verifies tokens.
 #[derive(Clone)]
-pub struct Hs256Key {
-    mac: Hmac<Sha256>,
+pub(crate) struct Hs256Key {
+    mac: HmacSha256,
     /// `mac` with the fixed `header_b64.` prefix of every token it signs already absorbed.
-    signing: Hmac<Sha256>,
+    signing: HmacSha256,
     header_b64: String,
 }
 
@@ -59,7 +58,7 @@ impl fmt::Debug for Hs256Key {
 impl Hs256Key {
     /// A key for `secret`'s bytes as they are. Tokens it signs carry the header
     /// `{"typ":"JWT","alg":"HS256"}`, plus `"kid"` when given (in that order).
-    pub fn new(secret: &[u8], kid: Option<&str>) -> Hs256Key {
+    pub(crate) fn new(secret: &[u8], kid: Option<&str>) -> Hs256Key {
         #[derive(Serialize)]
         struct Header<'a> {
             typ: &'a str,
@@ -72,8 +71,10 @@ impl Hs256Key {
             alg: "HS256",
             kid,
         };
-        // A struct of strings always serializes.
-        let json = serde_json::to_vec(&header).unwrap_or_default();
+        // A struct of strings always serializes: serde_json fails only on maps with non-string
+        // keys and on a `Serialize` impl that errors, and this struct has neither.
+        #[allow(clippy::expect_used)]
+        let json = serde_json::to_vec(&header).expect("a struct of strings serializes");
         let header_b64 = URL_SAFE_NO_PAD.encode(json);
         let mac = keyed_hmac(secret);
         let mut signing = mac.clone();
@@ -87,7 +88,7 @@ impl Hs256Key {
     }
 
     /// The compact JWS of `claims` (JSON text) under this key's header.
-    pub fn sign(&self, claims: &[u8]) -> String {
+    pub(crate) fn sign(&self, claims: &[u8]) -> String {
         let mut out = String::with_capacity(
             self.header_b64.len() + 2 + claims.len().div_ceil(3) * 4 + SIG_B64_LEN,
         );
@@ -108,7 +109,7 @@ impl Hs256Key {
     /// # Errors
     ///
     /// See [`Hs256Error`]; the checks run in the order listed there.
-    pub fn verify(&self, token: &str) -> Result<Vec<u8>, Hs256Error> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Vec<u8>, Hs256Error> {
         let (signed, sig) = token.rsplit_once('.').ok_or(Hs256Error::Shape)?;
         let (header, claims) = signed.split_once('.').ok_or(Hs256Error::Shape)?;
         if sig.len() != SIG_B64_LEN || claims.contains('.') {

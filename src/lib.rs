@@ -6,42 +6,57 @@
 //! the app's policy, merges the allowed ones in, mints one credential for the whole set, and
 //! sets the updated cookie.
 //!
+//! # Embedding capsign
+//!
+//! The `capsign` binary is the usual way to run it. A Rust service can embed the same thing:
+//! read [`settings::Settings`] (from the environment, a lookup of your own, or a TOML file),
+//! build an [`app::App`] from them, call [`app::App::prepare`] once, then either serve it with
+//! [`server::run`] on a listener of yours, or answer requests yourself with
+//! [`http::handle`], which takes any `http::Request` and returns an `http::Response` (a
+//! serverless adapter does this). [`capability`] is the Ably capability algebra on its own;
+//! [`grants`], [`flow`], [`identity`], [`policy`] and [`ably`] are public for tests and
+//! benchmarks of single stages, not as a stable API.
+//!
 //! # Layout
 //!
-//! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
-//! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
-//! - [`identity`]: who is asking (the app's session JWT, a trusted proxy's header, or the demo
-//!   login); [`jwks`]: session keys from an identity provider's JWKS document.
-//! - [`policy`]: the rules file that decides new grants; [`webhook`]: the app's endpoint that
-//!   decides what no rule matches.
-//! - [`token`]: the Ably key, Ably JWTs and TokenRequests; [`hs256`]: HS256 JWTs with the key
-//!   prepared once (Ably JWTs, session JWTs under a shared secret).
-//! - [`config`]: settings, read and checked once at start-up.
-//! - [`flow`]: the auth flow itself, independent of HTTP.
-//! - [`http`]: requests to flow and back, errors to Ably's envelope.
+//! - [`settings`]: every setting, declared once in one table; plain validated values.
+//! - [`app`]: the services built from the settings, the clock, the start-up I/O.
+//! - [`http`]: requests to flow and back; the one error table (statuses, Ably codes).
 //! - [`server`]: the hyper server and its limits.
-//! - [`client`]: outbound HTTP (webhook, JWKS, Ably), bounded in time and size; [`ably`]:
-//!   Ably's REST API (`requestToken`, `/time`).
+//! - [`flow`]: the auth flow itself, independent of HTTP.
+//! - [`identity`]: who is asking (the app's session JWT with a secret, a PEM key or a JWKS;
+//!   a trusted proxy's header; the demo login).
+//! - [`policy`]: the rules file, then the webhook for what no rule matches.
+//! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
+//! - [`ably`]: the Ably key, Ably JWTs and TokenRequests; Ably's REST API.
+//! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
+//! - `hs256`: HS256 JWTs with the key prepared once; `crypto`: keyed HMAC and HKDF; `json`:
+//!   JSON string helpers; `client`: outbound HTTP, bounded in time and size.
 //!
 //! A request goes identity → sealed grants (MAC first) → new grants → policy → merge → seal →
 //! mint. The identity decides whose cookie may open; the policy sees only what the cookie
 //! does not already cover; the credential covers the merged set and never outlives its
-//! oldest grant.
+//! oldest grant. The module graph is a one-way street in that order: `http` and `server` use
+//! `app`, which builds the rest; nothing below `http` imports it, the flow does not import
+//! the app, and `crypto` and `json` import nothing of capsign's.
 
 pub mod ably;
+pub mod app;
 pub mod capability;
-pub mod client;
-pub mod config;
+pub(crate) mod client;
+pub(crate) mod crypto;
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
-pub mod hs256;
+pub(crate) mod hs256;
 pub mod http;
 pub mod identity;
-pub mod jwks;
+pub(crate) mod json;
 pub mod policy;
 pub mod server;
-pub mod token;
-pub mod webhook;
+pub mod settings;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod testing;

@@ -1,16 +1,16 @@
-//! The `capsign` binary: configuration from the environment (and `--config`), then the server.
+//! The `capsign` binary: settings from the environment (and `--config`), the app, the server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use capsign::config::Config;
-use capsign::flow::App;
-use clap::Parser;
+use capsign::app::App;
+use capsign::settings::Settings;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use tracing_subscriber::EnvFilter;
 
-/// A stateless capability signer for Ably. Configure it with environment variables (see the
-/// README); with none set it runs a demo on 127.0.0.1:3000.
+/// A stateless capability signer for Ably. Configure it with environment variables (listed
+/// below and in the README); with none set it runs a demo on 127.0.0.1:3000.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -23,13 +23,28 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command()
+        .after_help(capsign::settings::help())
+        .get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let config = match Config::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
-        Ok(c) => c,
+    let settings = match Settings::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("capsign: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let demo_defaults = settings.demo_defaults.clone();
+    let listen = settings.listen;
+    let app = match App::build(settings) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("capsign: configuration error: {e}");
             return ExitCode::from(2);
@@ -39,9 +54,9 @@ fn main() -> ExitCode {
         eprintln!("capsign: configuration OK");
         return ExitCode::SUCCESS;
     }
-    if !config.demo_defaults.is_empty() {
+    if !demo_defaults.is_empty() {
         eprintln!("capsign: DEMO MODE, not for production. Using built-in values for:");
-        for d in &config.demo_defaults {
+        for d in &demo_defaults {
             eprintln!("capsign:   - {d}");
         }
     }
@@ -55,14 +70,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(app, listen))
 }
 
-async fn serve(config: Config) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("capsign: cannot listen on {}: {e}", config.listen);
+            eprintln!("capsign: cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -70,7 +85,7 @@ async fn serve(config: Config) -> ExitCode {
         Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
         Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
     }
-    let app = Arc::new(App::new(config));
+    let app = Arc::new(app);
     match app.prepare().await {
         Ok(notes) => notes.iter().for_each(|n| eprintln!("capsign: {n}")),
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The hyper server: accepts connections and hands each request to [`crate::http::handle`].
 //!
-//! This module owns the transport limits: how long a client may take to send its headers,
-//! how large they may be, and graceful shutdown. It has no opinion about requests.
+//! This module owns the transport limits: how long a client may take to send its headers
+//! (`CAPSIGN_HEADER_TIMEOUT`), how large they may be, and graceful shutdown. It has no opinion
+//! about requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,10 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::flow::App;
+use crate::app::App;
 
-/// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The connection read buffer, which bounds the size of a request's headers.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most headers one request may carry.
@@ -40,7 +39,7 @@ pub async fn run(
     // Without the timer, hyper's header_read_timeout is silently off.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(app.server_settings().header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
@@ -58,7 +57,7 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
-                let wants_peer = app.config.identity.wants_peer();
+                let wants_peer = app.identity.wants_peer();
                 let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let app = Arc::clone(&app);
                     if wants_peer {

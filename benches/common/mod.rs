@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
+use capsign::app::App;
 use capsign::capability::CapabilitySet;
-use capsign::config::Config;
-use capsign::flow::{self, App, AuthParams, Presented};
+use capsign::flow::{AuthParams, Presented};
 use capsign::grants::{GrantSet, OpenLimits, Purpose};
 use capsign::identity::{Identity, Presenting};
 use http_body_util::Full;
@@ -30,19 +30,17 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml");
-    let env = move |k: &str| -> Option<String> {
-        Some(match k {
-            "ABLY_API_KEY" => "bench1.keyone:bench-ably-secret".into(),
-            "CAPSIGN_LISTEN" => "127.0.0.1:0".into(),
-            "CAPSIGN_COOKIE_KEY" => "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
-            "CAPSIGN_SESSION_SECRET" => SESSION_SECRET.into(),
-            "CAPSIGN_RULES" => rules.into(),
-            _ => return None,
-        })
-    };
-    let config = Config::load(&env, None).expect("bench configuration");
-    let app = App::new(config);
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml"))
+            .expect("examples/rules.toml");
+    let env = capsign::testing::env_with_rules(
+        &rules,
+        &[
+            ("ABLY_API_KEY", "bench1.keyone:bench-ably-secret"),
+            ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
+        ],
+    );
+    let app = capsign::testing::app_of(&env);
     let now = app.clock.now_ms() / 1000;
     let bearer = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -63,7 +61,7 @@ fn setup() -> Setup {
         held.add(&CapabilitySet::from_json(&cap).unwrap(), now - 60);
     }
     let cookie = app
-        .config
+        .flow
         .sealer
         .seal_grants(Purpose::Cookie, CLIENT, now - 60, &held);
     let new = CapabilitySet::from_json(r#"{"doc:c0ffee42":["publish","subscribe"]}"#).unwrap();
@@ -105,14 +103,14 @@ fn no_cookie<'a>(_: &str) -> Option<&'a str> {
 impl Fixture {
     pub(crate) fn new() -> Fixture {
         let s = setup();
-        let cfg = &s.app.config;
+        let app = &s.app;
         let now = s.app.clock.now_ms() / 1000;
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let headers = http::HeaderMap::new();
         let who = rt
-            .block_on(cfg.identity.identify(
+            .block_on(app.identity.identify(
                 &Presenting {
                     bearer: Some(&s.bearer),
                     cookie: &no_cookie,
@@ -124,14 +122,14 @@ impl Fixture {
             .unwrap();
         let limits = OpenLimits {
             now,
-            max_age: cfg.grant_max_age,
+            max_age: app.settings.flow.grant_max_age_s,
             future_skew: 60,
         };
         let mut merged = s.held.clone();
         merged.add(&s.new, now);
         let set = merged.capabilities();
         let capability = set.to_json();
-        let cookie_header = format!("{}={}", cfg.sealer.cookie_name(), s.cookie);
+        let cookie_header = format!("{}={}", app.flow.sealer.cookie_name(), s.cookie);
         Fixture {
             s,
             rt,
@@ -148,7 +146,7 @@ impl Fixture {
 
     /// Every stage, by name, as a closure doing one request's worth of it.
     pub(crate) fn stages(&self) -> Vec<Stage<'_>> {
-        let (s, cfg, now) = (&self.s, &self.s.app.config, self.now);
+        let (s, app, now) = (&self.s, &self.s.app, self.now);
         vec![
             (
                 "identity: HS256 session JWT",
@@ -161,7 +159,7 @@ impl Fixture {
                     };
                     black_box(
                         self.rt
-                            .block_on(cfg.identity.identify(&presenting, now * 1000))
+                            .block_on(app.identity.identify(&presenting, now * 1000))
                             .unwrap(),
                     );
                 }),
@@ -170,7 +168,8 @@ impl Fixture {
                 "cookie open: 10 grants",
                 Box::new(move || {
                     black_box(
-                        cfg.sealer
+                        app.flow
+                            .sealer
                             .open(Purpose::Cookie, black_box(&s.cookie), CLIENT, self.limits)
                             .unwrap(),
                     );
@@ -179,7 +178,7 @@ impl Fixture {
             (
                 "policy: 1 new grant, example rules",
                 Box::new(move || {
-                    black_box(cfg.policy.decide(&self.who, black_box(&s.new)));
+                    black_box(app.flow.policy.rules().decide(&self.who, black_box(&s.new)));
                 }),
             ),
             (
@@ -194,23 +193,27 @@ impl Fixture {
             (
                 "mint: Ably JWT, 11 grants",
                 Box::new(move || {
-                    black_box(
-                        cfg.ably
-                            .jwt(black_box(&self.set), Some(CLIENT), now, now + 3600),
-                    );
+                    black_box(app.flow.ably.key.jwt(
+                        black_box(&self.set),
+                        Some(CLIENT),
+                        now,
+                        now + 3600,
+                    ));
                 }),
             ),
             (
                 "mint: TokenRequest, 11 grants",
                 Box::new(move || {
                     black_box(
-                        cfg.ably
+                        app.flow
+                            .ably
+                            .key
                             .token_request(
                                 Some(3_600_000),
                                 Some(black_box(&self.capability)),
                                 Some(CLIENT),
                                 now * 1000,
-                                &capsign::token::nonce(),
+                                &capsign::ably::nonce(),
                             )
                             .unwrap(),
                     );
@@ -219,13 +222,10 @@ impl Fixture {
             (
                 "cookie seal: 11 grants + Set-Cookie",
                 Box::new(move || {
-                    let v = cfg.sealer.seal_grants(
-                        Purpose::Cookie,
-                        CLIENT,
-                        now,
-                        black_box(&self.merged),
-                    );
-                    black_box(flow::set_cookie(cfg, &v));
+                    let sealer = &app.flow.sealer;
+                    let v =
+                        sealer.seal_grants(Purpose::Cookie, CLIENT, now, black_box(&self.merged));
+                    black_box(sealer.set_cookie(&v));
                 }),
             ),
             (
@@ -234,8 +234,7 @@ impl Fixture {
                     let cookies = [s.cookie.as_str()];
                     black_box(
                         self.rt
-                            .block_on(flow::authorize(
-                                &s.app,
+                            .block_on(app.flow.authorize(
                                 &self.who,
                                 Presented {
                                     cookies: &cookies,
@@ -245,6 +244,7 @@ impl Fixture {
                                     capability: Some(s.new.clone()),
                                     ..AuthParams::default()
                                 },
+                                app.clock.now_ms(),
                             ))
                             .unwrap(),
                     );

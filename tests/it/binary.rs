@@ -118,7 +118,7 @@ async fn demo_mode_from_nothing() {
 
 #[tokio::test]
 async fn production_settings_from_the_environment() {
-    let rules = crate::harness::temp_file("rules.toml", crate::harness::RULES);
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
     let mut c = command();
     c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
         .env("ABLY_API_KEY", crate::harness::ABLY_KEY)

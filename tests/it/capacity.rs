@@ -1,16 +1,15 @@
 //! How many realistic grants fit in one grant cookie (a headline figure of the README).
 
 use capsign::capability::{CapabilitySet, OpSet};
-use capsign::config::SET_COOKIE_BUDGET;
-use capsign::flow::set_cookie;
-use capsign::grants::{GrantSet, Purpose};
+use capsign::grants::{GrantSet, Purpose, SET_COOKIE_BUDGET};
 use rand::{Rng, SeedableRng};
 
 /// Realistic: `doc:<8 hex>` channels, a mix of op sets, approvals spread over the last hour,
 /// a clientId of a typical length. Returns how many grants fit under the budget.
 fn capacity(seed: u64) -> usize {
     let s = crate::harness::settings(&[]);
-    let config = capsign::config::Config::load(&move |k| s.get(k).cloned(), None).unwrap();
+    let app = crate::harness::load(&s).unwrap();
+    let sealer = &app.flow.sealer;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mixes = [
         r#"["subscribe"]"#,
@@ -27,11 +26,8 @@ fn capacity(seed: u64) -> usize {
         let ops = mixes[rng.random_range(0..mixes.len())];
         let one = CapabilitySet::from_json(&format!("{{\"{name}\":{ops}}}")).unwrap();
         grants.add(&one, now - rng.random_range(0..3600));
-        let sealed =
-            config
-                .sealer
-                .seal_grants(Purpose::Cookie, "user-8f3a2c1e-5b7d-4e9a", now, &grants);
-        if set_cookie(&config, &sealed).len() >= SET_COOKIE_BUDGET {
+        let sealed = sealer.seal_grants(Purpose::Cookie, "user-8f3a2c1e-5b7d-4e9a", now, &grants);
+        if sealer.set_cookie(&sealed).len() >= SET_COOKIE_BUDGET {
             return fitted;
         }
         fitted = grants.len();

@@ -2,14 +2,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use capsign::config::Config;
-use capsign::flow::App;
+use capsign::app::App;
+use capsign::settings::Settings;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -17,62 +16,37 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-pub const ABLY_KEY: &str = "xVLyHw.mDYnFA:FAKESECRETfakesecret";
-pub const ABLY_SECRET: &str = "FAKESECRETfakesecret";
-pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdef";
-pub const COOKIE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
-pub const RULES: &str = r#"
-[[rule]]
-resource = "chat:*"
-ops = ["subscribe", "publish", "presence"]
-
-[[rule]]
-resource = "doc:*"
-ops = ["subscribe", "publish"]
-
-[[rule]]
-resource = "private:{clientId}:*"
-ops = ["*"]
-
-[[rule]]
-resource = "team:{claims.team}"
-ops = ["subscribe"]
-"#;
-
-/// A file under a fresh temporary directory.
-pub fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "capsign-it-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
-}
+pub use capsign::testing::{ABLY_KEY, ABLY_SECRET, COOKIE_KEY, SESSION_SECRET, temp_file};
 
 /// The settings of a production-like deployment (jwt identity), plus `extra`.
 pub fn settings(extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let rules = temp_file("rules.toml", RULES);
-    let mut map: HashMap<String, String> = [
-        ("ABLY_API_KEY", ABLY_KEY),
-        ("CAPSIGN_COOKIE_KEY", COOKIE_KEY),
-        ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
-        ("CAPSIGN_LISTEN", "127.0.0.1:0"),
-        // Tests never reach Ably: format=token goes to a closed loopback port unless a test
-        // starts its own fake.
-        ("CAPSIGN_ABLY_REST_URL", "http://127.0.0.1:1"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    map.insert("CAPSIGN_RULES".into(), rules.display().to_string());
-    for (k, v) in extra {
-        map.insert((*k).to_owned(), (*v).to_owned());
+    capsign::testing::env(extra)
+}
+
+/// Why a configuration was refused: by the settings or when the app was built.
+#[derive(Debug)]
+pub struct LoadError {
+    /// The setting to fix.
+    pub setting: String,
+    message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
-    map
+}
+
+/// The app of an environment map, as the binary builds it (settings, then services).
+pub fn load(map: &HashMap<String, String>) -> Result<App, LoadError> {
+    let settings = Settings::load(&|k| map.get(k).cloned(), None).map_err(|e| LoadError {
+        setting: e.setting.clone(),
+        message: e.to_string(),
+    })?;
+    App::build(settings).map_err(|e| LoadError {
+        setting: e.setting().to_owned(),
+        message: e.to_string(),
+    })
 }
 
 pub struct Server {
@@ -88,10 +62,9 @@ impl Server {
     }
 
     pub async fn start_with(map: HashMap<String, String>) -> Server {
-        let config = Config::load(&move |k| map.get(k).cloned(), None).unwrap();
+        let app = Arc::new(load(&map).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Arc::new(App::new(config));
         app.prepare().await.unwrap();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(capsign::server::run(listener, Arc::clone(&app), async {
@@ -289,20 +262,7 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
 /// An HS256 app-session JWT for `sub`, valid for a week (tests move the server's clock),
 /// with extra claims.
 pub fn session(sub: &str, extra: Value) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut claims = serde_json::json!({"sub": sub, "exp": now + 7 * 86_400});
-    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
-        c.extend(e.clone());
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
-    )
-    .unwrap()
+    capsign::testing::session_jwt(sub, capsign::testing::now_s() + 7 * 86_400, &extra)
 }
 
 /// `/auth?capability=…` with the session of `who` and an optional grant cookie.

@@ -16,7 +16,7 @@ fn empty() -> Full<Bytes> {
 #[tokio::test]
 async fn incremental_grants_reach_the_policy_once() {
     let s = Server::start(&[]).await;
-    let policy = &s.app.config.policy;
+    let policy = &s.app.flow.policy;
 
     let a = s
         .send(auth_request(
@@ -175,7 +175,7 @@ async fn expired_cookie_starts_fresh_and_ageing_rechecks() {
         ))
         .await;
     let cookie = a.grant_cookie().unwrap();
-    let before = s.app.config.policy.evaluated();
+    let before = s.app.flow.policy.evaluated();
     // Past regrant_after: the held grant goes back to the policy with the new one.
     s.app.clock.advance(2 * 3600 * 1000);
     let b = s
@@ -190,7 +190,7 @@ async fn expired_cookie_starts_fresh_and_ageing_rechecks() {
         b.capability(),
         r#"{"chat:a":["subscribe"],"chat:b":["subscribe"]}"#
     );
-    assert_eq!(s.app.config.policy.evaluated(), before + 2);
+    assert_eq!(s.app.flow.policy.evaluated(), before + 2);
     // A day later the old cookie has expired: only the new request counts.
     s.app.clock.advance(25 * 3600 * 1000);
     let c = s
@@ -766,14 +766,14 @@ async fn healthz_and_demo_pages_absent_in_production() {
 async fn rules_file_is_required_and_checked_in_production() {
     let mut vars = settings(&[]);
     vars.remove("CAPSIGN_RULES");
-    let e = capsign::config::Config::load(&move |k| vars.get(k).cloned(), None).unwrap_err();
+    let e = crate::harness::load(&vars).unwrap_err();
     assert_eq!(e.setting, "CAPSIGN_RULES");
     let bad = temp_file(
         "bad.toml",
         "[[rule]]\nresource = \"chat:{user}\"\nops = [\"publish\"]\n",
     );
     let vars = settings(&[("CAPSIGN_RULES", bad.to_str().unwrap())]);
-    let e = capsign::config::Config::load(&move |k| vars.get(k).cloned(), None).unwrap_err();
+    let e = crate::harness::load(&vars).unwrap_err();
     assert!(e.to_string().contains("rule 1"), "{e}");
 }
 

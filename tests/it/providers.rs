@@ -175,7 +175,7 @@ async fn algorithm_allow_list_issuer_and_audience() {
     let mut map = map;
     map.remove("CAPSIGN_SESSION_SECRET");
     map.insert("CAPSIGN_SESSION_JWKS".into(), format!("{KEYS}/jwks.json"));
-    let err = capsign::config::Config::load(&move |k| map.get(k).cloned(), None).unwrap_err();
+    let err = crate::harness::load(&map).unwrap_err();
     assert!(
         err.to_string().contains("CAPSIGN_SESSION_ALGORITHMS"),
         "{err}"
@@ -310,9 +310,8 @@ async fn an_unreachable_jwks_url_stops_the_start() {
         "CAPSIGN_SESSION_JWKS".into(),
         "http://127.0.0.1:1/jwks".into(),
     );
-    let config = capsign::config::Config::load(&move |k| vars.get(k).cloned(), None).unwrap();
-    let app = capsign::flow::App::new(config);
-    let err = app.prepare().await.unwrap_err();
+    let app = crate::harness::load(&vars).unwrap();
+    let err = app.prepare().await.unwrap_err().to_string();
     assert!(err.contains("CAPSIGN_SESSION_JWKS"), "{err}");
 }
 
@@ -360,6 +359,6 @@ async fn header_identity_from_a_trusted_proxy_only() {
 
     let mut vars = settings(&[("CAPSIGN_IDENTITY", "header")]);
     vars.remove("CAPSIGN_SESSION_SECRET");
-    let err = capsign::config::Config::load(&move |k| vars.get(k).cloned(), None).unwrap_err();
+    let err = crate::harness::load(&vars).unwrap_err();
     assert!(err.to_string().contains("CAPSIGN_TRUSTED_PROXIES"), "{err}");
 }

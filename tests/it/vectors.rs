@@ -3,9 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use capsign::ably::AblyKey;
 use capsign::capability::CapabilitySet;
 use capsign::grants::{GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, Sealer};
-use capsign::token::AblyKey;
+use capsign::settings::AblyApiKey;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 
@@ -53,7 +54,7 @@ fn token_request_vectors_reproduce() {
 #[test]
 fn jwt_vectors_reproduce_and_verify() {
     let all = vectors();
-    let key = AblyKey::parse("xVLyHw.mDYnFA:FAKESECRETfakesecret").unwrap();
+    let key = AblyKey::new(&AblyApiKey::parse("xVLyHw.mDYnFA:FAKESECRETfakesecret").unwrap());
     for v in all["jwt"].as_array().unwrap() {
         let claims = &v["claims"];
         let jwt = key.jwt(
@@ -81,10 +82,13 @@ fn jwt_vectors_reproduce_and_verify() {
 fn cookie_vector_parts() -> (Value, Sealer, GrantSet) {
     let v = vectors()["grant_cookie"].clone();
     let secret = hex_decode(v["cookie_key_hex"].as_str().unwrap());
-    let keys = GrantKeys::new(vec![GrantKey::derive(
-        u8::try_from(v["key_id"].as_u64().unwrap()).unwrap(),
-        &secret,
-    )])
+    let keys = GrantKeys::new(
+        GrantKey::derive(
+            u8::try_from(v["key_id"].as_u64().unwrap()).unwrap(),
+            &secret,
+        ),
+        vec![],
+    )
     .unwrap();
     let sealer = Sealer::new(keys, v["cookie_name"].as_str().unwrap());
     let mut grants = GrantSet::new();

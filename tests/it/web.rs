@@ -190,7 +190,7 @@ async fn bad_cors_origins_stop_start_up() {
         "https://*.example.com",
     ] {
         let map = crate::harness::settings(&[("CAPSIGN_CORS_ORIGINS", bad)]);
-        let err = capsign::config::Config::load(&move |k| map.get(k).cloned(), None).unwrap_err();
+        let err = crate::harness::load(&map).unwrap_err();
         assert!(
             err.to_string().contains("CAPSIGN_CORS_ORIGINS"),
             "{bad}: {err}"

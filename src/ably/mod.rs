@@ -1,37 +1,54 @@
-//! Ably credentials: the API key, Ably JWTs and signed TokenRequests.
+//! Ably: the API key, Ably JWTs and signed TokenRequests, and ([`rest`]) the two REST calls
+//! capsign makes itself.
 //!
-//! This module owns the wire formats of `reference/ably-protocol.md` §1 and §4, byte for byte.
-//! It takes every time as an argument and reads no clock, so the published vectors reproduce
-//! in tests. What to put in a credential (capability, clientId, ttl) is decided by the flow.
+//! This module owns the wire formats of `docs/ably-protocol.md` (§1 TokenRequests, §2 Ably
+//! JWTs), byte for byte. It takes every time as an argument and reads no clock, so the
+//! vectors reproduce in tests. What to put in a credential (capability, clientId, ttl) is
+//! decided by the flow.
+
+pub(crate) mod rest;
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
+use hmac::Mac as _;
 use rand::Rng as _;
 use serde::Serialize;
-use sha2::Sha256;
 
-use crate::capability::{CapabilitySet, push_json_string};
-use crate::grants::keyed_hmac;
+use crate::capability::CapabilitySet;
+use crate::client::HttpClient;
+use crate::crypto::{HmacSha256, keyed_hmac};
 use crate::hs256::Hs256Key;
+use crate::json::push_json_string;
+use crate::settings::{AblyApiKey, AblySettings};
 
-/// Ably's longest token lifetime (24 h), in ms.
-pub const ABLY_MAX_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// The longest lifetime for keys with revocable tokens (1 h), in ms.
-pub const ABLY_REVOCABLE_MAX_TTL_MS: u64 = 3600 * 1000;
+pub use rest::{AblyError, AblyRest};
 
 /// Length of the nonces capsign generates (Ably requires at least 16).
 pub const NONCE_LEN: usize = 32;
 
-/// Why an Ably API key was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AblyKeyError {
-    /// Not `appId.keyId:secret`.
-    #[error("expected the form appId.keyId:secret, as shown in the Ably dashboard")]
-    Shape,
+/// What the flow needs of Ably: the key that signs, the key's own capability, and the REST
+/// API for `format=token`.
+#[derive(Debug)]
+pub struct Ably {
+    /// Signs every credential.
+    pub key: AblyKey,
+    /// The key's own capability, when configured: minted sets are intersected with it.
+    pub key_capability: Option<CapabilitySet>,
+    /// Ably's REST API.
+    pub rest: AblyRest,
+}
+
+impl Ably {
+    /// The Ably service of `settings`, calling out through `client`.
+    pub fn new(settings: &AblySettings, client: HttpClient) -> Ably {
+        Ably {
+            key: AblyKey::new(&settings.key),
+            key_capability: settings.key_capability.clone(),
+            rest: AblyRest::new(settings.rest_url.clone(), settings.timeout, client),
+        }
+    }
 }
 
 /// Why a credential could not be minted. Only a bug or a broken crypto backend gets here.
@@ -50,26 +67,16 @@ pub enum TokenError {
 pub struct AblyKey {
     key_name: String,
     jwt: Hs256Key,
-    mac: Hmac<Sha256>,
+    mac: HmacSha256,
 }
 
 impl AblyKey {
-    /// Parses `appId.keyId:secret`.
-    ///
-    /// # Errors
-    ///
-    /// [`AblyKeyError::Shape`] when the parts are missing or empty.
-    pub fn parse(key: &str) -> Result<AblyKey, AblyKeyError> {
-        let (name, secret) = key.split_once(':').ok_or(AblyKeyError::Shape)?;
-        let (app, id) = name.split_once('.').ok_or(AblyKeyError::Shape)?;
-        let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == ' ');
-        if bad(app) || bad(id) || bad(secret) || id.contains('.') {
-            return Err(AblyKeyError::Shape);
-        }
-        Ok(AblyKey::from_parts(name, secret))
+    /// The signing state of a checked key.
+    pub fn new(key: &AblyApiKey) -> AblyKey {
+        AblyKey::from_parts(&key.name, key.secret.expose())
     }
 
-    /// A key from its name and secret as they are, without [`AblyKey::parse`]'s checks of
+    /// A key from its name and secret as they are, without [`AblyApiKey::parse`]'s checks of
     /// the name's shape (published vectors use names such as `a_key_name`).
     pub fn from_parts(key_name: &str, secret: &str) -> AblyKey {
         AblyKey {
@@ -110,7 +117,7 @@ impl AblyKey {
         self.jwt.sign(json.as_bytes())
     }
 
-    /// Signs a TokenRequest (ably-protocol.md §1.2) and returns its JSON: the seven fields,
+    /// Signs a TokenRequest (`docs/ably-protocol.md` §1) and returns its JSON: the seven fields,
     /// with an absent `ttl`, `capability` or `clientId` left out of the JSON and written as
     /// an empty line in the sign text. capsign itself always sets `ttl` and `capability`.
     ///
@@ -198,7 +205,7 @@ mod tests {
     use super::*;
 
     fn key() -> AblyKey {
-        AblyKey::parse("xVLyHw.mDYnFA:FAKESECRETfakesecret").unwrap()
+        AblyKey::new(&AblyApiKey::parse("xVLyHw.mDYnFA:FAKESECRETfakesecret").unwrap())
     }
 
     #[test]
@@ -206,11 +213,7 @@ mod tests {
         for bad in [
             "", "nocolon", "a.b:", ":s", "ab:s", "a.:s", ".b:s", "a.b.c:s", "a b.c:s",
         ] {
-            assert_eq!(
-                AblyKey::parse(bad).unwrap_err(),
-                AblyKeyError::Shape,
-                "{bad}"
-            );
+            assert!(AblyApiKey::parse(bad).is_err(), "{bad}");
         }
         assert!(!format!("{:?}", key()).contains("FAKESECRET"));
     }

@@ -15,12 +15,8 @@ use serde_json::Value;
 
 use crate::client::{ClientError, HttpClient, USER_AGENT};
 
-/// Ably's production REST endpoint.
-pub const DEFAULT_REST_URL: &str = "https://main.realtime.ably.net";
-/// Default time Ably has to answer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from Ably (TokenDetails are a few KB).
-pub const MAX_RESPONSE: usize = 256 * 1024;
+pub(crate) const MAX_RESPONSE: usize = 256 * 1024;
 
 /// Why an Ably call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,32 +18,54 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
-use crate::client::HttpClient;
-
-/// The algorithms a JWKS key may verify unless `CAPSIGN_SESSION_ALGORITHMS` narrows them.
-pub const ASYMMETRIC: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+use crate::client::{ClientError, HttpClient};
+use crate::settings::{ASYMMETRIC, JwksLocation};
 
 /// The RSA algorithms: the first six of [`ASYMMETRIC`] (checked when compiling).
 const RSA_FAMILY: &[Algorithm] = ASYMMETRIC.split_at(6).0;
 
 /// Largest JWKS document read.
-pub const MAX_JWKS_LEN: usize = 256 * 1024;
+pub(crate) const MAX_JWKS_LEN: usize = 256 * 1024;
 /// Time a JWKS URL has to answer.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default background refresh interval.
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
-/// Default minimum time between fetches caused by unknown `kid`s.
-pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(60);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a JWKS document gave no keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    Json(String),
+    /// No `keys` array.
+    #[error("no \"keys\" array")]
+    NoKeys,
+    /// No key capsign can use.
+    #[error("no usable signature key (RSA, EC P-256/P-384 or Ed25519)")]
+    NoUsableKey,
+    /// The URL could not be fetched.
+    #[error("JWKS {url}: {source}")]
+    Fetch {
+        /// The JWKS URL.
+        url: String,
+        /// Why.
+        source: ClientError,
+    },
+    /// The URL answered with another status than 2xx.
+    #[error("JWKS {url} answered {status}")]
+    Status {
+        /// The JWKS URL.
+        url: String,
+        /// Its status.
+        status: http::StatusCode,
+    },
+    /// The URL's document holds no usable key.
+    #[error("JWKS {url}: {source}")]
+    Document {
+        /// The JWKS URL.
+        url: String,
+        /// What is wrong with the document.
+        source: Box<JwksError>,
+    },
+}
 
 /// One usable key.
 struct Key {
@@ -72,12 +94,13 @@ impl KeySet {
     /// # Errors
     ///
     /// Not JSON, no `keys` array, or no usable key in it.
-    pub fn parse(json: &[u8], allowed: &[Algorithm]) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn parse(json: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
+        let doc: Value =
+            serde_json::from_slice(json).map_err(|e| JwksError::Json(e.to_string()))?;
         let keys = doc
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or("no \"keys\" array")?;
+            .ok_or(JwksError::NoKeys)?;
         let mut set = KeySet::default();
         for k in keys.iter().take(100) {
             let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
@@ -123,7 +146,7 @@ impl KeySet {
             });
         }
         if set.keys.is_empty() {
-            return Err("no usable signature key (RSA, EC P-256/P-384 or Ed25519)".into());
+            return Err(JwksError::NoUsableKey);
         }
         Ok(set)
     }
@@ -157,9 +180,27 @@ impl KeySet {
     }
 }
 
+/// Holds the "refresh in progress" flag; clears it when dropped.
+struct RefreshGuard<'a>(&'a AtomicBool);
+
+impl<'a> RefreshGuard<'a> {
+    /// Sets `flag` and returns its guard, or `None` when it was already set.
+    fn take(flag: &'a AtomicBool) -> Option<RefreshGuard<'a>> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| RefreshGuard(flag))
+    }
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Where the keys come from.
 #[derive(Debug)]
-pub enum JwksSource {
+pub(crate) enum JwksSource {
     /// A file, read once at start-up.
     File,
     /// A URL, fetched at start-up and refreshed.
@@ -189,12 +230,45 @@ impl std::fmt::Debug for JwksState {
 }
 
 impl JwksState {
+    /// The key set at `location`: a file is read (with `read`) and parsed now; a URL is
+    /// fetched by the first [`JwksState::refresh`].
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or holds no usable key.
+    pub(super) fn build(
+        location: &JwksLocation,
+        allowed: &[Algorithm],
+        (refresh_every, min_interval): (Duration, Duration),
+        client: HttpClient,
+        read: impl FnOnce(&std::path::PathBuf) -> Result<Vec<u8>, super::IdentityBuildError>,
+    ) -> Result<JwksState, super::IdentityBuildError> {
+        match location {
+            JwksLocation::Url(url) => Ok(JwksState::from_url(
+                url.clone(),
+                allowed.to_vec(),
+                refresh_every,
+                min_interval,
+                client,
+            )),
+            JwksLocation::File(path) => {
+                let bytes = read(path)?;
+                JwksState::from_file(&bytes, allowed.to_vec()).map_err(|source| {
+                    super::IdentityBuildError::Jwks {
+                        path: path.clone(),
+                        source,
+                    }
+                })
+            }
+        }
+    }
+
     /// Keys from a file's contents.
     ///
     /// # Errors
     ///
     /// See [`KeySet::parse`].
-    pub fn from_file(json: &[u8], allowed: Vec<Algorithm>) -> Result<JwksState, String> {
+    pub fn from_file(json: &[u8], allowed: Vec<Algorithm>) -> Result<JwksState, JwksError> {
         let keys = KeySet::parse(json, &allowed)?;
         Ok(JwksState::new(
             JwksSource::File,
@@ -263,7 +337,7 @@ impl JwksState {
     /// # Errors
     ///
     /// The fetch or the document failed.
-    pub async fn refresh(&self, now_ms: u64) -> Result<usize, String> {
+    pub async fn refresh(&self, now_ms: u64) -> Result<usize, JwksError> {
         let JwksSource::Url(url) = &self.source else {
             return Ok(self.current().len());
         };
@@ -272,12 +346,20 @@ impl JwksState {
             .client
             .get(url, FETCH_TIMEOUT, MAX_JWKS_LEN)
             .await
-            .map_err(|e| format!("JWKS {url}: {e}"))?;
+            .map_err(|source| JwksError::Fetch {
+                url: url.to_string(),
+                source,
+            })?;
         if !resp.status.is_success() {
-            return Err(format!("JWKS {url} answered {}", resp.status));
+            return Err(JwksError::Status {
+                url: url.to_string(),
+                status: resp.status,
+            });
         }
-        let keys =
-            KeySet::parse(&resp.body, &self.allowed).map_err(|e| format!("JWKS {url}: {e}"))?;
+        let keys = KeySet::parse(&resp.body, &self.allowed).map_err(|e| JwksError::Document {
+            url: url.to_string(),
+            source: Box::new(e),
+        })?;
         let n = keys.len();
         match self.keys.write() {
             Ok(mut k) => *k = Arc::new(keys),
@@ -295,15 +377,14 @@ impl JwksState {
         if !self.is_remote() || !due {
             return false;
         }
-        if self
-            .refreshing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
+        let Some(_guard) = RefreshGuard::take(&self.refreshing) else {
             return false;
-        }
+        };
+        // The guard clears the flag however this ends: also when the request that started the
+        // refresh is dropped at the `await` (a client that disconnects mid-fetch). A flag left
+        // set would block every later refresh, and a key rotation at the identity provider
+        // would then lock every user out.
         let result = self.refresh(now_ms).await;
-        self.refreshing.store(false, Ordering::Release);
         if let Err(e) = &result {
             tracing::warn!("{e}; keeping the previous keys");
         }

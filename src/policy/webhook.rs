@@ -18,23 +18,19 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
+use hmac::Mac as _;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::capability::CapabilitySet;
 use crate::client::{ClientError, HttpClient, USER_AGENT};
+use crate::crypto::{HmacSha256, keyed_hmac};
 use crate::identity::Identity;
+use crate::settings::WebhookSettings;
 
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-capsign-signature";
-/// Default time the webhook has to answer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default cap on the webhook's answer.
-pub const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
-
+pub(crate) const SIGNATURE_HEADER: &str = "x-capsign-signature";
 /// Why the webhook gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
@@ -52,7 +48,7 @@ pub enum WebhookError {
 /// A configured webhook.
 pub struct Webhook {
     url: Uri,
-    secret: Option<Hmac<Sha256>>,
+    secret: Option<HmacSha256>,
     timeout: Duration,
     max_response: usize,
     client: HttpClient,
@@ -70,19 +66,16 @@ impl fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    /// A webhook at `url`, signing with `secret` when given.
-    pub fn new(
-        url: Uri,
-        secret: Option<&[u8]>,
-        timeout: Duration,
-        max_response: usize,
-        client: HttpClient,
-    ) -> Webhook {
+    /// The webhook of `settings`, signing each call when a secret is given.
+    pub fn new(settings: &WebhookSettings, client: HttpClient) -> Webhook {
         Webhook {
-            url,
-            secret: secret.and_then(|s| Hmac::<Sha256>::new_from_slice(s).ok()),
-            timeout,
-            max_response,
+            url: settings.url.clone(),
+            secret: settings
+                .secret
+                .as_ref()
+                .map(|s| keyed_hmac(s.expose().as_bytes())),
+            timeout: settings.timeout,
+            max_response: settings.max_response,
             client,
         }
     }
@@ -159,7 +152,10 @@ impl Webhook {
 /// # Errors
 ///
 /// Not that JSON, or an invalid capability in it.
-pub fn parse_answer(requested: &CapabilitySet, body: &[u8]) -> Result<CapabilitySet, WebhookError> {
+pub(crate) fn parse_answer(
+    requested: &CapabilitySet,
+    body: &[u8],
+) -> Result<CapabilitySet, WebhookError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
     let granted = value
@@ -173,7 +169,7 @@ pub fn parse_answer(requested: &CapabilitySet, body: &[u8]) -> Result<Capability
 /// The part of `granted` that was asked: exact resources of `requested`, their operations
 /// only. A wildcard the app returns instead of an asked channel is not a grant of that
 /// channel; extra is dropped rather than trusted.
-pub fn within(requested: &CapabilitySet, granted: &CapabilitySet) -> CapabilitySet {
+pub(crate) fn within(requested: &CapabilitySet, granted: &CapabilitySet) -> CapabilitySet {
     requested
         .iter()
         .filter_map(|(r, asked)| {

@@ -1,188 +1,22 @@
-//! Who is asking: the clientId (and claims) from the app's own login.
-//!
-//! This module owns the identity modes of DESIGN.md: `jwt` (the app's session JWT, from
-//! `Authorization: Bearer` or a named cookie, verified with a secret, a PEM public key or a
-//! JWKS document), `header` (a header set by a trusted front proxy, believed only from its
-//! addresses) and `demo` (a user name in a signed cookie, for trying capsign on loopback). It
-//! reads request headers but knows nothing of grants.
+//! The `jwt` identity mode: the app's session JWT, verified with an HS256 secret, a PEM public
+//! key ([`JwtIdentity`]) or the keys of a JWKS document ([`JwksIdentity`]), and its claims
+//! read into an [`Identity`] ([`SessionClaims`]).
 
 use std::fmt;
-use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use sha2::Sha256;
 
-use crate::capability::JsonStr;
-use crate::grants::keyed_hmac;
+use super::jwks::JwksState;
+use super::{Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting, check_client_id};
 use crate::hs256::Hs256Key;
-use crate::jwks::JwksState;
-
-/// The longest clientId capsign accepts, in bytes.
-pub const MAX_CLIENT_ID_LEN: usize = 256;
-
-/// The longest app-session JWT capsign will look at, in bytes.
-pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;
-
-/// The demo session cookie's name.
-pub const DEMO_COOKIE: &str = "capsign-demo-session";
+use crate::json::JsonStr;
+use crate::settings::SessionSettings;
 
 /// Seconds of clock difference tolerated on `exp` and `nbf` of session JWTs.
-pub const DEFAULT_LEEWAY_S: u64 = 30;
-
-/// An authenticated user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    /// The Ably clientId: who the credential is for.
-    pub client_id: String,
-    claims: Claims,
-}
-
-impl Identity {
-    /// An identity; the caller has checked the clientId.
-    pub fn new(client_id: String, claims: Map<String, Value>) -> Identity {
-        Identity {
-            client_id,
-            claims: Claims {
-                text: None,
-                parsed: OnceLock::from(claims),
-            },
-        }
-    }
-
-    /// An identity whose claims are the verified JSON object `text`, parsed on first use.
-    fn with_claims_text(client_id: String, text: Box<str>) -> Identity {
-        Identity {
-            client_id,
-            claims: Claims {
-                text: Some(text),
-                parsed: OnceLock::new(),
-            },
-        }
-    }
-
-    /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
-    /// header modes).
-    pub fn claims(&self) -> &Map<String, Value> {
-        self.claims.parsed.get_or_init(|| {
-            // The text was read as a JSON object when the session was checked.
-            self.claims
-                .text
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default()
-        })
-    }
-}
-
-/// A session's claims: most requests need none of them beyond the few checked at once
-/// (`exp`, `nbf`, `iss`, `aud`, the clientId), so the whole object is parsed only when a rule
-/// template or the webhook asks.
-#[derive(Debug, Clone)]
-struct Claims {
-    text: Option<Box<str>>,
-    parsed: OnceLock<Map<String, Value>>,
-}
-
-impl PartialEq for Claims {
-    fn eq(&self, other: &Claims) -> bool {
-        let (a, b) = (self.parsed.get(), other.parsed.get());
-        match (a, b) {
-            (Some(a), Some(b)) => a == b,
-            _ => {
-                let parse = |c: &Claims| -> Map<String, Value> {
-                    c.parsed.get().cloned().unwrap_or_else(|| {
-                        c.text
-                            .as_deref()
-                            .and_then(|t| serde_json::from_str(t).ok())
-                            .unwrap_or_default()
-                    })
-                };
-                parse(self) == parse(other)
-            }
-        }
-    }
-}
-
-/// Why a request has no identity. Each becomes `401`/40101, so the client retries after the
-/// app refreshes its session.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityError {
-    /// No session credential at all; says where capsign looked.
-    #[error("no session: {0}")]
-    Missing(String),
-    /// The session token is longer than [`MAX_SESSION_TOKEN_LEN`].
-    #[error("session token longer than {MAX_SESSION_TOKEN_LEN} bytes")]
-    TooLong,
-    /// The session token did not verify.
-    #[error("session token rejected: {0}")]
-    Invalid(String),
-    /// The session has expired.
-    #[error("session token expired")]
-    Expired,
-    /// The session is not valid yet.
-    #[error("session token not valid yet (nbf)")]
-    NotYetValid,
-    /// The clientId claim is missing or not a string.
-    #[error("session token has no string claim {0:?} to use as clientId")]
-    NoClientId(String),
-    /// The clientId is not acceptable.
-    #[error("invalid clientId: {0}")]
-    BadClientId(&'static str),
-    /// `header` mode, and the request did not come from a trusted proxy.
-    #[error("the {0} header is only believed from CAPSIGN_TRUSTED_PROXIES")]
-    UntrustedPeer(String),
-}
-
-/// Checks a clientId: non-empty, at most [`MAX_CLIENT_ID_LEN`] bytes, no control characters,
-/// and not `*` (Ably's wildcard clientId, which would let the holder act as anyone).
-///
-/// # Errors
-///
-/// What is wrong with it.
-pub fn check_client_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        Err("empty")
-    } else if id.len() > MAX_CLIENT_ID_LEN {
-        Err("longer than 256 bytes")
-    } else if id == "*" {
-        Err("\"*\" is Ably's wildcard, not an identity")
-    } else if id.chars().any(char::is_control) {
-        Err("contains a control character")
-    } else {
-        Ok(())
-    }
-}
-
-/// How this deployment establishes identity.
-#[derive(Debug)]
-pub enum IdentityConfig {
-    /// The app's session JWT, verified with a secret or a PEM public key.
-    Jwt(JwtIdentity),
-    /// The app's session JWT, verified with the keys of a JWKS document.
-    Jwks(JwksIdentity),
-    /// A header set by a trusted front proxy.
-    Header(HeaderIdentity),
-    /// A user name in a signed cookie; loopback only.
-    Demo(DemoIdentity),
-}
-
-/// What a request presents to be identified.
-pub struct Presenting<'a> {
-    /// The token of an `Authorization: Bearer` header.
-    pub bearer: Option<&'a str>,
-    /// Looks a request cookie up by name.
-    pub cookie: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
-    /// All request headers (for `header` mode).
-    pub headers: &'a http::HeaderMap,
-    /// The address of the peer that sent the request, when the transport knows it.
-    pub peer: Option<IpAddr>,
-}
+pub(crate) const DEFAULT_LEEWAY_S: u64 = 30;
 
 /// How a session JWT's claims become an [`Identity`], whatever verified it.
 #[derive(Debug, Clone)]
@@ -196,6 +30,15 @@ pub struct SessionClaims {
 }
 
 impl SessionClaims {
+    /// The claim reading of the session settings, with the default leeway.
+    pub fn new(settings: &SessionSettings) -> SessionClaims {
+        SessionClaims {
+            cookie: settings.cookie.clone(),
+            claim: settings.client_id_claim.clone(),
+            leeway: DEFAULT_LEEWAY_S,
+        }
+    }
+
     /// The session token of a request.
     fn token<'a>(&self, p: &Presenting<'a>) -> Result<&'a str, IdentityError> {
         let token = p
@@ -388,61 +231,67 @@ impl fmt::Debug for JwtIdentity {
     }
 }
 
-/// The key that verifies session JWTs.
-pub enum SessionKey<'a> {
-    /// An HS256 shared secret.
-    Secret(&'a [u8]),
-    /// A PEM public key: RSA (RS256/384/512), EC (ES256/384) or Ed25519 (EdDSA).
-    Pem(&'a [u8]),
-}
+/// A PEM that is none of the supported public key kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a PEM RSA, EC or Ed25519 public key")]
+pub struct NotAPublicKey;
 
 impl JwtIdentity {
-    /// Prepares verification.
+    /// Verification with an HS256 shared secret (its bytes as they are).
+    pub fn hs256(
+        secret: &[u8],
+        session: SessionClaims,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> JwtIdentity {
+        JwtIdentity {
+            verifier: Verifier::Secret(Box::new(Hs256Key::new(secret, None))),
+            validation: base_validation(Algorithm::HS256, issuer, audience),
+            session,
+        }
+    }
+
+    /// Verification with a PEM public key: RSA (RS256/384/512), EC (ES256/384) or Ed25519
+    /// (EdDSA). The allow-list holds only algorithms of the key's own family: no `none`, and
+    /// no HS256 "signed" with a public key.
     ///
     /// # Errors
     ///
     /// A PEM that is none of the supported public key kinds.
-    pub fn new(
-        key: SessionKey<'_>,
+    pub fn public_key(
+        pem: &[u8],
         session: SessionClaims,
         issuer: Option<&str>,
         audience: Option<&str>,
-    ) -> Result<JwtIdentity, String> {
-        let (verifier, first, algorithms) = match key {
-            SessionKey::Secret(s) => (
-                Verifier::Secret(Box::new(Hs256Key::new(s, None))),
-                Algorithm::HS256,
-                vec![],
-            ),
-            SessionKey::Pem(pem) => {
-                let (k, first, more) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-                    (
-                        k,
-                        Algorithm::RS256,
-                        vec![Algorithm::RS384, Algorithm::RS512],
-                    )
-                } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-                    (k, Algorithm::ES256, vec![Algorithm::ES384])
-                } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-                    (k, Algorithm::EdDSA, vec![])
-                } else {
-                    return Err("not a PEM RSA, EC or Ed25519 public key".into());
-                };
-                (Verifier::Public(Box::new(k)), first, more)
-            }
+    ) -> Result<JwtIdentity, NotAPublicKey> {
+        let (key, first, more) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (
+                k,
+                Algorithm::RS256,
+                vec![Algorithm::RS384, Algorithm::RS512],
+            )
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            (k, Algorithm::ES256, vec![Algorithm::ES384])
+        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+            (k, Algorithm::EdDSA, vec![])
+        } else {
+            return Err(NotAPublicKey);
         };
-        // The allow-list holds only algorithms of the key's own family: no `none`, and no
-        // HS256 "signed" with a public key.
         let mut validation = base_validation(first, issuer, audience);
-        validation.algorithms.extend(algorithms);
+        validation.algorithms.extend(more);
         Ok(JwtIdentity {
-            verifier,
+            verifier: Verifier::Public(Box::new(key)),
             validation,
             session,
         })
     }
 
-    fn identify(&self, p: &Presenting<'_>, now: u64) -> Result<Identity, IdentityError> {
+    pub(super) fn identify(
+        &self,
+        p: &Presenting<'_>,
+        now_ms: u64,
+    ) -> Result<Identity, IdentityError> {
+        let now = now_ms / 1000;
         let token = self.session.token(p)?;
         match &self.verifier {
             Verifier::Secret(key) => {
@@ -493,7 +342,11 @@ impl JwksIdentity {
         &self.state
     }
 
-    async fn identify(&self, p: &Presenting<'_>, now_ms: u64) -> Result<Identity, IdentityError> {
+    pub(super) async fn identify(
+        &self,
+        p: &Presenting<'_>,
+        now_ms: u64,
+    ) -> Result<Identity, IdentityError> {
         let token = self.session.token(p)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| IdentityError::Invalid(e.to_string()))?;
@@ -521,135 +374,11 @@ impl JwksIdentity {
     }
 }
 
-/// Takes the clientId from a header that a trusted front proxy sets (oauth2-proxy's
-/// `X-Forwarded-User`, say), and only on requests whose peer is one of those proxies: anyone
-/// else could set the header themselves.
-#[derive(Debug)]
-pub struct HeaderIdentity {
-    header: http::HeaderName,
-    trusted: Vec<ipnet::IpNet>,
-}
-
-impl HeaderIdentity {
-    /// Identity from `header`, believed only from peers within `trusted`.
-    pub fn new(header: http::HeaderName, trusted: Vec<ipnet::IpNet>) -> HeaderIdentity {
-        HeaderIdentity { header, trusted }
-    }
-
-    fn identify(&self, p: &Presenting<'_>) -> Result<Identity, IdentityError> {
-        let trusted = p
-            .peer
-            .is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)));
-        if !trusted {
-            return Err(IdentityError::UntrustedPeer(self.header.to_string()));
-        }
-        let mut values = p.headers.get_all(&self.header).iter();
-        let value = values.next().ok_or_else(|| {
-            IdentityError::Missing(format!("no {} header from the proxy", self.header))
-        })?;
-        if values.next().is_some() {
-            return Err(IdentityError::Invalid(format!(
-                "more than one {} header",
-                self.header
-            )));
-        }
-        let user = value
-            .to_str()
-            .map_err(|_| IdentityError::Invalid(format!("{} is not visible ASCII", self.header)))?;
-        check_client_id(user).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::new(user.to_owned(), Map::new()))
-    }
-}
-
-/// Signs and verifies demo session cookies.
-pub struct DemoIdentity {
-    mac: Hmac<Sha256>,
-}
-
-impl fmt::Debug for DemoIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DemoIdentity { key: <redacted> }")
-    }
-}
-
-const DEMO_DOMAIN: &[u8] = b"capsign-demo-session-v1\0";
-
-impl DemoIdentity {
-    /// A demo identity keyed by `key` (derived from the cookie key with its own label).
-    pub fn new(key: &[u8]) -> DemoIdentity {
-        DemoIdentity {
-            mac: keyed_hmac(key),
-        }
-    }
-
-    fn tag(&self, user: &str) -> Hmac<Sha256> {
-        let mut mac = self.mac.clone();
-        mac.update(DEMO_DOMAIN);
-        mac.update(user.as_bytes());
-        mac
-    }
-
-    /// The cookie value that logs `user` in.
-    pub fn session_value(&self, user: &str) -> String {
-        let tag = self.tag(user).finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(user),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
-    }
-
-    fn identify(&self, value: Option<&str>) -> Result<Identity, IdentityError> {
-        let value = value.ok_or_else(|| {
-            IdentityError::Missing(format!(
-                " (demo mode: log in at / to get cookie {DEMO_COOKIE})"
-            ))
-        })?;
-        let invalid = || IdentityError::Invalid("demo session cookie does not verify".into());
-        let (user, tag) = value.split_once('.').ok_or_else(invalid)?;
-        let user = URL_SAFE_NO_PAD.decode(user).map_err(|_| invalid())?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
-        let user = String::from_utf8(user).map_err(|_| invalid())?;
-        self.tag(&user).verify_slice(&tag).map_err(|_| invalid())?;
-        check_client_id(&user).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::new(user, Map::new()))
-    }
-}
-
-impl IdentityConfig {
-    /// Establishes who is asking; `now_ms` is the current time in ms since the epoch.
-    ///
-    /// # Errors
-    ///
-    /// No credential, or one that does not verify.
-    pub async fn identify(
-        &self,
-        p: &Presenting<'_>,
-        now_ms: u64,
-    ) -> Result<Identity, IdentityError> {
-        match self {
-            IdentityConfig::Jwt(j) => j.identify(p, now_ms / 1000),
-            IdentityConfig::Jwks(j) => j.identify(p, now_ms).await,
-            IdentityConfig::Header(h) => h.identify(p),
-            IdentityConfig::Demo(d) => d.identify((p.cookie)(DEMO_COOKIE)),
-        }
-    }
-
-    /// Whether identification needs the peer's address (`header` mode), so the transport
-    /// only records it then.
-    pub fn wants_peer(&self) -> bool {
-        matches!(self, IdentityConfig::Header(_))
-    }
-
-    /// Whether this is the demo mode.
-    pub fn is_demo(&self) -> bool {
-        matches!(self, IdentityConfig::Demo(_))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
@@ -662,10 +391,10 @@ mod tests {
     }
 
     fn hs(secret: &[u8]) -> JwtIdentity {
-        JwtIdentity::new(SessionKey::Secret(secret), claims(None, "sub"), None, None).unwrap()
+        JwtIdentity::hs256(secret, claims(None, "sub"), None, None)
     }
 
-    /// Identifies a bearer token (or none) at `now`.
+    /// Identifies a bearer token (or none) at `now` (Unix seconds).
     fn with_bearer(
         id: &JwtIdentity,
         bearer: Option<&str>,
@@ -680,7 +409,7 @@ mod tests {
                 headers: &headers,
                 peer: None,
             },
-            now,
+            now * 1000,
         )
     }
 
@@ -792,13 +521,7 @@ mod tests {
 
     #[test]
     fn session_from_cookie() {
-        let id = JwtIdentity::new(
-            SessionKey::Secret(b"k"),
-            claims(Some("session"), "uid"),
-            None,
-            None,
-        )
-        .unwrap();
+        let id = JwtIdentity::hs256(b"k", claims(Some("session"), "uid"), None, None);
         let t = token(b"k", json!({"uid":"bob","exp":2000}));
         let jar = |n: &str| (n == "session").then_some(t.as_str());
         let headers = http::HeaderMap::new();
@@ -810,67 +533,9 @@ mod tests {
                     headers: &headers,
                     peer: None,
                 },
-                1000,
+                1_000_000,
             )
             .unwrap();
         assert_eq!(who.client_id, "bob");
-    }
-
-    #[test]
-    fn header_identity_only_from_trusted_peers() {
-        let h = HeaderIdentity::new(
-            http::HeaderName::from_static("x-forwarded-user"),
-            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
-        );
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-forwarded-user", "dave".parse().unwrap());
-        let at = |peer: Option<&str>, headers: &http::HeaderMap| {
-            let no_cookie = |_: &str| None;
-            h.identify(&Presenting {
-                bearer: None,
-                cookie: &no_cookie,
-                headers,
-                peer: peer.map(|p| p.parse().unwrap()),
-            })
-        };
-        assert_eq!(at(Some("10.1.2.3"), &headers).unwrap().client_id, "dave");
-        assert_eq!(at(Some("::1"), &headers).unwrap().client_id, "dave");
-        assert!(matches!(
-            at(Some("192.168.0.1"), &headers),
-            Err(IdentityError::UntrustedPeer(_))
-        ));
-        assert!(matches!(
-            at(None, &headers),
-            Err(IdentityError::UntrustedPeer(_))
-        ));
-        assert!(matches!(
-            at(Some("10.0.0.1"), &http::HeaderMap::new()),
-            Err(IdentityError::Missing(_))
-        ));
-        headers.append("x-forwarded-user", "eve".parse().unwrap());
-        assert!(matches!(
-            at(Some("10.0.0.1"), &headers),
-            Err(IdentityError::Invalid(_))
-        ));
-        let mut star = http::HeaderMap::new();
-        star.insert("x-forwarded-user", "*".parse().unwrap());
-        assert!(matches!(
-            at(Some("10.0.0.1"), &star),
-            Err(IdentityError::BadClientId(_))
-        ));
-    }
-
-    #[test]
-    fn demo_cookie_round_trip() {
-        let d = DemoIdentity::new(&[9u8; 32]);
-        let v = d.session_value("carol");
-        assert_eq!(d.identify(Some(&v)).unwrap().client_id, "carol");
-        let forged = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode("mallory"),
-            v.split_once('.').unwrap().1
-        );
-        assert!(d.identify(Some(&forged)).is_err());
-        assert!(!format!("{d:?}").contains('9'));
     }
 }

@@ -1,8 +1,4 @@
-//! The app's policy: which new grants a client may have.
-//!
-//! This module owns the rules file and its evaluation. It sees only what the flow sends it:
-//! the grants a client asks for that its verified cookie does not already cover (plus grants
-//! due for a re-check), never the whole held set, and never an unverified cookie.
+//! The rules file and its evaluation.
 //!
 //! # Rules file
 //!
@@ -37,7 +33,7 @@ use crate::identity::Identity;
 
 /// Why a rules file was refused at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
+pub enum RulesError {
     /// The file is not valid TOML of the expected shape.
     #[error("rules file: {0}")]
     Toml(String),
@@ -100,33 +96,33 @@ struct Rule {
 
 /// The compiled rules plus counters of their use (for tests and, later, metrics).
 #[derive(Debug, Default)]
-pub struct Policy {
+pub struct Rules {
     rules: Vec<Rule>,
     calls: AtomicU64,
     evaluated: AtomicU64,
 }
 
-impl Policy {
+impl Rules {
     /// Parses and checks a rules file.
     ///
     /// # Errors
     ///
     /// Bad TOML, unknown keys, malformed templates, invalid resources or operations, or no
     /// rule at all.
-    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
+    pub fn from_toml(text: &str) -> Result<Rules, RulesError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| RulesError::Toml(e.to_string()))?;
         if raw.rule.is_empty() {
-            return Err(PolicyError::Empty);
+            return Err(RulesError::Empty);
         }
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (i, r) in raw.rule.into_iter().enumerate() {
             let index = i + 1;
-            let pieces = parse_template(&r.resource).map_err(|problem| PolicyError::Template {
+            let pieces = parse_template(&r.resource).map_err(|problem| RulesError::Template {
                 index,
                 resource: r.resource.clone(),
                 problem,
             })?;
-            let cap_err = |source| PolicyError::Capability {
+            let cap_err = |source| RulesError::Capability {
                 index,
                 resource: r.resource.clone(),
                 source,
@@ -151,9 +147,9 @@ impl Policy {
                 default: r.default,
             });
         }
-        Ok(Policy {
+        Ok(Rules {
             rules,
-            ..Policy::default()
+            ..Rules::default()
         })
     }
 
@@ -327,7 +323,7 @@ mod tests {
 
     #[test]
     fn decide_grants_what_rules_cover() {
-        let p = Policy::from_toml(RULES).unwrap();
+        let p = Rules::from_toml(RULES).unwrap();
         let got = p.decide(
             &who("alice"),
             &caps(r#"{"chat:a":["publish","presence"],"private:alice:x":["*"],"private:bob:x":["subscribe"],"*":["subscribe"]}"#),
@@ -342,14 +338,14 @@ mod tests {
 
     #[test]
     fn wildcard_request_gets_what_is_allowed() {
-        let p = Policy::from_toml(RULES).unwrap();
+        let p = Rules::from_toml(RULES).unwrap();
         let got = p.decide(&who("alice"), &caps(r#"{"chat:a":["*"]}"#));
         assert_eq!(got.to_json(), r#"{"chat:a":["publish","subscribe"]}"#);
     }
 
     #[test]
     fn hostile_client_id_never_widens() {
-        let p = Policy::from_toml(RULES).unwrap();
+        let p = Rules::from_toml(RULES).unwrap();
         for id in ["a:*", "*", "a:b", "[*]", "{clientId}", "x\u{7}"] {
             let got = p.decide(
                 &who(id),
@@ -362,7 +358,7 @@ mod tests {
 
     #[test]
     fn claims_are_substituted() {
-        let p = Policy::from_toml(RULES).unwrap();
+        let p = Rules::from_toml(RULES).unwrap();
         let mut claims = serde_json::Map::new();
         claims.insert("team".into(), "red".into());
         let alice = Identity::new("alice".into(), claims);
@@ -380,7 +376,7 @@ mod tests {
 
     #[test]
     fn defaults_are_templated() {
-        let p = Policy::from_toml(RULES).unwrap();
+        let p = Rules::from_toml(RULES).unwrap();
         assert_eq!(
             p.defaults(&who("alice")).to_json(),
             r#"{"private:alice:*":["*"]}"#
@@ -389,7 +385,7 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_rule() {
-        let err = |t: &str| Policy::from_toml(t).unwrap_err().to_string();
+        let err = |t: &str| Rules::from_toml(t).unwrap_err().to_string();
         assert!(err("").contains("no [[rule]]"));
         assert!(err("[[rule]]\nresource = \"a:{user}\"\nops = [\"publish\"]").contains("rule 1"));
         assert!(err("[[rule]]\nresource = \"a\"\nops = [\"publish_\"]").contains("publish_"));

@@ -1,4 +1,5 @@
-//! HTTP ⇄ flow: routing, parameters, body limits, and the only place statuses are chosen.
+//! HTTP ⇄ flow: routing, parameters ([`params`]), body limits, and the only place statuses
+//! are chosen ([`error`]).
 //!
 //! [`handle`] takes an `http::Request` and returns an `http::Response`, whatever carried them
 //! (the hyper server in [`crate::server`], a test, or a serverless adapter). Every error a
@@ -6,28 +7,26 @@
 //! application/json` exactly, and the `X-Ably-ErrorCode` / `X-Ably-ErrorMessage` headers,
 //! which is how ably-js reads the code when it ignores the body.
 
-use std::time::Duration;
+mod error;
+mod params;
 
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, HeaderName,
-    HeaderValue, LOCATION, ORIGIN, SET_COOKIE, VARY,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, LOCATION,
+    ORIGIN, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use serde_json::Value;
 
-use crate::ably::AblyError;
-use crate::capability::{CapabilitySet, Resource};
-use crate::config::Format;
-use crate::flow::{self, App, AuthParams, Credential, FlowError, Presented};
-use crate::identity::{DEMO_COOKIE, IdentityConfig, Presenting, check_client_id};
-
-/// How long a client may take to send its body once the headers are in.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::app::App;
+use crate::capability::Resource;
+use crate::flow::{Credential, Presented};
+use crate::identity::{DemoIdentity, Presenting, check_client_id};
+use error::{Reject, code};
+use params::{RawParams, read_body};
 
 /// Response header: the sealed grants, for clients without a cookie jar.
 pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-grants");
@@ -42,13 +41,11 @@ const EXPOSED_HEADERS: &str =
 /// The request headers a listed cross-origin page may send (ably-js `authHeaders`, and the
 /// sealed grants of a client without a cookie jar).
 const ALLOWED_REQUEST_HEADERS: &str = "Authorization, Content-Type, X-Capsign-Grants";
-const X_ABLY_ERRORCODE: HeaderName = HeaderName::from_static("x-ably-errorcode");
-const X_ABLY_ERRORMESSAGE: HeaderName = HeaderName::from_static("x-ably-errormessage");
 
 /// Characters escaped in `X-Capsign-Denied` entries, so the list splits on `,` unambiguously.
 const LIST_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%').add(b'"');
 
-const DEMO_PAGE: &str = include_str!("demo.html");
+const DEMO_PAGE: &str = include_str!("../demo.html");
 
 type Body = Full<Bytes>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -58,16 +55,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// looks at it).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
-
-/// A client error: status, Ably code, message.
-#[derive(Debug)]
-struct Reject(StatusCode, u32, String);
-
-impl Reject {
-    fn bad(message: impl Into<String>) -> Reject {
-        Reject(StatusCode::BAD_REQUEST, 40000, message.into())
-    }
-}
 
 /// Answers one request.
 pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body>
@@ -83,7 +70,7 @@ where
     // can read the error code of a cross-origin failure.
     let cors = header_str(req.headers(), &ORIGIN)
         .filter(|o| {
-            app.config
+            app.http_settings()
                 .cors_origins
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(o))
@@ -105,9 +92,10 @@ where
         Ok(Route::Done(resp)) => Ok(resp),
         Err(e) => Err(e),
     };
-    let mut response = result.unwrap_or_else(|Reject(status, code, message)| {
-        tracing::debug!(%method, %path, %status, code, "{message}");
-        error(status, code, &message)
+    let mut response = result.unwrap_or_else(|reject| {
+        let (status, code) = (reject.status, reject.code);
+        tracing::debug!(%method, %path, %status, code, "{}", reject.message);
+        reject.into_response()
     });
     if let Some(origin) = cors {
         let h = response.headers_mut();
@@ -133,7 +121,7 @@ enum Route {
 }
 
 fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Reject> {
-    let demo = app.config.identity.is_demo();
+    let demo = app.identity.demo().is_some();
     Ok(match (method, path) {
         (&Method::GET | &Method::POST, "/auth") => Route::Auth,
         (&Method::OPTIONS, "/auth") => Route::Done(preflight(cors)?),
@@ -142,21 +130,17 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
             Route::Done(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
         }
         (&Method::POST, "/login") if demo => Route::Login,
-        (&Method::POST, "/logout") if demo => Route::Done(logout()),
+        (&Method::POST, "/logout") if demo => {
+            Route::Done(redirect_home(&DemoIdentity::logout_cookie()))
+        }
         (_, "/auth" | "/healthz") => {
-            return Err(Reject(
+            return Err(Reject::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                40500,
+                code::METHOD_NOT_ALLOWED,
                 format!("method {method} not allowed on {path}"),
             ));
         }
-        _ => {
-            return Err(Reject(
-                StatusCode::NOT_FOUND,
-                40400,
-                format!("no such endpoint {path}"),
-            ));
-        }
+        _ => return Err(Reject::not_found(path)),
     })
 }
 
@@ -170,14 +154,10 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
         return Ok(());
     }
     let refuse = |what: String| {
-        Err(Reject(
-            StatusCode::FORBIDDEN,
-            40300,
-            format!(
-                "cross-site request refused ({what}); serve capsign from the app's own origin \
-                 or list the calling origin in CAPSIGN_CORS_ORIGINS"
-            ),
-        ))
+        Err(Reject::forbidden(format!(
+            "cross-site request refused ({what}); serve capsign from the app's own origin or \
+             list the calling origin in CAPSIGN_CORS_ORIGINS"
+        )))
     };
     match header_str(headers, &SEC_FETCH_SITE) {
         Some("same-origin" | "none") => return Ok(()),
@@ -200,10 +180,8 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
 /// The answer to a CORS preflight of `/auth`: allowed for listed origins only.
 fn preflight(allow_listed: bool) -> Result<Response<Body>, Reject> {
     if !allow_listed {
-        return Err(Reject(
-            StatusCode::FORBIDDEN,
-            40300,
-            "cross-origin request refused: the origin is not in CAPSIGN_CORS_ORIGINS".into(),
+        return Err(Reject::forbidden(
+            "cross-origin request refused: the origin is not in CAPSIGN_CORS_ORIGINS",
         ));
     }
     let mut resp = Response::new(Full::new(Bytes::new()));
@@ -227,23 +205,23 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let cfg = &app.config;
+    let limits = app.http_settings();
     let (parts, body) = req.into_parts();
     let mut params = RawParams::default();
     if let Some(q) = parts.uri.query() {
         params.read_form(q.as_bytes())?;
     }
     if parts.method == Method::POST {
-        let body = read_body(&parts.headers, body, cfg.max_body).await?;
+        let body = read_body(&parts.headers, body, limits.max_body, limits.body_timeout).await?;
         if !body.is_empty() {
             let mut from_body = RawParams::default();
             match media_type(&parts.headers).as_deref() {
                 Some("application/x-www-form-urlencoded") => from_body.read_form(&body)?,
                 Some("application/json") => from_body.read_json(&body)?,
                 other => {
-                    return Err(Reject(
+                    return Err(Reject::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        40000,
+                        code::BAD_REQUEST,
                         format!(
                             "Content-Type {} not supported; send a form or JSON body",
                             other.unwrap_or("(none)")
@@ -264,71 +242,25 @@ where
         headers: &parts.headers,
         peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
     };
-    let who = cfg
+    let who = app
         .identity
         .identify(&presenting, app.clock.now_ms())
-        .await
-        .map_err(|e| Reject(StatusCode::UNAUTHORIZED, 40101, e.to_string()))?;
+        .await?;
 
+    let sealer = &app.flow.sealer;
     let cookies: Vec<&str> = jar
         .iter()
-        .filter(|(n, _)| *n == cfg.sealer.cookie_name())
+        .filter(|(n, _)| *n == sealer.cookie_name())
         .map(|(_, v)| *v)
         .collect();
     let presented = Presented {
         cookies: &cookies,
         header: header_str(&parts.headers, &X_CAPSIGN_GRANTS),
     };
-    let outcome = flow::authorize(app, &who, presented, params)
-        .await
-        .map_err(|e| match e {
-            FlowError::ClientIdMismatch { .. } => {
-                Reject(StatusCode::FORBIDDEN, 40102, e.to_string())
-            }
-            FlowError::Denied(_) | FlowError::NothingGranted => {
-                Reject(StatusCode::FORBIDDEN, 40160, e.to_string())
-            }
-            FlowError::TooManyNewGrants { .. } | FlowError::CookieFull { .. } => {
-                Reject::bad(e.to_string())
-            }
-            FlowError::PolicyUnavailable(inner) => {
-                tracing::warn!("{inner}");
-                Reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    50300,
-                    "the policy service is unavailable; try again".into(),
-                )
-            }
-            FlowError::Ably(AblyError::Refused {
-                status,
-                code,
-                message,
-            }) => {
-                // Ably's own refusal, passed on with its code; Ably failing is a 502, not ours.
-                let status = if status.is_client_error() {
-                    status
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                Reject(status, code, format!("Ably: {message}"))
-            }
-            FlowError::Ably(inner) => {
-                tracing::warn!("{inner}");
-                Reject(
-                    StatusCode::BAD_GATEWAY,
-                    50200,
-                    "Ably could not be reached to obtain a token; try again".into(),
-                )
-            }
-            FlowError::Mint(inner) => {
-                tracing::error!("minting failed: {inner}");
-                Reject(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    50000,
-                    "internal error while signing".into(),
-                )
-            }
-        })?;
+    let outcome = app
+        .flow
+        .authorize(&who, presented, params, app.clock.now_ms())
+        .await?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
 
     let (content_type, body) = match outcome.credential {
@@ -340,7 +272,7 @@ where
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);
-    insert_owned(h, SET_COOKIE, outcome.set_cookie);
+    insert_owned(h, SET_COOKIE, sealer.set_cookie(&outcome.cookie));
     insert_owned(h, X_CAPSIGN_GRANTS, outcome.header_grants);
     if !outcome.denied.is_empty() {
         insert(h, X_CAPSIGN_DENIED, &resource_list(&outcome.denied));
@@ -349,159 +281,6 @@ where
         insert(h, X_CAPSIGN_EVICTED, &resource_list(&outcome.evicted));
     }
     Ok(resp)
-}
-
-/// Reads a body of at most `max` bytes within [`BODY_TIMEOUT`].
-async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, Reject>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let too_large = || {
-        Reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            40000,
-            format!("request body over {max} bytes"),
-        )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
-        Err(_) => Err(Reject(
-            StatusCode::REQUEST_TIMEOUT,
-            40000,
-            "request body not received in time".into(),
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(Reject::bad(format!("cannot read request body: {e}"))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-    }
-}
-
-/// The parameters as sent, before validation.
-#[derive(Debug, Default)]
-struct RawParams {
-    capability: Option<Value>,
-    client_id: Option<String>,
-    ttl: Option<Value>,
-    format: Option<String>,
-}
-
-fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Reject> {
-    if slot.is_some() {
-        return Err(Reject::bad(format!(
-            "parameter {name} given more than once"
-        )));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-impl RawParams {
-    fn read_form(&mut self, bytes: &[u8]) -> Result<(), Reject> {
-        for (k, v) in form_urlencoded::parse(bytes) {
-            match &*k {
-                "capability" => set_once(&mut self.capability, &k, Value::String(v.into_owned()))?,
-                "clientId" | "client_id" => {
-                    set_once(&mut self.client_id, "clientId", v.into_owned())?
-                }
-                "ttl" => set_once(&mut self.ttl, &k, Value::String(v.into_owned()))?,
-                "format" => set_once(&mut self.format, &k, v.into_owned())?,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn read_json(&mut self, bytes: &[u8]) -> Result<(), Reject> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Reject::bad(format!("request body is not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(Reject::bad("JSON request body must be an object"));
-        };
-        for (k, v) in map {
-            let string = |v: Value| match v {
-                Value::String(s) => Ok(s),
-                _ => Err(Reject::bad(format!("parameter {k} must be a string"))),
-            };
-            match k.as_str() {
-                "capability" => set_once(&mut self.capability, &k, v)?,
-                "clientId" | "client_id" => {
-                    let s = string(v)?;
-                    set_once(&mut self.client_id, "clientId", s)?;
-                }
-                "ttl" => set_once(&mut self.ttl, &k, v)?,
-                "format" => {
-                    let s = string(v)?;
-                    set_once(&mut self.format, &k, s)?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Body parameters win over the URL's, as ably-js keeps the authUrl's own query on POST.
-    fn override_with(&mut self, other: RawParams) {
-        self.capability = other.capability.or(self.capability.take());
-        self.client_id = other.client_id.or(self.client_id.take());
-        self.ttl = other.ttl.or(self.ttl.take());
-        self.format = other.format.or(self.format.take());
-    }
-
-    fn parse(self) -> Result<AuthParams, Reject> {
-        let capability = match self.capability {
-            None => None,
-            Some(Value::String(s)) => Some(CapabilitySet::from_json(&s)),
-            Some(v @ Value::Object(_)) => Some(CapabilitySet::from_value(&v)),
-            Some(_) => return Err(Reject::bad("capability must be a JSON object or its text")),
-        }
-        .transpose()
-        .map_err(|e| Reject::bad(e.to_string()))?;
-        let bad_ttl = || {
-            Reject(
-                StatusCode::BAD_REQUEST,
-                40003,
-                "ttl must be a positive whole number of milliseconds".into(),
-            )
-        };
-        let ttl_ms = match self.ttl {
-            None => None,
-            Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| bad_ttl())?),
-            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(bad_ttl)?),
-            Some(_) => return Err(bad_ttl()),
-        };
-        if ttl_ms == Some(0) {
-            return Err(bad_ttl());
-        }
-        let format =
-            match self.format.as_deref() {
-                None => None,
-                Some(f) => Some(Format::parse(f).ok_or_else(|| {
-                    Reject::bad("format must be jwt, tokenRequest, token or auto")
-                })?),
-            };
-        if let Some(id) = &self.client_id {
-            check_client_id(id).map_err(|e| {
-                Reject(
-                    StatusCode::BAD_REQUEST,
-                    40012,
-                    format!("invalid clientId: {e}"),
-                )
-            })?;
-        }
-        Ok(AuthParams {
-            capability,
-            client_id: self.client_id,
-            ttl_ms,
-            format,
-        })
-    }
 }
 
 /// The media type of the request body, lower case, without parameters.
@@ -546,7 +325,7 @@ fn resource_list(resources: &[Resource]) -> String {
         .join(",")
 }
 
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+pub(crate) fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     match HeaderValue::from_str(value) {
         Ok(v) => {
             headers.insert(name, v);
@@ -566,7 +345,7 @@ fn insert_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
     }
 }
 
-fn no_store(h: &mut HeaderMap) {
+pub(crate) fn no_store(h: &mut HeaderMap) {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store, private"));
     h.insert(
         VARY,
@@ -583,75 +362,29 @@ fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> R
     resp
 }
 
-/// Ably's error envelope, with the headers ably-js reads.
-fn error(status: StatusCode, code: u32, message: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": {
-            "code": code,
-            "statusCode": status.as_u16(),
-            "message": message,
-            "href": format!("https://help.ably.io/error/{code}"),
-        }
-    });
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    no_store(h);
-    h.insert(X_ABLY_ERRORCODE, HeaderValue::from(code));
-    // Header values must be visible ASCII; anything else becomes '?', and long messages are cut.
-    let shown: String = message
-        .chars()
-        .take(300)
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    insert(h, X_ABLY_ERRORMESSAGE, &shown);
-    resp
-}
-
+/// `POST /login` in demo mode: any valid user name gets a demo session cookie.
 async fn login<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let IdentityConfig::Demo(demo) = &app.config.identity else {
-        return Err(Reject(
-            StatusCode::NOT_FOUND,
-            40400,
-            "no such endpoint /login".into(),
-        ));
+    let Some(demo) = app.identity.demo() else {
+        return Err(Reject::not_found("/login"));
     };
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, 1024).await?;
+    let body = read_body(&parts.headers, body, 1024, app.http_settings().body_timeout).await?;
     let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
     check_client_id(&user).map_err(|e| {
-        Reject(
+        Reject::new(
             StatusCode::BAD_REQUEST,
-            40012,
+            code::INVALID_CLIENT_ID,
             format!("invalid user name: {e}"),
         )
     })?;
-    let cookie = ::cookie::Cookie::build((DEMO_COOKIE, demo.session_value(&user)))
-        .path("/")
-        .http_only(true)
-        .same_site(::cookie::SameSite::Lax)
-        .build()
-        .to_string();
-    Ok(redirect_home(&cookie))
-}
-
-fn logout() -> Response<Body> {
-    let cookie = format!("{DEMO_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
-    redirect_home(&cookie)
+    Ok(redirect_home(&demo.login_cookie(&user)))
 }
 
 fn redirect_home(set_cookie: &str) -> Response<Body> {
@@ -667,14 +400,6 @@ fn redirect_home(set_cookie: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_envelope_shape() {
-        let r = error(StatusCode::FORBIDDEN, 40160, "denied: é\n");
-        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
-        assert_eq!(r.headers()["x-ably-errorcode"], "40160");
-        assert_eq!(r.headers()["x-ably-errormessage"], "denied: ??");
-    }
 
     #[test]
     fn resource_list_escapes_separators() {

@@ -1,0 +1,170 @@
+//! The app: the services built from [`Settings`], the clock, and the start-up I/O.
+//!
+//! [`App::build`] asks each module to build its own service from its own settings (identity,
+//! policy, grant cookie, Ably), reads the files they name, and mints one self-test credential;
+//! it makes no network call. [`App::prepare`] then does the start-up network I/O, once, before
+//! serving: the first fetch of a JWKS URL, and the clock correction from Ably's `/time` when
+//! `CAPSIGN_ABLY_TIME` is on. Request handlers get a `&App`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::ably::{Ably, AblyError};
+use crate::capability::CapabilitySet;
+use crate::client::HttpClient;
+use crate::flow::Flow;
+use crate::grants::Sealer;
+use crate::identity::{IdentityBuildError, IdentityService, JwksError};
+use crate::policy::{Policy, PolicyBuildError};
+use crate::settings::{HttpSettings, ServerSettings, Settings};
+
+/// The time source: the system clock plus an offset that tests and the clock correction from
+/// Ably's `/time` can set.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        let sys = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        sys.saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock by `delta_ms` (tests; clock correction).
+    pub fn advance(&self, delta_ms: i64) {
+        self.offset_ms.fetch_add(delta_ms, Ordering::Relaxed);
+    }
+}
+
+/// Why the app could not be built or prepared. Each names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The identity settings (a key file, a JWKS file).
+    #[error(transparent)]
+    Identity(#[from] IdentityBuildError),
+    /// The policy settings (the rules file).
+    #[error(transparent)]
+    Policy(#[from] PolicyBuildError),
+    /// The JWKS URL could not be fetched at start-up, or holds no usable key.
+    #[error("CAPSIGN_SESSION_JWKS: {0}")]
+    Jwks(#[from] JwksError),
+    /// Minting a credential failed at start-up: a broken crypto backend.
+    #[error("self-test: {0}")]
+    SelfTest(&'static str),
+}
+
+impl AppError {
+    /// The setting to fix (or `self-test`).
+    pub fn setting(&self) -> &'static str {
+        match self {
+            AppError::Identity(e) => e.setting(),
+            AppError::Policy(_) => "CAPSIGN_RULES",
+            AppError::Jwks(_) => "CAPSIGN_SESSION_JWKS",
+            AppError::SelfTest(_) => "self-test",
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The settings the app was built from.
+    pub settings: Settings,
+    /// Who is asking.
+    pub identity: IdentityService,
+    /// The auth flow and its services.
+    pub flow: Flow,
+    /// The time source.
+    pub clock: Clock,
+}
+
+impl App {
+    /// Builds every service from `settings`; reads the files they name, calls out to nothing.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or is not valid, or a failed self-test.
+    pub fn build(settings: Settings) -> Result<App, AppError> {
+        // One outbound client, built on first use: a deployment that never calls out never
+        // loads the TLS roots.
+        let client = HttpClient::new();
+        let identity = IdentityService::build(&settings.identity, &settings.cookie.keys, &client)?;
+        let policy = Policy::build(&settings.policy, &client)?;
+        let flow = Flow::new(
+            Sealer::from_settings(&settings.cookie),
+            policy,
+            Ably::new(&settings.ably, client),
+            settings.flow.clone(),
+        );
+        let app = App {
+            settings,
+            identity,
+            flow,
+            clock: Clock::default(),
+        };
+        app.self_test()?;
+        Ok(app)
+    }
+
+    /// The request limits and cross-origin callers.
+    pub fn http_settings(&self) -> &HttpSettings {
+        &self.settings.http
+    }
+
+    /// The transport limits.
+    pub fn server_settings(&self) -> &ServerSettings {
+        &self.settings.server
+    }
+
+    /// The start-up network I/O, once, before serving. Returns notes for the operator (a
+    /// failed clock correction is one: capsign then runs on the system clock).
+    ///
+    /// # Errors
+    ///
+    /// The JWKS URL could not be fetched or holds no usable key: no session could verify.
+    pub async fn prepare(&self) -> Result<Vec<String>, AppError> {
+        let mut notes = Vec::new();
+        if self.settings.ably.correct_clock {
+            match self.correct_clock().await {
+                Ok(offset) => {
+                    notes.push(format!("clock corrected by {offset} ms from Ably's /time"))
+                }
+                Err(e) => notes.push(format!(
+                    "warning: no clock correction ({e}); using the system clock"
+                )),
+            }
+        }
+        if let Some(n) = self.identity.prepare(self.clock.now_ms()).await? {
+            notes.push(format!("{n} session keys fetched from the JWKS URL"));
+        }
+        Ok(notes)
+    }
+
+    async fn correct_clock(&self) -> Result<i64, AblyError> {
+        let before = self.clock.now_ms();
+        let ably = self.flow.ably.rest.time().await?;
+        let after = self.clock.now_ms();
+        // Ably's reading is taken somewhere during the round trip: compare with its middle.
+        let local = before / 2 + after / 2;
+        let offset = i64::try_from(ably)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
+        self.clock.advance(offset);
+        Ok(offset)
+    }
+
+    /// Mints and checks one JWT, so a broken crypto backend stops the start, not a request.
+    fn self_test(&self) -> Result<(), AppError> {
+        let all = CapabilitySet::from_json(r#"{"*":["subscribe"]}"#)
+            .map_err(|_| AppError::SelfTest("the capability parser refused {\"*\":[...]}"))?;
+        let jwt = self.flow.ably.key.jwt(&all, Some("self-test"), 1, 2);
+        if jwt.split('.').count() != 3 {
+            return Err(AppError::SelfTest("the minted JWT is malformed"));
+        }
+        Ok(())
+    }
+}

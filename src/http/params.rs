@@ -1,0 +1,174 @@
+//! The parameters of `/auth` (query, form or JSON body) and the bounded body read.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use super::BoxError;
+use super::error::{Reject, code};
+use crate::capability::CapabilitySet;
+use crate::flow::AuthParams;
+use crate::identity::check_client_id;
+use crate::settings::Format;
+
+/// Reads a body of at most `max` bytes within `timeout`.
+pub(super) async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Reject>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::BAD_REQUEST,
+            format!("request body over {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(Reject::new(
+            StatusCode::REQUEST_TIMEOUT,
+            code::BAD_REQUEST,
+            "request body not received in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Reject::bad(format!("cannot read request body: {e}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The parameters as sent, before validation.
+#[derive(Debug, Default)]
+pub(super) struct RawParams {
+    capability: Option<Value>,
+    client_id: Option<String>,
+    ttl: Option<Value>,
+    format: Option<String>,
+}
+
+fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Reject> {
+    if slot.is_some() {
+        return Err(Reject::bad(format!(
+            "parameter {name} given more than once"
+        )));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl RawParams {
+    pub(super) fn read_form(&mut self, bytes: &[u8]) -> Result<(), Reject> {
+        for (k, v) in form_urlencoded::parse(bytes) {
+            match &*k {
+                "capability" => set_once(&mut self.capability, &k, Value::String(v.into_owned()))?,
+                "clientId" | "client_id" => {
+                    set_once(&mut self.client_id, "clientId", v.into_owned())?
+                }
+                "ttl" => set_once(&mut self.ttl, &k, Value::String(v.into_owned()))?,
+                "format" => set_once(&mut self.format, &k, v.into_owned())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_json(&mut self, bytes: &[u8]) -> Result<(), Reject> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Reject::bad(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(Reject::bad("JSON request body must be an object"));
+        };
+        for (k, v) in map {
+            let string = |v: Value| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(Reject::bad(format!("parameter {k} must be a string"))),
+            };
+            match k.as_str() {
+                "capability" => set_once(&mut self.capability, &k, v)?,
+                "clientId" | "client_id" => {
+                    let s = string(v)?;
+                    set_once(&mut self.client_id, "clientId", s)?;
+                }
+                "ttl" => set_once(&mut self.ttl, &k, v)?,
+                "format" => {
+                    let s = string(v)?;
+                    set_once(&mut self.format, &k, s)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Body parameters win over the URL's, as ably-js keeps the authUrl's own query on POST.
+    pub(super) fn override_with(&mut self, other: RawParams) {
+        self.capability = other.capability.or(self.capability.take());
+        self.client_id = other.client_id.or(self.client_id.take());
+        self.ttl = other.ttl.or(self.ttl.take());
+        self.format = other.format.or(self.format.take());
+    }
+
+    pub(super) fn parse(self) -> Result<AuthParams, Reject> {
+        let capability = match self.capability {
+            None => None,
+            Some(Value::String(s)) => Some(CapabilitySet::from_json(&s)),
+            Some(v @ Value::Object(_)) => Some(CapabilitySet::from_value(&v)),
+            Some(_) => return Err(Reject::bad("capability must be a JSON object or its text")),
+        }
+        .transpose()
+        .map_err(|e| Reject::bad(e.to_string()))?;
+        let bad_ttl = || {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_TTL,
+                "ttl must be a positive whole number of milliseconds",
+            )
+        };
+        let ttl_ms = match self.ttl {
+            None => None,
+            Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| bad_ttl())?),
+            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(bad_ttl)?),
+            Some(_) => return Err(bad_ttl()),
+        };
+        if ttl_ms == Some(0) {
+            return Err(bad_ttl());
+        }
+        let format = match self.format.as_deref() {
+            None => None,
+            Some(f) => Some(
+                Format::parse(f)
+                    .map_err(|_| Reject::bad("format must be jwt, tokenRequest, token or auto"))?,
+            ),
+        };
+        if let Some(id) = &self.client_id {
+            check_client_id(id).map_err(|e| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_CLIENT_ID,
+                    format!("invalid clientId: {e}"),
+                )
+            })?;
+        }
+        Ok(AuthParams {
+            capability,
+            client_id: self.client_id,
+            ttl_ms,
+            format,
+        })
+    }
+}

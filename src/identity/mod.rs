@@ -1,0 +1,336 @@
+//! Who is asking: the clientId (and claims) from the app's own login.
+//!
+//! This module owns the identity modes: `jwt` (the app's session JWT, from `Authorization:
+//! Bearer` or a named cookie, verified with a secret, a PEM public key or a JWKS document;
+//! [`session`] and [`jwks`]), `header` (a header set by a trusted front proxy, believed only
+//! from its addresses; [`header`]) and `demo` (a user name in a signed cookie, for trying
+//! capsign on loopback; [`demo`]). [`IdentityService::build`] turns the identity settings into
+//! the one in use. It reads request headers but knows nothing of grants.
+
+pub(crate) mod demo;
+pub(crate) mod header;
+pub(crate) mod jwks;
+pub(crate) mod session;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use crate::client::HttpClient;
+use crate::settings::{CookieKeys, IdentitySettings, SessionKeySource};
+
+pub use demo::{DEMO_COOKIE, DemoIdentity};
+pub use header::HeaderIdentity;
+pub use jwks::JwksError;
+pub use session::{JwksIdentity, JwtIdentity, NotAPublicKey, SessionClaims};
+
+/// The longest clientId capsign accepts, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 256;
+
+/// The longest app-session JWT capsign will look at, in bytes.
+pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The Ably clientId: who the credential is for.
+    pub client_id: String,
+    claims: Claims,
+}
+
+impl Identity {
+    /// An identity; the caller has checked the clientId.
+    pub fn new(client_id: String, claims: Map<String, Value>) -> Identity {
+        Identity {
+            client_id,
+            claims: Claims {
+                text: None,
+                parsed: OnceLock::from(claims),
+            },
+        }
+    }
+
+    /// An identity whose claims are the verified JSON object `text`, parsed on first use.
+    fn with_claims_text(client_id: String, text: Box<str>) -> Identity {
+        Identity {
+            client_id,
+            claims: Claims {
+                text: Some(text),
+                parsed: OnceLock::new(),
+            },
+        }
+    }
+
+    /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
+    /// header modes).
+    pub fn claims(&self) -> &Map<String, Value> {
+        self.claims.parsed.get_or_init(|| {
+            // The text was read as a JSON object when the session was checked.
+            self.claims
+                .text
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// A session's claims: most requests need none of them beyond the few checked at once
+/// (`exp`, `nbf`, `iss`, `aud`, the clientId), so the whole object is parsed only when a rule
+/// template or the webhook asks.
+#[derive(Debug, Clone)]
+struct Claims {
+    text: Option<Box<str>>,
+    parsed: OnceLock<Map<String, Value>>,
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Claims) -> bool {
+        let (a, b) = (self.parsed.get(), other.parsed.get());
+        match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                let parse = |c: &Claims| -> Map<String, Value> {
+                    c.parsed.get().cloned().unwrap_or_else(|| {
+                        c.text
+                            .as_deref()
+                            .and_then(|t| serde_json::from_str(t).ok())
+                            .unwrap_or_default()
+                    })
+                };
+                parse(self) == parse(other)
+            }
+        }
+    }
+}
+
+/// Why a request has no identity. Each becomes `401`/40101, so the client retries after the
+/// app refreshes its session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// No session credential at all; says where capsign looked.
+    #[error("no session: {0}")]
+    Missing(String),
+    /// The session token is longer than [`MAX_SESSION_TOKEN_LEN`].
+    #[error("session token longer than {MAX_SESSION_TOKEN_LEN} bytes")]
+    TooLong,
+    /// The session token did not verify.
+    #[error("session token rejected: {0}")]
+    Invalid(String),
+    /// The session has expired.
+    #[error("session token expired")]
+    Expired,
+    /// The session is not valid yet.
+    #[error("session token not valid yet (nbf)")]
+    NotYetValid,
+    /// The clientId claim is missing or not a string.
+    #[error("session token has no string claim {0:?} to use as clientId")]
+    NoClientId(String),
+    /// The clientId is not acceptable.
+    #[error("invalid clientId: {0}")]
+    BadClientId(&'static str),
+    /// `header` mode, and the request did not come from a trusted proxy.
+    #[error("the {0} header is only believed from CAPSIGN_TRUSTED_PROXIES")]
+    UntrustedPeer(String),
+}
+
+/// Checks a clientId: non-empty, at most [`MAX_CLIENT_ID_LEN`] bytes, no control characters,
+/// and not `*` (Ably's wildcard clientId, which would let the holder act as anyone).
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_client_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("empty")
+    } else if id.len() > MAX_CLIENT_ID_LEN {
+        Err("longer than 256 bytes")
+    } else if id == "*" {
+        Err("\"*\" is Ably's wildcard, not an identity")
+    } else if id.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else {
+        Ok(())
+    }
+}
+
+/// Why the identity settings could not be put to use at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityBuildError {
+    /// A key file could not be read.
+    #[error("{setting}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The setting that names the file.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `CAPSIGN_SESSION_PUBLIC_KEY` is not a supported PEM public key.
+    #[error("CAPSIGN_SESSION_PUBLIC_KEY: {}: not a PEM RSA, EC or Ed25519 public key", .0.display())]
+    Pem(PathBuf),
+    /// The JWKS file holds no usable key.
+    #[error("CAPSIGN_SESSION_JWKS: {}: {source}", path.display())]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: JwksError,
+    },
+}
+
+impl IdentityBuildError {
+    /// The setting to fix.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            IdentityBuildError::Read { setting, .. } => setting,
+            IdentityBuildError::Pem(_) => "CAPSIGN_SESSION_PUBLIC_KEY",
+            IdentityBuildError::Jwks { .. } => "CAPSIGN_SESSION_JWKS",
+        }
+    }
+}
+
+/// How this deployment establishes identity.
+#[derive(Debug)]
+pub enum IdentityService {
+    /// The app's session JWT, verified with a secret or a PEM public key.
+    Jwt(JwtIdentity),
+    /// The app's session JWT, verified with the keys of a JWKS document.
+    Jwks(JwksIdentity),
+    /// A header set by a trusted front proxy.
+    Header(HeaderIdentity),
+    /// A user name in a signed cookie; loopback only.
+    Demo(DemoIdentity),
+}
+
+/// What a request presents to be identified.
+pub struct Presenting<'a> {
+    /// The token of an `Authorization: Bearer` header.
+    pub bearer: Option<&'a str>,
+    /// Looks a request cookie up by name.
+    pub cookie: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
+    /// All request headers (for `header` mode).
+    pub headers: &'a http::HeaderMap,
+    /// The address of the peer that sent the request, when the transport knows it.
+    pub peer: Option<IpAddr>,
+}
+
+impl IdentityService {
+    /// The identity service of `settings`: reads key files (PEM, a JWKS file); a JWKS URL is
+    /// fetched later, by [`IdentityService::prepare`]. Demo sessions are keyed from the grant
+    /// cookie's signing key, under a label of their own.
+    ///
+    /// # Errors
+    ///
+    /// A key file that cannot be read or holds no usable key.
+    pub fn build(
+        settings: &IdentitySettings,
+        cookie_keys: &CookieKeys,
+        client: &HttpClient,
+    ) -> Result<IdentityService, IdentityBuildError> {
+        let read = |setting, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| IdentityBuildError::Read {
+                setting,
+                path: path.clone(),
+                source,
+            })
+        };
+        Ok(match settings {
+            IdentitySettings::Demo => {
+                IdentityService::Demo(DemoIdentity::from_cookie_key(cookie_keys.signing().1))
+            }
+            IdentitySettings::Header { header, trusted } => {
+                IdentityService::Header(HeaderIdentity::new(header.clone(), trusted.clone()))
+            }
+            IdentitySettings::Jwt { key, session } => {
+                let claims = SessionClaims::new(session);
+                let (issuer, audience) = (session.issuer.as_deref(), session.audience.as_deref());
+                match key {
+                    SessionKeySource::Secret(secret) => IdentityService::Jwt(JwtIdentity::hs256(
+                        secret.expose().as_bytes(),
+                        claims,
+                        issuer,
+                        audience,
+                    )),
+                    SessionKeySource::PublicKey(path) => {
+                        let pem = read("CAPSIGN_SESSION_PUBLIC_KEY", path)?;
+                        IdentityService::Jwt(
+                            JwtIdentity::public_key(&pem, claims, issuer, audience)
+                                .map_err(|_| IdentityBuildError::Pem(path.clone()))?,
+                        )
+                    }
+                    SessionKeySource::Jwks {
+                        location,
+                        algorithms,
+                        refresh,
+                        min_refresh,
+                    } => {
+                        let state = jwks::JwksState::build(
+                            location,
+                            algorithms,
+                            (*refresh, *min_refresh),
+                            client.clone(),
+                            |path| read("CAPSIGN_SESSION_JWKS", path),
+                        )?;
+                        IdentityService::Jwks(JwksIdentity::new(
+                            state,
+                            claims,
+                            session.issuer.clone(),
+                            session.audience.clone(),
+                        ))
+                    }
+                }
+            }
+        })
+    }
+
+    /// The start-up I/O: the first fetch of a JWKS URL (nothing for the other modes).
+    /// Returns how many keys were fetched, if any.
+    ///
+    /// # Errors
+    ///
+    /// The JWKS URL could not be fetched or holds no usable key: no session could verify.
+    pub async fn prepare(&self, now_ms: u64) -> Result<Option<usize>, JwksError> {
+        match self {
+            IdentityService::Jwks(j) if j.state().is_remote() => {
+                j.state().refresh(now_ms).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Establishes who is asking; `now_ms` is the current time in ms since the epoch.
+    ///
+    /// # Errors
+    ///
+    /// No credential, or one that does not verify.
+    pub async fn identify(
+        &self,
+        p: &Presenting<'_>,
+        now_ms: u64,
+    ) -> Result<Identity, IdentityError> {
+        match self {
+            IdentityService::Jwt(j) => j.identify(p, now_ms),
+            IdentityService::Jwks(j) => j.identify(p, now_ms).await,
+            IdentityService::Header(h) => h.identify(p),
+            IdentityService::Demo(d) => d.identify((p.cookie)(DEMO_COOKIE)),
+        }
+    }
+
+    /// Whether identification needs the peer's address (`header` mode), so the transport
+    /// only records it then.
+    pub fn wants_peer(&self) -> bool {
+        matches!(self, IdentityService::Header(_))
+    }
+
+    /// The demo identity, when this is the demo mode.
+    pub fn demo(&self) -> Option<&DemoIdentity> {
+        match self {
+            IdentityService::Demo(d) => Some(d),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The app's policy: which new grants a client may have.
+//!
+//! Two deciders, in a fixed order: the [`rules`] file decides every grant some rule matches,
+//! and the [`webhook`] (the app's own endpoint) decides the rest, in one call per request.
+//! With no webhook the rules decide everything (what no rule matches is denied). The policy
+//! sees only what the flow sends it: the grants a client asks for that its verified cookie does
+//! not already cover (plus grants due for a re-check), never the whole held set, and never an
+//! unverified cookie.
+
+pub(crate) mod rules;
+pub(crate) mod webhook;
+
+use std::path::PathBuf;
+
+use crate::capability::CapabilitySet;
+use crate::client::HttpClient;
+use crate::identity::Identity;
+use crate::settings::{PolicySettings, RulesSource};
+
+pub use rules::{Rules, RulesError};
+pub use webhook::{Webhook, WebhookError};
+
+/// The rules used in demo mode: `examples/rules.toml`, built in.
+pub const DEMO_RULES: &str = include_str!("../../examples/rules.toml");
+
+/// Why the policy settings could not be put to use at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyBuildError {
+    /// The rules file could not be read, or is not UTF-8.
+    #[error("CAPSIGN_RULES: cannot read {}: {problem}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// The rules file is not valid.
+    #[error("CAPSIGN_RULES: {}: {source}", path.display())]
+    Rules {
+        /// The file (`examples/rules.toml` for the built-in rules).
+        path: PathBuf,
+        /// What is wrong in it.
+        source: RulesError,
+    },
+}
+
+/// The rules, then the webhook.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Rules,
+    webhook: Option<Webhook>,
+}
+
+impl Policy {
+    /// The policy of `settings`: reads and compiles the rules file.
+    ///
+    /// # Errors
+    ///
+    /// The rules file cannot be read or is not valid.
+    pub fn build(
+        settings: &PolicySettings,
+        client: &HttpClient,
+    ) -> Result<Policy, PolicyBuildError> {
+        let rules = match &settings.rules {
+            None => Rules::default(),
+            Some(RulesSource::Demo) => {
+                Rules::from_toml(DEMO_RULES).map_err(|source| PolicyBuildError::Rules {
+                    path: PathBuf::from("examples/rules.toml"),
+                    source,
+                })?
+            }
+            Some(RulesSource::File(path)) => {
+                let read = |problem: String| PolicyBuildError::Read {
+                    path: path.clone(),
+                    problem,
+                };
+                let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+                let text = String::from_utf8(bytes).map_err(|_| read("not UTF-8".into()))?;
+                Rules::from_toml(&text).map_err(|source| PolicyBuildError::Rules {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        Ok(Policy {
+            rules,
+            webhook: settings
+                .webhook
+                .as_ref()
+                .map(|w| Webhook::new(w, client.clone())),
+        })
+    }
+
+    /// A policy of rules alone.
+    pub fn from_rules(rules: Rules) -> Policy {
+        Policy {
+            rules,
+            webhook: None,
+        }
+    }
+
+    /// The grants given to every fresh set (the rules marked `default`).
+    pub fn defaults(&self, who: &Identity) -> CapabilitySet {
+        self.rules.defaults(who)
+    }
+
+    /// Decides `ask` (non-empty) at `now` (Unix seconds): by the rules alone, or, with a
+    /// webhook, by the rules for what they match and by the webhook, in one call, for the
+    /// rest. Returns the granted part, a subset of `ask`.
+    ///
+    /// # Errors
+    ///
+    /// The webhook was needed and gave no usable answer.
+    pub async fn decide(
+        &self,
+        who: &Identity,
+        ask: &CapabilitySet,
+        now: u64,
+    ) -> Result<CapabilitySet, WebhookError> {
+        let Some(hook) = &self.webhook else {
+            return Ok(self.rules.decide(who, ask));
+        };
+        let (by_rules, rest) = self.rules.split(who, ask);
+        let mut granted = if by_rules.is_empty() {
+            CapabilitySet::new()
+        } else {
+            self.rules.decide(who, &by_rules)
+        };
+        if !rest.is_empty() {
+            granted = granted.union(&hook.decide(who, &rest, now).await?);
+        }
+        Ok(granted)
+    }
+
+    /// The rules alone (benchmarks time their evaluation without the webhook's path).
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// How many times the rules were asked (one per request that had new grants for them).
+    pub fn calls(&self) -> u64 {
+        self.rules.calls()
+    }
+
+    /// How many resources the rules have evaluated in all.
+    pub fn evaluated(&self) -> u64 {
+        self.rules.evaluated()
+    }
+}

@@ -1,0 +1,1363 @@
+//! Settings: every knob capsign has, declared once, read once at start-up, checked, and
+//! turned into plain typed values.
+//!
+//! [`TABLE`] is the one declaration: each setting's name, built-in default, parser, one-line
+//! doc, and whether it is secret. The same table reads the environment and the `--config`
+//! TOML file, writes `capsign --help`, and is compared with the README's configuration table
+//! by a test. In the file a setting goes by its name in lower case without the `CAPSIGN_`
+//! prefix (`CAPSIGN_COOKIE_KEY` is `cookie_key`, `ABLY_API_KEY` is `ably_api_key`); the
+//! environment wins over the file. A variable that is set but empty is an invalid value,
+//! never the same as an unset one.
+//!
+//! [`Settings`] holds plain validated values, grouped by the module that uses them, and does
+//! no I/O: files named by settings (rules, keys, JWKS) are read when the [`crate::app::App`]
+//! is built, by the module that owns them. Secrets are held in [`Secret`], whose `Debug`
+//! never shows them.
+//!
+//! With nothing set, capsign runs in demo mode: a demo Ably key, demo identity, a random
+//! cookie key and the built-in example rules, allowed only on a loopback address.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::{HeaderName, Uri};
+use jsonwebtoken::Algorithm;
+
+use crate::capability::CapabilitySet;
+
+/// The grant cookie's name when none is set: `__Host-` makes browsers insist on `Secure`,
+/// `Path=/` and no `Domain`, which stops sibling subdomains from planting a cookie.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-capsign";
+/// The shortest cookie secret, in bytes.
+pub const MIN_COOKIE_KEY_LEN: usize = 32;
+/// The shortest HS256 session secret and webhook secret, in characters.
+pub const MIN_SHARED_SECRET_LEN: usize = 32;
+/// Ably's longest token lifetime (24 h), in ms.
+pub const ABLY_MAX_TTL_MS: u64 = 24 * 3600 * 1000;
+/// The longest lifetime for keys with revocable tokens (1 h), in ms.
+pub const ABLY_REVOCABLE_MAX_TTL_MS: u64 = 3600 * 1000;
+/// Credential lifetime when the client asks for none (and the maximum allows it).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// The Ably key used when none is configured. Ably refuses it: it is for trying capsign out.
+pub const DEMO_ABLY_KEY: &str = "demoap.demoky:capsign-demo-secret-not-for-production";
+
+/// The algorithms a JWKS key may verify unless `CAPSIGN_SESSION_ALGORITHMS` narrows them:
+/// the asymmetric signature algorithms, RSA first.
+pub const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// One setting of [`TABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Def {
+    /// The environment variable.
+    pub name: &'static str,
+    /// The built-in default as shown to people (empty: none).
+    pub default: &'static str,
+    /// One line on what it does.
+    pub doc: &'static str,
+    /// Whether its value is a secret (never printed).
+    pub secret: bool,
+}
+
+impl Def {
+    /// The key of this setting in a `--config` file.
+    pub fn file_key(&self) -> String {
+        self.name
+            .strip_prefix("CAPSIGN_")
+            .unwrap_or(self.name)
+            .to_ascii_lowercase()
+    }
+}
+
+/// A setting that could not be used: names the variable (or file key) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct SettingsError {
+    /// `CAPSIGN_X`, `x in FILE`, or `--config`.
+    pub setting: String,
+    /// What is wrong, and what to do.
+    pub problem: String,
+}
+
+impl SettingsError {
+    fn new(setting: &str, problem: impl Into<String>) -> SettingsError {
+        SettingsError {
+            setting: setting.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret value: `Debug` shows `<redacted>`, and only [`Secret::expose`] reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret.
+    pub fn new(value: T) -> Secret<T> {
+        Secret(value)
+    }
+
+    /// The secret itself, for the module that keys something with it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Declares [`TABLE`] and the raw reading of every setting from one list. Each entry:
+/// `field: Type = "NAME", default ("parsed text") | default ["shown only"], secret | plain,
+/// parser, "doc";`. A `("…")` default is parsed by the same parser when the setting is unset
+/// (so the field is a `Type`); a `["…"]` default is only shown, and the field is an
+/// `Option<Type>` that [`Settings::from_given`] resolves.
+macro_rules! settings_table {
+    ($( $field:ident : $ty:ty = $name:literal, default $default:tt, $secret:ident,
+        $parse:expr, $doc:literal; )*) => {
+        /// Every setting capsign reads, in the order `--help` and the README list them.
+        pub const TABLE: &[Def] = &[$(Def {
+            name: $name,
+            default: settings_table!(@shown $default),
+            doc: $doc,
+            secret: settings_table!(@secret $secret),
+        }),*];
+
+        /// The settings as given, each parsed on its own (defaults of the `("…")` kind
+        /// applied), before the checks that span several.
+        struct Given {
+            $($field: settings_table!(@ty $default, $ty),)*
+        }
+
+        impl Given {
+            fn read(src: &Source<'_>) -> Result<Given, SettingsError> {
+                Ok(Given {
+                    $($field: settings_table!(@read src, $name, $parse, $default),)*
+                })
+            }
+        }
+    };
+    (@shown ($d:literal)) => { $d };
+    (@shown [$d:literal]) => { $d };
+    (@secret secret) => { true };
+    (@secret plain) => { false };
+    (@ty ($d:literal), $ty:ty) => { $ty };
+    (@ty [$d:literal], $ty:ty) => { Option<$ty> };
+    (@read $src:ident, $name:literal, $parse:expr, ($d:literal)) => {
+        match $src.parse($name, $parse)? {
+            Some(v) => v,
+            None => ($parse)($d).map_err(|problem| {
+                SettingsError::new($name, format!("built-in default {:?}: {problem}", $d))
+            })?,
+        }
+    };
+    (@read $src:ident, $name:literal, $parse:expr, [$d:literal]) => {
+        $src.parse($name, $parse)?
+    };
+}
+
+settings_table! {
+    ably_api_key: AblyApiKey = "ABLY_API_KEY", default ["demo key (demo only)"], secret,
+        AblyApiKey::parse,
+        "The Ably API key, appId.keyId:secret. Signs every credential.";
+    listen: SocketAddr = "CAPSIGN_LISTEN", default ("127.0.0.1:3000"), plain,
+        parse::socket_addr,
+        "Listen address, e.g. [::]:8080.";
+    cookie_key: CookieKeys = "CAPSIGN_COOKIE_KEY", default ["random (demo only)"], secret,
+        CookieKeys::parse,
+        "The grant-cookie secret: base64 of 32+ random bytes, or id:base64,id:base64 (first signs, all verify).";
+    cookie_name: String = "CAPSIGN_COOKIE_NAME", default ("__Host-capsign"), plain,
+        parse::cookie_name,
+        "The grant cookie's name (bound into its MAC).";
+    cookie_overflow: Overflow = "CAPSIGN_COOKIE_OVERFLOW", default ("reject"), plain,
+        Overflow::parse,
+        "When a merge would exceed the cookie budget: reject (400) or evict (oldest grants).";
+    cookie_samesite: SameSite = "CAPSIGN_COOKIE_SAMESITE", default ("lax"), plain,
+        SameSite::parse,
+        "The grant cookie's SameSite: lax, strict, or none (capsign on another site).";
+    cors_origins: Vec<String> = "CAPSIGN_CORS_ORIGINS", default ["(none)"], plain,
+        parse::cors_origins,
+        "Comma-separated exact origins whose pages may call capsign cross-origin.";
+    identity: IdentityMode = "CAPSIGN_IDENTITY", default ["jwt if a session key is set, else demo"],
+        plain, IdentityMode::parse,
+        "How users are identified: jwt, header or demo.";
+    session_secret: Secret<String> = "CAPSIGN_SESSION_SECRET", default [""], secret,
+        parse::shared_secret,
+        "HS256 secret of the app's session JWTs (at least 32 characters).";
+    session_public_key: PathBuf = "CAPSIGN_SESSION_PUBLIC_KEY", default [""], plain,
+        parse::path,
+        "Path of a PEM public key of the session JWTs (RSA, EC or Ed25519).";
+    session_jwks: JwksLocation = "CAPSIGN_SESSION_JWKS", default [""], plain,
+        JwksLocation::parse,
+        "A JWKS document of the identity provider: a file path or an http(s) URL.";
+    session_algorithms: Vec<Algorithm> = "CAPSIGN_SESSION_ALGORITHMS",
+        default ["all asymmetric"], plain, parse::algorithms,
+        "JWKS mode: the algorithms accepted, e.g. RS256 or ES256,EdDSA.";
+    session_jwks_refresh: Duration = "CAPSIGN_SESSION_JWKS_REFRESH", default ("1h"), plain,
+        parse::duration,
+        "How often a JWKS URL is fetched again.";
+    session_jwks_min_refresh: Duration = "CAPSIGN_SESSION_JWKS_MIN_REFRESH", default ("1m"),
+        plain, parse::duration,
+        "At most how often an unknown kid may cause a JWKS fetch.";
+    session_cookie: String = "CAPSIGN_SESSION_COOKIE", default [""], plain,
+        parse::text,
+        "Also accept the session JWT from this cookie.";
+    client_id_claim: String = "CAPSIGN_CLIENT_ID_CLAIM", default ("sub"), plain,
+        parse::text,
+        "The session claim that is the Ably clientId.";
+    session_issuer: String = "CAPSIGN_SESSION_ISSUER", default [""], plain,
+        parse::text,
+        "Required iss of session JWTs.";
+    session_audience: String = "CAPSIGN_SESSION_AUDIENCE", default [""], plain,
+        parse::text,
+        "Required aud of session JWTs.";
+    identity_header: HeaderName = "CAPSIGN_IDENTITY_HEADER", default ("x-forwarded-user"),
+        plain, parse::header_name,
+        "header mode: the header the front proxy sets to the user's id.";
+    trusted_proxies: Vec<ipnet::IpNet> = "CAPSIGN_TRUSTED_PROXIES", default [""], plain,
+        parse::networks,
+        "header mode: the proxies' addresses (IPs or CIDR blocks), comma-separated.";
+    rules: PathBuf = "CAPSIGN_RULES", default ["examples/rules.toml (demo only)"], plain,
+        parse::path,
+        "Path of the rules file.";
+    policy_url: Uri = "CAPSIGN_POLICY_URL", default [""], plain,
+        parse::url,
+        "The policy webhook, asked about whatever no rule matches.";
+    policy_secret: Secret<String> = "CAPSIGN_POLICY_SECRET", default [""], secret,
+        parse::shared_secret,
+        "Signs each webhook call (X-Capsign-Signature); at least 32 characters.";
+    policy_timeout: Duration = "CAPSIGN_POLICY_TIMEOUT", default ("2s"), plain,
+        parse::up_to_a_minute,
+        "The webhook's time to answer completely; after it, 503.";
+    policy_max_response: usize = "CAPSIGN_POLICY_MAX_RESPONSE", default ("65536"), plain,
+        parse::positive,
+        "Largest webhook answer, in bytes.";
+    format: Format = "CAPSIGN_FORMAT", default ("jwt"), plain,
+        Format::parse,
+        "Default credential: jwt, tokenRequest, token or auto.";
+    ably_rest_url: Uri = "CAPSIGN_ABLY_REST_URL", default ("https://main.realtime.ably.net"),
+        plain, parse::url,
+        "Ably's REST API, for format=token and CAPSIGN_ABLY_TIME.";
+    ably_timeout: Duration = "CAPSIGN_ABLY_TIMEOUT", default ("5s"), plain,
+        parse::up_to_a_minute,
+        "Ably's time to answer; after it, 502.";
+    ably_time: bool = "CAPSIGN_ABLY_TIME", default ("false"), plain,
+        parse::boolean,
+        "At start-up, set capsign's clock from Ably's GET /time.";
+    deny: DenyMode = "CAPSIGN_DENY", default ("omit"), plain,
+        DenyMode::parse,
+        "Denied grants: omit (200, X-Capsign-Denied) or reject (403/40160).";
+    ttl: Duration = "CAPSIGN_TTL", default ["1h (at most CAPSIGN_TTL_MAX)"], plain,
+        parse::duration,
+        "Credential lifetime when the client asks for none.";
+    ttl_min: Duration = "CAPSIGN_TTL_MIN", default ("1m"), plain,
+        parse::duration,
+        "Shortest credential lifetime; shorter requests are raised to it.";
+    ttl_max: Duration = "CAPSIGN_TTL_MAX", default ["24h (1h with revocable tokens)"], plain,
+        parse::duration,
+        "Longest credential lifetime; never above Ably's limit.";
+    revocable_tokens: bool = "CAPSIGN_REVOCABLE_TOKENS", default ("false"), plain,
+        parse::boolean,
+        "The Ably key has revocable tokens: lifetimes are capped at 1 h.";
+    regrant_after: Duration = "CAPSIGN_REGRANT_AFTER", default ("1h"), plain,
+        parse::duration,
+        "Grants approved longer ago are re-checked with the next request.";
+    grant_max_age: Duration = "CAPSIGN_GRANT_MAX_AGE", default ("24h"), plain,
+        parse::duration,
+        "No credential outlives a grant's approval by more; also the cookie's maximum age.";
+    key_capability: CapabilitySet = "CAPSIGN_KEY_CAPABILITY", default [""], plain,
+        parse::capability,
+        "The Ably key's own capability (JSON); minted sets are intersected with it.";
+    max_new_grants: usize = "CAPSIGN_MAX_NEW_GRANTS", default ("100"), plain,
+        parse::positive,
+        "Most new grants one request may ask for.";
+    max_body: usize = "CAPSIGN_MAX_BODY", default ("16384"), plain,
+        parse::positive,
+        "Largest request body, in bytes.";
+    header_timeout: Duration = "CAPSIGN_HEADER_TIMEOUT", default ("10s"), plain,
+        parse::up_to_a_minute,
+        "How long a client may take to send its request headers.";
+    body_timeout: Duration = "CAPSIGN_BODY_TIMEOUT", default ("10s"), plain,
+        parse::up_to_a_minute,
+        "How long a client may take to send its request body.";
+}
+
+/// Which credential `/auth` mints when the request does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `auto`: a JWT unless it would be over 8 KB, then a TokenRequest.
+    Auto,
+    /// `jwt`: an Ably JWT.
+    Jwt,
+    /// `token`: capsign asks Ably for the token and returns its TokenDetails.
+    Token,
+    /// `tokenRequest`: a signed TokenRequest.
+    TokenRequest,
+}
+
+impl Format {
+    /// Parses the `format` parameter or setting.
+    ///
+    /// # Errors
+    ///
+    /// Not one of the four names.
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s {
+            "jwt" => Ok(Format::Jwt),
+            "tokenRequest" => Ok(Format::TokenRequest),
+            "token" => Ok(Format::Token),
+            "auto" => Ok(Format::Auto),
+            _ => Err("expected jwt, tokenRequest, token or auto".into()),
+        }
+    }
+}
+
+/// What happens to a request that asks for something the policy denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyMode {
+    /// Leave the denied grants out, name them in `X-Capsign-Denied`, answer 200.
+    Omit,
+    /// Answer the whole request with 403/40160.
+    Reject,
+}
+
+impl DenyMode {
+    fn parse(s: &str) -> Result<DenyMode, String> {
+        match s {
+            "omit" => Ok(DenyMode::Omit),
+            "reject" => Ok(DenyMode::Reject),
+            _ => Err("expected omit or reject".into()),
+        }
+    }
+}
+
+/// What happens when a merge would make the cookie too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the grants approved longest ago, name them in `X-Capsign-Evicted`.
+    Evict,
+    /// Refuse the request with 400/40000: the client keeps what it held.
+    Reject,
+}
+
+impl Overflow {
+    fn parse(s: &str) -> Result<Overflow, String> {
+        match s {
+            "reject" => Ok(Overflow::Reject),
+            "evict" => Ok(Overflow::Evict),
+            _ => Err("expected reject or evict".into()),
+        }
+    }
+}
+
+/// The grant cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `Lax`: sent on top-level navigations and same-site requests.
+    Lax,
+    /// `None`: sent cross-site too (capsign on another site than the app's pages).
+    None,
+    /// `Strict`: same-site requests only.
+    Strict,
+}
+
+impl SameSite {
+    fn parse(s: &str) -> Result<SameSite, String> {
+        match s {
+            "lax" => Ok(SameSite::Lax),
+            "strict" => Ok(SameSite::Strict),
+            "none" => Ok(SameSite::None),
+            _ => Err("expected lax, strict or none".into()),
+        }
+    }
+
+    /// The attribute's value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+/// `CAPSIGN_IDENTITY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// A user name at `/login`; loopback only.
+    Demo,
+    /// A header from trusted proxies.
+    Header,
+    /// The app's session JWT.
+    Jwt,
+}
+
+impl IdentityMode {
+    fn parse(s: &str) -> Result<IdentityMode, String> {
+        match s {
+            "jwt" => Ok(IdentityMode::Jwt),
+            "header" => Ok(IdentityMode::Header),
+            "demo" => Ok(IdentityMode::Demo),
+            _ => Err("expected jwt, header or demo".into()),
+        }
+    }
+}
+
+/// An Ably API key, `appId.keyId:secret`, with its shape checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AblyApiKey {
+    /// `appId.keyId`, the public part.
+    pub name: String,
+    /// The secret: signs JWTs and TokenRequests as its UTF-8 bytes.
+    pub secret: Secret<String>,
+}
+
+impl AblyApiKey {
+    /// Parses `appId.keyId:secret`.
+    ///
+    /// # Errors
+    ///
+    /// A part is missing or empty, or holds a space or a control character.
+    pub fn parse(key: &str) -> Result<AblyApiKey, String> {
+        let shape = || "expected the form appId.keyId:secret, as shown in the Ably dashboard";
+        let (name, secret) = key.split_once(':').ok_or_else(shape)?;
+        let (app, id) = name.split_once('.').ok_or_else(shape)?;
+        let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == ' ');
+        if bad(app) || bad(id) || bad(secret) || id.contains('.') {
+            return Err(shape().into());
+        }
+        Ok(AblyApiKey {
+            name: name.to_owned(),
+            secret: Secret::new(secret.to_owned()),
+        })
+    }
+}
+
+/// The grant-cookie key ring: one key signs, every key verifies. The signing key is not
+/// optional, and ids are distinct and non-zero: a ring that could seal without a MAC cannot be
+/// built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieKeys {
+    signing: (u8, Secret<Vec<u8>>),
+    others: Vec<(u8, Secret<Vec<u8>>)>,
+}
+
+impl CookieKeys {
+    /// Parses `CAPSIGN_COOKIE_KEY`: one base64 secret (key id 1), or a comma-separated list of
+    /// `id:base64`, where the first key signs and every key verifies.
+    ///
+    /// # Errors
+    ///
+    /// Not base64, shorter than [`MIN_COOKIE_KEY_LEN`] bytes, a bad or repeated id.
+    pub fn parse(s: &str) -> Result<CookieKeys, String> {
+        let mut keys = Vec::new();
+        for (i, part) in s.split(',').map(str::trim).enumerate() {
+            let (id, b64) = match part.split_once(':') {
+                Some((id, b64)) => (
+                    id.parse::<u8>()
+                        .ok()
+                        .filter(|id| *id > 0)
+                        .ok_or_else(|| format!("key id {id:?} is not a number from 1 to 255"))?,
+                    b64,
+                ),
+                None if i == 0 && !s.contains(',') => (1, part),
+                None => return Err("in a list, write each key as id:base64".into()),
+            };
+            let secret = STANDARD
+                .decode(b64)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(b64))
+                .map_err(|_| format!("key {id} is not base64"))?;
+            if secret.len() < MIN_COOKIE_KEY_LEN {
+                return Err(format!(
+                    "key {id} is {} bytes; use at least {MIN_COOKIE_KEY_LEN} random bytes \
+                     (openssl rand -base64 32)",
+                    secret.len()
+                ));
+            }
+            if keys.iter().any(|(k, _)| *k == id) {
+                return Err(format!("two keys share the id {id}"));
+            }
+            keys.push((id, Secret::new(secret)));
+        }
+        let mut keys = keys.into_iter();
+        let signing = keys.next().ok_or("no key")?;
+        Ok(CookieKeys {
+            signing,
+            others: keys.collect(),
+        })
+    }
+
+    /// A fresh random key (id 1): demo mode only, since cookies sealed with it die with the
+    /// process.
+    fn random() -> CookieKeys {
+        let secret: [u8; 32] = rand::random();
+        CookieKeys {
+            signing: (1, Secret::new(secret.to_vec())),
+            others: Vec::new(),
+        }
+    }
+
+    /// The key that seals: its id and secret.
+    pub fn signing(&self) -> (u8, &[u8]) {
+        (self.signing.0, self.signing.1.expose())
+    }
+
+    /// Every key, the signing one first.
+    pub fn all(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        std::iter::once(&self.signing)
+            .chain(&self.others)
+            .map(|(id, s)| (*id, s.expose().as_slice()))
+    }
+}
+
+/// Where a JWKS document is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksLocation {
+    /// A file, read once at start-up.
+    File(PathBuf),
+    /// A URL, fetched at start-up and refreshed.
+    Url(Uri),
+}
+
+impl JwksLocation {
+    fn parse(s: &str) -> Result<JwksLocation, String> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            parse::url(s).map(JwksLocation::Url)
+        } else {
+            Ok(JwksLocation::File(PathBuf::from(s)))
+        }
+    }
+}
+
+/// Credential lifetime bounds, in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlBounds {
+    /// When the client asks for none.
+    pub default_ms: u64,
+    /// Shorter requests are raised to this.
+    pub min_ms: u64,
+    /// Longer requests are lowered to this (never above Ably's limit).
+    pub max_ms: u64,
+}
+
+/// Everything capsign is configured with, checked, grouped by the module that uses it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The listen address.
+    pub listen: SocketAddr,
+    /// The Ably key, REST API and credential lifetimes.
+    pub ably: AblySettings,
+    /// The grant cookie.
+    pub cookie: CookieSettings,
+    /// How users are identified.
+    pub identity: IdentitySettings,
+    /// Who decides new grants.
+    pub policy: PolicySettings,
+    /// The auth flow's choices and limits.
+    pub flow: FlowSettings,
+    /// Request limits and cross-origin callers.
+    pub http: HttpSettings,
+    /// Transport limits.
+    pub server: ServerSettings,
+    /// Settings that fell back to demo values, for the start-up banner.
+    pub demo_defaults: Vec<&'static str>,
+}
+
+/// The settings of the `ably` module.
+#[derive(Debug, Clone)]
+pub struct AblySettings {
+    /// Signs every credential.
+    pub key: AblyApiKey,
+    /// The key's own capability, when known: minted sets are intersected with it so that
+    /// clients are never surprised by Ably's 40160.
+    pub key_capability: Option<CapabilitySet>,
+    /// Ably's REST API (`format=token`, `/time`).
+    pub rest_url: Uri,
+    /// Ably's time to answer.
+    pub timeout: Duration,
+    /// Whether to correct the clock from Ably's `/time` at start-up.
+    pub correct_clock: bool,
+}
+
+/// The settings of the grant cookie (the `grants` module).
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// The key ring.
+    pub keys: CookieKeys,
+    /// The cookie's name, bound into its MAC.
+    pub name: String,
+    /// Its `SameSite`.
+    pub same_site: SameSite,
+    /// Its `Max-Age` and the oldest seal accepted, in seconds (the grant maximum age).
+    pub max_age_s: u64,
+}
+
+/// The settings of the `identity` module.
+#[derive(Debug, Clone)]
+pub enum IdentitySettings {
+    /// The app's session JWT.
+    Jwt {
+        /// What verifies it.
+        key: SessionKeySource,
+        /// How its claims become an identity.
+        session: SessionSettings,
+    },
+    /// A header set by trusted front proxies.
+    Header {
+        /// The header.
+        header: HeaderName,
+        /// The proxies it is believed from.
+        trusted: Vec<ipnet::IpNet>,
+    },
+    /// A user name in a signed cookie; loopback only.
+    Demo,
+}
+
+/// What verifies session JWTs.
+#[derive(Debug, Clone)]
+pub enum SessionKeySource {
+    /// An HS256 shared secret.
+    Secret(Secret<String>),
+    /// A PEM public key file.
+    PublicKey(PathBuf),
+    /// A JWKS document.
+    Jwks {
+        /// Where it is.
+        location: JwksLocation,
+        /// The algorithms its keys may verify.
+        algorithms: Vec<Algorithm>,
+        /// Background refresh interval (URL only).
+        refresh: Duration,
+        /// Least time between fetches caused by unknown `kid`s (URL only).
+        min_refresh: Duration,
+    },
+}
+
+/// How a session JWT's claims become an identity.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Also take the token from this cookie.
+    pub cookie: Option<String>,
+    /// The claim holding the clientId.
+    pub client_id_claim: String,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+}
+
+/// The settings of the `policy` module.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// The rules, if any.
+    pub rules: Option<RulesSource>,
+    /// The webhook, if any.
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// Where the rules come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulesSource {
+    /// `examples/rules.toml`, built in (demo mode).
+    Demo,
+    /// A file.
+    File(PathBuf),
+}
+
+/// The policy webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Where to POST.
+    pub url: Uri,
+    /// Signs each call when given.
+    pub secret: Option<Secret<String>>,
+    /// Time to answer completely.
+    pub timeout: Duration,
+    /// Largest answer.
+    pub max_response: usize,
+}
+
+/// The settings of the auth flow.
+#[derive(Debug, Clone)]
+pub struct FlowSettings {
+    /// Default credential format.
+    pub format: Format,
+    /// Deny mode.
+    pub deny: DenyMode,
+    /// Cookie overflow policy.
+    pub overflow: Overflow,
+    /// Credential lifetimes.
+    pub ttl: TtlBounds,
+    /// Seconds after which a grant is re-checked.
+    pub regrant_after_s: u64,
+    /// Seconds after which a grant is dropped unless re-approved; also the cookie's max age.
+    pub grant_max_age_s: u64,
+    /// Most new grants in one request.
+    pub max_new_grants: usize,
+}
+
+/// The settings of the `http` module.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Origins (exact `scheme://host[:port]`) whose pages may call capsign cross-site, with
+    /// credentials. Empty: same-origin only.
+    pub cors_origins: Vec<String>,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Time a client has to send its body.
+    pub body_timeout: Duration,
+}
+
+/// The settings of the `server` module.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+}
+
+/// Where settings come from: the environment, then the file.
+struct Source<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<(String, toml::Table)>,
+}
+
+impl Source<'_> {
+    /// The value of `var` and the name to blame in errors.
+    fn get(&self, var: &str) -> Option<(String, String)> {
+        if let Some(v) = (self.env)(var) {
+            return Some((v, var.to_owned()));
+        }
+        let (path, table) = self.file.as_ref()?;
+        let key = var
+            .strip_prefix("CAPSIGN_")
+            .unwrap_or(var)
+            .to_ascii_lowercase();
+        let v = match table.get(&key)? {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        Some((v, format!("{key} in {path}")))
+    }
+
+    fn parse<T>(
+        &self,
+        var: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, SettingsError> {
+        let Some((v, setting)) = self.get(var) else {
+            return Ok(None);
+        };
+        let v = v.trim();
+        if v.is_empty() {
+            return Err(SettingsError {
+                setting,
+                problem: "set but empty; give it a value or unset it".into(),
+            });
+        }
+        parse(v)
+            .map(Some)
+            .map_err(|problem| SettingsError { setting, problem })
+    }
+}
+
+/// Reads a `--config` file, refusing keys that name no setting.
+fn read_file(path: &Path) -> Result<(String, toml::Table), SettingsError> {
+    let shown = path.display().to_string();
+    let err = |problem| SettingsError::new("--config", problem);
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {shown}: {e}")))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| err(format!("{shown} is not valid TOML: {e}")))?;
+    if let Some(key) = table
+        .keys()
+        .find(|key| !TABLE.iter().any(|d| d.file_key() == **key))
+    {
+        return Err(err(format!("unknown setting {key:?} in {shown}")));
+    }
+    Ok((shown, table))
+}
+
+impl Settings {
+    /// Reads and checks every setting from `env` (a lookup such as `std::env::var`) and the
+    /// optional TOML `file`. Reads the file and nothing else.
+    ///
+    /// # Errors
+    ///
+    /// The first setting that is missing or invalid, by name.
+    pub fn load(
+        env: &dyn Fn(&str) -> Option<String>,
+        file: Option<&Path>,
+    ) -> Result<Settings, SettingsError> {
+        let file = file.map(read_file).transpose()?;
+        let given = Given::read(&Source { env, file })?;
+        Settings::from_given(given)
+    }
+
+    /// The checks that span several settings, and the demo fallbacks.
+    fn from_given(g: Given) -> Result<Settings, SettingsError> {
+        let mut demo_defaults = Vec::new();
+        let identity = Settings::identity(&g)?;
+        let ttl = Settings::ttl(&g)?;
+        let secs = |d: Duration| d.as_secs();
+        let (regrant_after_s, grant_max_age_s) = (secs(g.regrant_after), secs(g.grant_max_age));
+        if regrant_after_s == 0 || regrant_after_s > grant_max_age_s {
+            return Err(SettingsError::new(
+                "CAPSIGN_REGRANT_AFTER",
+                "must be at least 1s and at most CAPSIGN_GRANT_MAX_AGE",
+            ));
+        }
+        if matches!(identity, IdentitySettings::Demo) {
+            if !g.listen.ip().is_loopback() {
+                return Err(SettingsError::new(
+                    "CAPSIGN_IDENTITY",
+                    format!(
+                        "demo identity accepts any user name, so capsign refuses it on {}; set \
+                         CAPSIGN_SESSION_SECRET, CAPSIGN_SESSION_PUBLIC_KEY or \
+                         CAPSIGN_SESSION_JWKS, or listen on 127.0.0.1",
+                        g.listen
+                    ),
+                ));
+            }
+            demo_defaults.push("identity (demo: any user name at /login)");
+        }
+        let key = match g.ably_api_key {
+            Some(k) => k,
+            None => {
+                demo_defaults.push("ABLY_API_KEY (demo key; Ably will refuse its credentials)");
+                AblyApiKey::parse(DEMO_ABLY_KEY)
+                    .map_err(|e| SettingsError::new("ABLY_API_KEY", e))?
+            }
+        };
+        let keys = g.cookie_key.unwrap_or_else(|| {
+            demo_defaults.push("CAPSIGN_COOKIE_KEY (random; cookies die with the process)");
+            CookieKeys::random()
+        });
+        let webhook = g.policy_url.map(|url| WebhookSettings {
+            url,
+            secret: g.policy_secret,
+            timeout: g.policy_timeout,
+            max_response: g.policy_max_response,
+        });
+        let rules = match g.rules {
+            Some(path) => Some(RulesSource::File(path)),
+            None if webhook.is_some() => None,
+            None if matches!(identity, IdentitySettings::Demo) => {
+                demo_defaults.push("CAPSIGN_RULES (examples/rules.toml, built in)");
+                Some(RulesSource::Demo)
+            }
+            None => {
+                return Err(SettingsError::new(
+                    "CAPSIGN_RULES",
+                    "not set; capsign needs a rules file or a policy webhook \
+                     (CAPSIGN_POLICY_URL) to decide grants (see examples/rules.toml)",
+                ));
+            }
+        };
+        Ok(Settings {
+            listen: g.listen,
+            ably: AblySettings {
+                key,
+                key_capability: g.key_capability,
+                rest_url: g.ably_rest_url,
+                timeout: g.ably_timeout,
+                correct_clock: g.ably_time,
+            },
+            cookie: CookieSettings {
+                keys,
+                name: g.cookie_name,
+                same_site: g.cookie_samesite,
+                max_age_s: grant_max_age_s,
+            },
+            identity,
+            policy: PolicySettings { rules, webhook },
+            flow: FlowSettings {
+                format: g.format,
+                deny: g.deny,
+                overflow: g.cookie_overflow,
+                ttl,
+                regrant_after_s,
+                grant_max_age_s,
+                max_new_grants: g.max_new_grants,
+            },
+            http: HttpSettings {
+                cors_origins: g.cors_origins.unwrap_or_default(),
+                max_body: g.max_body,
+                body_timeout: g.body_timeout,
+            },
+            server: ServerSettings {
+                header_timeout: g.header_timeout,
+            },
+            demo_defaults,
+        })
+    }
+
+    /// The identity mode and what it needs.
+    fn identity(g: &Given) -> Result<IdentitySettings, SettingsError> {
+        let (secret, public, jwks) = (&g.session_secret, &g.session_public_key, &g.session_jwks);
+        let sources = [secret.is_some(), public.is_some(), jwks.is_some()];
+        let mode = g.identity.unwrap_or(if sources.contains(&true) {
+            IdentityMode::Jwt
+        } else {
+            IdentityMode::Demo
+        });
+        match mode {
+            IdentityMode::Demo => Ok(IdentitySettings::Demo),
+            IdentityMode::Header => Ok(IdentitySettings::Header {
+                header: g.identity_header.clone(),
+                trusted: g
+                    .trusted_proxies
+                    .clone()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        SettingsError::new(
+                            "CAPSIGN_TRUSTED_PROXIES",
+                            "header identity needs the addresses of the proxies that set the \
+                             header (IPs or CIDR blocks, comma-separated)",
+                        )
+                    })?,
+            }),
+            IdentityMode::Jwt => {
+                if sources.iter().filter(|s| **s).count() > 1 {
+                    return Err(SettingsError::new(
+                        "CAPSIGN_SESSION_SECRET",
+                        "set one of CAPSIGN_SESSION_SECRET, CAPSIGN_SESSION_PUBLIC_KEY and \
+                         CAPSIGN_SESSION_JWKS",
+                    ));
+                }
+                let key = match (secret, public, jwks) {
+                    (Some(s), _, _) => SessionKeySource::Secret(s.clone()),
+                    (_, Some(p), _) => SessionKeySource::PublicKey(p.clone()),
+                    (_, _, Some(location)) => SessionKeySource::Jwks {
+                        location: location.clone(),
+                        algorithms: g
+                            .session_algorithms
+                            .clone()
+                            .unwrap_or_else(|| ASYMMETRIC.to_vec()),
+                        refresh: g.session_jwks_refresh,
+                        min_refresh: g.session_jwks_min_refresh,
+                    },
+                    _ => {
+                        return Err(SettingsError::new(
+                            "CAPSIGN_IDENTITY",
+                            "jwt identity needs CAPSIGN_SESSION_SECRET, \
+                             CAPSIGN_SESSION_PUBLIC_KEY or CAPSIGN_SESSION_JWKS",
+                        ));
+                    }
+                };
+                Ok(IdentitySettings::Jwt {
+                    key,
+                    session: SessionSettings {
+                        cookie: g.session_cookie.clone(),
+                        client_id_claim: g.client_id_claim.clone(),
+                        issuer: g.session_issuer.clone(),
+                        audience: g.session_audience.clone(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The credential lifetime bounds: `1s <= min <= default <= max <= Ably's limit`.
+    fn ttl(g: &Given) -> Result<TtlBounds, SettingsError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ably_max = if g.revocable_tokens {
+            ABLY_REVOCABLE_MAX_TTL_MS
+        } else {
+            ABLY_MAX_TTL_MS
+        };
+        let max_ms = match g.ttl_max {
+            Some(d) if ms(d) > ably_max => {
+                return Err(SettingsError::new(
+                    "CAPSIGN_TTL_MAX",
+                    format!(
+                        "above Ably's limit of {} h for this key",
+                        ably_max / 3_600_000
+                    ),
+                ));
+            }
+            Some(d) => ms(d),
+            None => ably_max,
+        };
+        let min_ms = ms(g.ttl_min);
+        let default_ms = g.ttl.map_or(ms(DEFAULT_TTL).min(max_ms), ms);
+        if !(1000 <= min_ms && min_ms <= default_ms && default_ms <= max_ms) {
+            return Err(SettingsError::new(
+                "CAPSIGN_TTL",
+                format!(
+                    "need 1s <= CAPSIGN_TTL_MIN ({min_ms} ms) <= CAPSIGN_TTL ({default_ms} ms) \
+                     <= CAPSIGN_TTL_MAX ({max_ms} ms)"
+                ),
+            ));
+        }
+        Ok(TtlBounds {
+            default_ms,
+            min_ms,
+            max_ms,
+        })
+    }
+
+    /// Whether this is the demo identity.
+    pub fn is_demo(&self) -> bool {
+        matches!(self.identity, IdentitySettings::Demo)
+    }
+}
+
+/// The settings for `capsign --help`: every one with its default and doc, secrets marked.
+pub fn help() -> String {
+    let mut out = String::from(
+        "Settings (environment variables; in a --config TOML file, the same names in lower \
+         case without CAPSIGN_, e.g. cookie_key; the environment wins):\n",
+    );
+    for d in TABLE {
+        out.push_str("\n  ");
+        out.push_str(d.name);
+        match (d.default, d.secret) {
+            ("", true) => out.push_str("  (secret)"),
+            ("", false) => {}
+            (default, secret) => {
+                out.push_str(&format!("  [default: {default}]"));
+                if secret {
+                    out.push_str(" (secret)");
+                }
+            }
+        }
+        out.push_str("\n      ");
+        out.push_str(d.doc);
+    }
+    out.push('\n');
+    out
+}
+
+/// The parsers of plain values. Each returns what is wrong and how to fix it.
+mod parse {
+    use super::*;
+
+    pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+        s.parse()
+            .map_err(|_| "expected an address such as 127.0.0.1:3000 or [::]:8080".into())
+    }
+
+    pub(super) fn text(s: &str) -> Result<String, String> {
+        Ok(s.to_owned())
+    }
+
+    pub(super) fn path(s: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(s))
+    }
+
+    pub(super) fn shared_secret(s: &str) -> Result<Secret<String>, String> {
+        if s.chars().count() < MIN_SHARED_SECRET_LEN {
+            return Err(format!(
+                "use at least {MIN_SHARED_SECRET_LEN} characters (openssl rand -base64 32)"
+            ));
+        }
+        Ok(Secret::new(s.to_owned()))
+    }
+
+    pub(super) fn cookie_name(s: &str) -> Result<String, String> {
+        let ok = s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+        ok.then(|| s.to_owned())
+            .ok_or_else(|| "use at most 64 letters, digits and -_.".into())
+    }
+
+    pub(super) fn header_name(s: &str) -> Result<HeaderName, String> {
+        HeaderName::from_bytes(s.as_bytes()).map_err(|_| "not a header name".into())
+    }
+
+    pub(super) fn duration(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{e}; write a duration such as 90s, 10m or 1h"))
+    }
+
+    /// A duration above 0 and at most a minute.
+    pub(super) fn up_to_a_minute(s: &str) -> Result<Duration, String> {
+        let d = duration(s)?;
+        if d.is_zero() || d > Duration::from_secs(60) {
+            return Err("expected a duration above 0 and at most 60s".into());
+        }
+        Ok(d)
+    }
+
+    pub(super) fn boolean(s: &str) -> Result<bool, String> {
+        match s {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err("expected true or false".into()),
+        }
+    }
+
+    pub(super) fn positive(s: &str) -> Result<usize, String> {
+        s.parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| "expected a positive whole number".into())
+    }
+
+    /// An absolute `http` or `https` URL with a host, for outbound calls.
+    pub(super) fn url(s: &str) -> Result<Uri, String> {
+        let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err("expected an http:// or https:// URL".into()),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err("the URL has no host".into());
+        }
+        Ok(uri)
+    }
+
+    pub(super) fn capability(s: &str) -> Result<CapabilitySet, String> {
+        CapabilitySet::from_json(s).map_err(|e| e.to_string())
+    }
+
+    pub(super) fn algorithms(s: &str) -> Result<Vec<Algorithm>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .ok()
+                    .filter(|alg| ASYMMETRIC.contains(alg))
+                    .ok_or_else(|| {
+                        format!("{a:?}: expected RS256/384/512, PS256/384/512, ES256/384 or EdDSA")
+                    })
+            })
+            .collect()
+    }
+
+    pub(super) fn networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{p:?} is not an IP address or CIDR block"))
+            })
+            .collect()
+    }
+
+    pub(super) fn cors_origins(s: &str) -> Result<Vec<String>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(cors_origin)
+            .collect()
+    }
+
+    /// One exact origin: `http(s)://host[:port]`, nothing after, never `null` or `*` (which
+    /// would hand signed credentials to any page).
+    fn cors_origin(o: &str) -> Result<String, String> {
+        let bad = |why: &str| Err(format!("{o:?} is not an origin: {why}"));
+        let Some((scheme, authority)) = o.split_once("://") else {
+            return bad("expected scheme://host[:port], such as https://app.example.com");
+        };
+        if scheme != "https" && scheme != "http" {
+            return bad("the scheme must be https or http");
+        }
+        if authority.is_empty()
+            || authority.contains(['/', '?', '#', '@', '*', ' '])
+            || authority.parse::<http::uri::Authority>().is_err()
+        {
+            return bad("expected a host and optional port, with no path, wildcard or user");
+        }
+        Ok(o.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load(&move |k| map.get(k).cloned(), None)
+    }
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn empty_environment_is_demo() {
+        let s = load(&[]).unwrap();
+        assert!(s.is_demo());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.flow.format, Format::Jwt);
+        assert_eq!(s.policy.rules, Some(RulesSource::Demo));
+        assert_eq!(s.demo_defaults.len(), 4);
+    }
+
+    #[test]
+    fn demo_refused_off_loopback() {
+        let e = load(&[("CAPSIGN_LISTEN", "0.0.0.0:3000")]).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_IDENTITY");
+    }
+
+    #[test]
+    fn every_setting_has_a_distinct_name_and_a_doc() {
+        let mut names: Vec<&str> = TABLE.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+        for d in TABLE {
+            assert!(!d.doc.is_empty(), "{}", d.name);
+            assert!(d.name == "ABLY_API_KEY" || d.name.starts_with("CAPSIGN_"));
+        }
+        let help = help();
+        for d in TABLE {
+            assert!(help.contains(d.name), "{} missing from --help", d.name);
+        }
+    }
+
+    /// An empty variable is an invalid value (naming the variable), never "unset".
+    #[test]
+    fn empty_values_are_invalid_not_unset() {
+        for d in TABLE {
+            let e = load(&[(d.name, "")]).unwrap_err();
+            assert_eq!(e.setting, d.name);
+            assert!(e.problem.contains("empty"), "{e}");
+        }
+        let e = load(&[("CAPSIGN_SESSION_SECRET", "  ")]).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_SESSION_SECRET");
+    }
+
+    macro_rules! bad_settings {
+        ($($case:ident: [$(($k:literal, $v:expr)),*] => $setting:literal;)*) => {$(
+            #[test]
+            fn $case() {
+                let e = load(&[$(($k, $v)),*]).unwrap_err();
+                assert_eq!(e.setting, $setting, "{e}");
+            }
+        )*};
+    }
+
+    bad_settings! {
+        bad_ably_key: [("ABLY_API_KEY", "nope")] => "ABLY_API_KEY";
+        bad_listen: [("CAPSIGN_LISTEN", "here")] => "CAPSIGN_LISTEN";
+        short_cookie_key: [("CAPSIGN_COOKIE_KEY", "c2hvcnQ=")] => "CAPSIGN_COOKIE_KEY";
+        cookie_key_not_base64: [("CAPSIGN_COOKIE_KEY", "%%%")] => "CAPSIGN_COOKIE_KEY";
+        bad_format: [("CAPSIGN_FORMAT", "xml")] => "CAPSIGN_FORMAT";
+        bad_ttl: [("CAPSIGN_TTL", "1 fortnight")] => "CAPSIGN_TTL";
+        ttl_max_over_ably: [("CAPSIGN_TTL_MAX", "25h")] => "CAPSIGN_TTL_MAX";
+        ttl_out_of_order: [("CAPSIGN_TTL", "30s")] => "CAPSIGN_TTL";
+        bad_key_capability: [("CAPSIGN_KEY_CAPABILITY", "{\"a\":[]}")] => "CAPSIGN_KEY_CAPABILITY";
+        short_session_secret: [("CAPSIGN_SESSION_SECRET", "short")] => "CAPSIGN_SESSION_SECRET";
+        jwt_without_key: [("CAPSIGN_IDENTITY", "jwt")] => "CAPSIGN_IDENTITY";
+        two_session_keys: [("CAPSIGN_SESSION_SECRET", SECRET),
+            ("CAPSIGN_SESSION_PUBLIC_KEY", "/k.pem")] => "CAPSIGN_SESSION_SECRET";
+        no_rules_in_production: [("CAPSIGN_SESSION_SECRET", SECRET)] => "CAPSIGN_RULES";
+        header_without_proxies: [("CAPSIGN_IDENTITY", "header")] => "CAPSIGN_TRUSTED_PROXIES";
+        regrant_after_max_age: [("CAPSIGN_REGRANT_AFTER", "2d")] => "CAPSIGN_REGRANT_AFTER";
+        short_policy_secret: [("CAPSIGN_POLICY_SECRET", "short")] => "CAPSIGN_POLICY_SECRET";
+        policy_url_not_http: [("CAPSIGN_POLICY_URL", "ftp://x")] => "CAPSIGN_POLICY_URL";
+        cors_wildcard: [("CAPSIGN_CORS_ORIGINS", "*")] => "CAPSIGN_CORS_ORIGINS";
+        header_timeout_zero: [("CAPSIGN_HEADER_TIMEOUT", "0s")] => "CAPSIGN_HEADER_TIMEOUT";
+    }
+
+    #[test]
+    fn cookie_key_lists() {
+        let keys = CookieKeys::parse(&format!("2:{KEY}, 1:{KEY}")).unwrap();
+        assert_eq!(keys.signing().0, 2);
+        assert_eq!(keys.all().map(|(id, _)| id).collect::<Vec<_>>(), [2, 1]);
+        assert!(CookieKeys::parse(&format!("{KEY},{KEY}")).is_err());
+        assert!(CookieKeys::parse(&format!("1:{KEY},1:{KEY}")).is_err());
+        assert!(CookieKeys::parse(&format!("0:{KEY}")).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let s = load(&[
+            ("ABLY_API_KEY", "app.key:TOPSECRETVALUE"),
+            ("CAPSIGN_COOKIE_KEY", KEY),
+            (
+                "CAPSIGN_SESSION_SECRET",
+                "SESSIONSECRET-0123456789abcdef-0123",
+            ),
+            ("CAPSIGN_POLICY_URL", "http://127.0.0.1:1/"),
+            (
+                "CAPSIGN_POLICY_SECRET",
+                "POLICYSECRET-0123456789abcdef-0123",
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["TOPSECRETVALUE", "SESSIONSECRET", "POLICYSECRET"] {
+            assert!(!shown.contains(secret), "{secret} shown");
+        }
+        // The cookie key's bytes, in any of the forms Debug might print them.
+        assert!(!shown.contains(KEY) && !shown.contains("48, 49, 50, 51"));
+        assert!(shown.contains("app.key"));
+    }
+
+    #[test]
+    fn file_settings_and_env_precedence() {
+        let dir = std::env::temp_dir().join(format!("capsign-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "format = \"tokenRequest\"\nttl = \"10m\"\n").unwrap();
+        let s = Settings::load(&|_| None, Some(&path)).unwrap();
+        assert_eq!(s.flow.format, Format::TokenRequest);
+        assert_eq!(s.flow.ttl.default_ms, 600_000);
+        let s = Settings::load(
+            &|k| (k == "CAPSIGN_FORMAT").then(|| "jwt".to_owned()),
+            Some(&path),
+        )
+        .unwrap();
+        assert_eq!(s.flow.format, Format::Jwt);
+        std::fs::write(&path, "fromat = \"jwt\"\n").unwrap();
+        let e = Settings::load(&|_| None, Some(&path)).unwrap_err();
+        assert!(e.problem.contains("fromat"), "{e}");
+        std::fs::write(&path, "ttl = \"1x\"\n").unwrap();
+        let e = Settings::load(&|_| None, Some(&path)).unwrap_err();
+        assert!(e.setting.starts_with("ttl in "), "{e}");
+        std::fs::write(&path, "ably_api_key = \"\"\n").unwrap();
+        let e = Settings::load(&|_| None, Some(&path)).unwrap_err();
+        assert!(e.problem.contains("empty"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The README's configuration table lists exactly the settings of [`TABLE`].
+    #[test]
+    fn readme_lists_every_setting() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        let mut in_readme: Vec<&str> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .flat_map(|l| l.split('|').nth(1).unwrap_or_default().split('`'))
+            .filter(|w| w.starts_with("CAPSIGN_") || *w == "ABLY_API_KEY")
+            .collect();
+        in_readme.sort_unstable();
+        let mut in_table: Vec<&str> = TABLE.iter().map(|d| d.name).collect();
+        in_table.sort_unstable();
+        assert_eq!(in_readme, in_table);
+    }
+}

@@ -1,0 +1,135 @@
+//! Test fixtures shared by the unit tests, `tests/it`, the fuzz targets and the benchmarks: one
+//! production-like configuration, its keys, one rules file, session JWTs. Built only for tests
+//! and with the `fuzzing` feature; never part of a production build.
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::settings::Settings;
+
+/// The Ably key of the fixtures (not a real key).
+pub const ABLY_KEY: &str = "xVLyHw.mDYnFA:FAKESECRETfakesecret";
+/// Its secret.
+pub const ABLY_SECRET: &str = "FAKESECRETfakesecret";
+/// The HS256 secret of the fixtures' app sessions.
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdef";
+/// The grant-cookie key of the fixtures (32 bytes, base64).
+pub const COOKIE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The text of [`RULES`], for `concat!`.
+macro_rules! rules_text {
+    () => {
+        r#"
+[[rule]]
+resource = "chat:*"
+ops = ["subscribe", "publish", "presence"]
+
+[[rule]]
+resource = "doc:*"
+ops = ["subscribe", "publish"]
+
+[[rule]]
+resource = "private:{clientId}:*"
+ops = ["*"]
+
+[[rule]]
+resource = "team:{claims.team}"
+ops = ["subscribe"]
+"#
+    };
+}
+
+/// The rules of the fixtures: open channel families, a per-user namespace, a claim template.
+pub const RULES: &str = rules_text!();
+
+/// [`RULES`] plus a rule granted to every fresh set without being asked.
+pub const RULES_WITH_DEFAULT: &str = concat!(
+    rules_text!(),
+    r#"
+[[rule]]
+resource = "home:{clientId}"
+ops = ["subscribe"]
+default = true
+"#
+);
+
+/// A file holding `contents` under a fresh temporary directory.
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "capsign-test-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// The environment of a production-like deployment (jwt identity, `rules` written to a file),
+/// plus `extra`. Ably's REST API is a closed loopback port unless a test starts its own fake.
+pub fn env_with_rules(rules: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let rules = temp_file("rules.toml", rules);
+    let mut map: HashMap<String, String> = [
+        ("ABLY_API_KEY", ABLY_KEY),
+        ("CAPSIGN_COOKIE_KEY", COOKIE_KEY),
+        ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
+        ("CAPSIGN_LISTEN", "127.0.0.1:0"),
+        ("CAPSIGN_ABLY_REST_URL", "http://127.0.0.1:1"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    map.insert("CAPSIGN_RULES".into(), rules.display().to_string());
+    for (k, v) in extra {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    map
+}
+
+/// [`env_with_rules`] with [`RULES`].
+pub fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    env_with_rules(RULES, extra)
+}
+
+/// The settings of an environment map.
+pub fn settings_of(map: &HashMap<String, String>) -> Settings {
+    Settings::load(&|k| map.get(k).cloned(), None).expect("fixture settings")
+}
+
+/// The app of an environment map.
+pub fn app_of(map: &HashMap<String, String>) -> App {
+    App::build(settings_of(map)).expect("fixture app")
+}
+
+/// A production-like app with [`RULES`] and `extra` settings.
+pub fn app(extra: &[(&str, &str)]) -> App {
+    app_of(&env(extra))
+}
+
+/// Unix seconds now, by the system clock.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 app-session JWT under [`SESSION_SECRET`] for `sub`, expiring at `exp` (Unix
+/// seconds), with the members of `extra` as more claims.
+pub fn session_jwt(sub: &str, exp: u64, extra: &Value) -> String {
+    let mut claims = serde_json::json!({"sub": sub, "exp": exp});
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
