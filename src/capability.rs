@@ -888,7 +888,7 @@ mod tests {
 
     #[test]
     fn canonical_form_matches_ably_js() {
-        // Vector V3/V4 of reference/ably-protocol.md §1.3: ably-js canonicalised these inputs.
+        // Vector V3/V4 of docs/ably-protocol.md §1.3: ably-js canonicalised these inputs.
         let set = CapabilitySet::from_json(
             r#"{"notifications":["subscribe"], "chat:*":["subscribe","publish","presence"]}"#,
         )
@@ -928,7 +928,7 @@ mod tests {
 
     #[test]
     fn intersection_with_key_capability() {
-        // The table of reference/ably-protocol.md §3.4.
+        // The table of docs/ably-protocol.md §3.4.
         let key = CapabilitySet::from_json(
             r#"{"channel2":["publish","subscribe"],"channel6":["*"],"canpublish:*":["publish"]}"#,
         )

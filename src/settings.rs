@@ -838,39 +838,14 @@ impl Settings {
             }
             demo_defaults.push("identity (demo: any user name at /login)");
         }
-        let key = match g.ably_api_key {
-            Some(k) => k,
-            None => {
-                demo_defaults.push("ABLY_API_KEY (demo key; Ably will refuse its credentials)");
-                AblyApiKey::parse(DEMO_ABLY_KEY)
-                    .map_err(|e| SettingsError::new("ABLY_API_KEY", e))?
-            }
-        };
-        let keys = g.cookie_key.unwrap_or_else(|| {
-            demo_defaults.push("CAPSIGN_COOKIE_KEY (random; cookies die with the process)");
-            CookieKeys::random()
-        });
+        let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, &mut demo_defaults)?;
         let webhook = g.policy_url.map(|url| WebhookSettings {
             url,
             secret: g.policy_secret,
             timeout: g.policy_timeout,
             max_response: g.policy_max_response,
         });
-        let rules = match g.rules {
-            Some(path) => Some(RulesSource::File(path)),
-            None if webhook.is_some() => None,
-            None if matches!(identity, IdentitySettings::Demo) => {
-                demo_defaults.push("CAPSIGN_RULES (examples/rules.toml, built in)");
-                Some(RulesSource::Demo)
-            }
-            None => {
-                return Err(SettingsError::new(
-                    "CAPSIGN_RULES",
-                    "not set; capsign needs a rules file or a policy webhook \
-                     (CAPSIGN_POLICY_URL) to decide grants (see examples/rules.toml)",
-                ));
-            }
-        };
+        let rules = Settings::rules(g.rules, webhook.is_some(), &identity, &mut demo_defaults)?;
         Ok(Settings {
             listen: g.listen,
             ably: AblySettings {
@@ -907,6 +882,50 @@ impl Settings {
             },
             demo_defaults,
         })
+    }
+
+    /// The Ably key and the cookie keys, demo values only in demo mode.
+    fn keys(
+        ably: Option<AblyApiKey>,
+        cookie: Option<CookieKeys>,
+        demo_defaults: &mut Vec<&'static str>,
+    ) -> Result<(AblyApiKey, CookieKeys), SettingsError> {
+        let key = match ably {
+            Some(k) => k,
+            None => {
+                demo_defaults.push("ABLY_API_KEY (demo key; Ably will refuse its credentials)");
+                AblyApiKey::parse(DEMO_ABLY_KEY)
+                    .map_err(|e| SettingsError::new("ABLY_API_KEY", e))?
+            }
+        };
+        let keys = cookie.unwrap_or_else(|| {
+            demo_defaults.push("CAPSIGN_COOKIE_KEY (random; cookies die with the process)");
+            CookieKeys::random()
+        });
+        Ok((key, keys))
+    }
+
+    /// Where the rules come from: a file, the built-in demo rules, or none when a webhook
+    /// decides everything.
+    fn rules(
+        path: Option<PathBuf>,
+        webhook: bool,
+        identity: &IdentitySettings,
+        demo_defaults: &mut Vec<&'static str>,
+    ) -> Result<Option<RulesSource>, SettingsError> {
+        match path {
+            Some(path) => Ok(Some(RulesSource::File(path))),
+            None if webhook => Ok(None),
+            None if matches!(identity, IdentitySettings::Demo) => {
+                demo_defaults.push("CAPSIGN_RULES (examples/rules.toml, built in)");
+                Ok(Some(RulesSource::Demo))
+            }
+            None => Err(SettingsError::new(
+                "CAPSIGN_RULES",
+                "not set; capsign needs a rules file or a policy webhook (CAPSIGN_POLICY_URL) \
+                 to decide grants (see examples/rules.toml)",
+            )),
+        }
     }
 
     /// The identity mode and what it needs.

@@ -1,7 +1,7 @@
-//! Ably: the API key, Ably JWTs and signed TokenRequests, and ([`rest`]) the two REST calls
+//! Ably: the API key, Ably JWTs and signed TokenRequests, and (`rest`) the two REST calls
 //! capsign makes itself.
 //!
-//! This module owns the wire formats of `docs/ably-protocol.md` (§1 TokenRequests, §2 Ably
+//! This module owns the wire formats of `docs/ably-protocol.md` (§1 TokenRequests, §4 Ably
 //! JWTs), byte for byte. It takes every time as an argument and reads no clock, so the
 //! vectors reproduce in tests. What to put in a credential (capability, clientId, ttl) is
 //! decided by the flow.

@@ -5,7 +5,7 @@
 //! `match`es below are the only place where a status or a code is chosen. Client mistakes are
 //! logged at most at `debug`; internal failures go to `warn!`/`error!` in full, and the client
 //! gets a generic message. Ably's codes are those of its error table (`docs/ably-protocol.md`
-//! §5); capsign uses the 5xx ones for its own upstreams.
+//! §6); capsign uses the 5xx ones for its own upstreams.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;

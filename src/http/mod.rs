@@ -1,5 +1,5 @@
-//! HTTP ⇄ flow: routing, parameters ([`params`]), body limits, and the only place statuses
-//! are chosen ([`error`]).
+//! HTTP ⇄ flow: routing, parameters (`params`), body limits, and the only place statuses
+//! are chosen (`error`).
 //!
 //! [`handle`] takes an `http::Request` and returns an `http::Response`, whatever carried them
 //! (the hyper server in [`crate::server`], a test, or a serverless adapter). Every error a
@@ -23,8 +23,9 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::app::App;
 use crate::capability::Resource;
-use crate::flow::{Credential, Presented};
+use crate::flow::{AuthParams, Credential, Presented};
 use crate::identity::{DemoIdentity, Presenting, check_client_id};
+use crate::settings::HttpSettings;
 use error::{Reject, code};
 use params::{RawParams, read_body};
 
@@ -205,34 +206,8 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let limits = app.http_settings();
     let (parts, body) = req.into_parts();
-    let mut params = RawParams::default();
-    if let Some(q) = parts.uri.query() {
-        params.read_form(q.as_bytes())?;
-    }
-    if parts.method == Method::POST {
-        let body = read_body(&parts.headers, body, limits.max_body, limits.body_timeout).await?;
-        if !body.is_empty() {
-            let mut from_body = RawParams::default();
-            match media_type(&parts.headers).as_deref() {
-                Some("application/x-www-form-urlencoded") => from_body.read_form(&body)?,
-                Some("application/json") => from_body.read_json(&body)?,
-                other => {
-                    return Err(Reject::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        code::BAD_REQUEST,
-                        format!(
-                            "Content-Type {} not supported; send a form or JSON body",
-                            other.unwrap_or("(none)")
-                        ),
-                    ));
-                }
-            }
-            params.override_with(from_body);
-        }
-    }
-    let params = params.parse()?;
+    let params = read_params(&parts, body, app.http_settings()).await?;
 
     let jar = request_cookies(&parts.headers);
     let lookup = |name: &str| jar.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -281,6 +256,45 @@ where
         insert(h, X_CAPSIGN_EVICTED, &resource_list(&outcome.evicted));
     }
     Ok(resp)
+}
+
+/// The `/auth` parameters of the query and, for `POST`, of the form or JSON body (whose
+/// parameters win).
+async fn read_params<B>(
+    parts: &http::request::Parts,
+    body: B,
+    limits: &HttpSettings,
+) -> Result<AuthParams, Reject>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut params = RawParams::default();
+    if let Some(q) = parts.uri.query() {
+        params.read_form(q.as_bytes())?;
+    }
+    if parts.method == Method::POST {
+        let body = read_body(&parts.headers, body, limits.max_body, limits.body_timeout).await?;
+        if !body.is_empty() {
+            let mut from_body = RawParams::default();
+            match media_type(&parts.headers).as_deref() {
+                Some("application/x-www-form-urlencoded") => from_body.read_form(&body)?,
+                Some("application/json") => from_body.read_json(&body)?,
+                other => {
+                    return Err(Reject::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        code::BAD_REQUEST,
+                        format!(
+                            "Content-Type {} not supported; send a form or JSON body",
+                            other.unwrap_or("(none)")
+                        ),
+                    ));
+                }
+            }
+            params.override_with(from_body);
+        }
+    }
+    params.parse()
 }
 
 /// The media type of the request body, lower case, without parameters.

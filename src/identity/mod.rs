@@ -2,9 +2,9 @@
 //!
 //! This module owns the identity modes: `jwt` (the app's session JWT, from `Authorization:
 //! Bearer` or a named cookie, verified with a secret, a PEM public key or a JWKS document;
-//! [`session`] and [`jwks`]), `header` (a header set by a trusted front proxy, believed only
-//! from its addresses; [`header`]) and `demo` (a user name in a signed cookie, for trying
-//! capsign on loopback; [`demo`]). [`IdentityService::build`] turns the identity settings into
+//! `session` and `jwks`), `header` (a header set by a trusted front proxy, believed only
+//! from its addresses; `header`) and `demo` (a user name in a signed cookie, for trying
+//! capsign on loopback; `demo`). [`IdentityService::build`] turns the identity settings into
 //! the one in use. It reads request headers but knows nothing of grants.
 
 pub(crate) mod demo;

@@ -1,7 +1,7 @@
 //! The app's policy: which new grants a client may have.
 //!
-//! Two deciders, in a fixed order: the [`rules`] file decides every grant some rule matches,
-//! and the [`webhook`] (the app's own endpoint) decides the rest, in one call per request.
+//! Two deciders, in a fixed order: the [`Rules`] file decides every grant some rule matches,
+//! and the [`Webhook`] (the app's own endpoint) decides the rest, in one call per request.
 //! With no webhook the rules decide everything (what no rule matches is denied). The policy
 //! sees only what the flow sends it: the grants a client asks for that its verified cookie does
 //! not already cover (plus grants due for a re-check), never the whole held set, and never an

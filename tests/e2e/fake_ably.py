@@ -1,6 +1,6 @@
 """A fake of Ably's REST API for capsign's end-to-end tests, on 127.0.0.1 only.
 
-It checks what Ably checks, as `../shared/reference/ably-protocol.md` describes it:
+It checks what Ably checks, as `docs/ably-protocol.md` describes it:
 
 - `POST /keys/{keyName}/requestToken`: a signed TokenRequest, exactly the seven fields; the
   MAC over the newline-terminated sign text (constant-time compare); nonce at least 16
@@ -29,7 +29,7 @@ OPERATIONS = {
     "annotation-publish", "annotation-subscribe", "channel-metadata", "history",
     "message-delete-any", "message-delete-own", "message-update-any", "message-update-own",
     "object-publish", "object-subscribe", "presence", "publish", "push-admin", "push-subscribe",
-    "statistics", "subscribe", "privileged-headers",
+    "stats", "subscribe", "privileged-headers",
 }
 TR_FIELDS = ["keyName", "ttl", "capability", "clientId", "timestamp", "nonce", "mac"]
 MAX_TTL_MS = 24 * 3600 * 1000

@@ -1,5 +1,5 @@
 """The fake Ably's own tests: the published vectors (tests/data/vectors.json, from
-ably-protocol.md) and the checks it makes over HTTP. `python3 -m unittest tests/e2e/test_fake_ably.py`."""
+docs/ably-protocol.md) and the checks it makes over HTTP. `python3 -m unittest tests/e2e/test_fake_ably.py`."""
 
 import base64
 import hashlib

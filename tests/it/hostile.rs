@@ -414,7 +414,7 @@ async fn body_over_the_limit_with_and_without_content_length() {
 
 #[tokio::test]
 async fn slow_body_gets_408_within_the_body_timeout() {
-    let s = Server::start(&[]).await;
+    let s = Server::start(&[("CAPSIGN_BODY_TIMEOUT", "1s")]).await;
     let started = Instant::now();
     let mut req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 100\r\n".to_vec();
     req.extend_from_slice(format!("authorization: {}\r\n\r\n{{", bearer("alice")).as_bytes());
@@ -426,7 +426,7 @@ async fn slow_body_gets_408_within_the_body_timeout() {
 
 #[tokio::test]
 async fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
-    let s = Server::start(&[]).await;
+    let s = Server::start(&[("CAPSIGN_HEADER_TIMEOUT", "1s")]).await;
     let mut slow = TcpStream::connect(s.addr).await.unwrap();
     slow.write_all(b"GET /auth HTTP/1.1\r\nhost: x\r\n")
         .await

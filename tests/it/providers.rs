@@ -251,6 +251,51 @@ async fn jwks_url_is_fetched_at_start_and_again_for_an_unknown_kid() {
     assert_eq!(r.status, 200, "a failed refresh keeps the previous keys");
 }
 
+/// Issue 17: a request dropped while its unknown `kid` refresh is in flight (a client that
+/// disconnects) must not leave the refresh flag set, or no key rotation would ever be picked
+/// up again.
+#[tokio::test]
+async fn a_request_dropped_mid_refresh_does_not_stop_later_refreshes() {
+    let idp = Fake::start(|_: &_| Answer::json(200, &jwks_of(&["rsa-1"]))).await;
+    let s = jwks_server(
+        &[("CAPSIGN_SESSION_JWKS_MIN_REFRESH", "1ms")],
+        &idp.url("/jwks"),
+    )
+    .await;
+    let ec = token("ec", Algorithm::ES256, Some("ec-1"), &claims("carol"));
+    let request = || {
+        s.get(CAP)
+            .header("authorization", format!("Bearer {ec}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // The provider is slow: the request that triggers the refresh is dropped mid-fetch.
+    idp.answer(|_: &_| Answer {
+        delay: std::time::Duration::from_secs(5),
+        ..Answer::json(200, &jwks_of(&["rsa-1", "ec-1"]))
+    });
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        capsign::http::handle(&s.app, request()),
+    )
+    .await;
+    assert!(dropped.is_err(), "the request was meant to be cut off");
+    for _ in 0..100 {
+        if idp.seen().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(idp.seen().len(), 2, "the refresh had started");
+
+    // The provider answers again: the new kid is fetched and accepted.
+    idp.answer(|_: &_| Answer::json(200, &jwks_of(&["rsa-1", "ec-1"])));
+    s.app.clock.advance(10);
+    let r = s.send(request()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(idp.seen().len(), 3, "a new fetch after the dropped one");
+}
+
 #[tokio::test]
 async fn unknown_kids_cannot_make_capsign_hammer_the_provider() {
     let idp = Fake::start(|_: &_| Answer::json(200, &jwks_of(&["rsa-1"]))).await;

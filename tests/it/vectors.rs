@@ -1,4 +1,4 @@
-//! Known-answer vectors: Ably's (reference/ably-protocol.md §1.3, §4.6) and capsign's own
+//! Known-answer vectors: Ably's (docs/ably-protocol.md §1.3, §4.6) and capsign's own
 //! grant cookie (README "Grant cookie format"), all in tests/data/vectors.json.
 
 use base64::Engine as _;
@@ -229,4 +229,33 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         head
     }
+}
+
+/// The Python fake Ably of the e2e suite checks capabilities against its own list of
+/// operations; it must be exactly capsign's (and Ably's) list, or the suite would accept what
+/// Ably refuses. Issue 17 found `statistics` there where Ably says `stats`.
+#[test]
+fn the_python_fake_ably_knows_the_same_operations() {
+    let fake = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fake_ably.py"
+    ))
+    .unwrap();
+    let set = fake
+        .split_once("OPERATIONS = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .unwrap()
+        .0;
+    let mut theirs: Vec<&str> = set
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    theirs.sort_unstable();
+    let mut ours: Vec<&str> = capsign::capability::Operation::ALL
+        .iter()
+        .map(|op| op.name())
+        .collect();
+    ours.sort_unstable();
+    assert_eq!(theirs, ours);
 }
