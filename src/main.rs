@@ -81,10 +81,8 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
-        Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
-    }
+    // The start-up I/O (JWKS fetch, clock correction) before saying "listening": a process
+    // that prints it is ready to answer.
     let app = Arc::new(app);
     match app.prepare().await {
         Ok(notes) => notes.iter().for_each(|n| eprintln!("capsign: {n}")),
@@ -92,6 +90,10 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
             eprintln!("capsign: start-up failed: {e}");
             return ExitCode::from(2);
         }
+    }
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
+        Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
     }
     match capsign::server::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -807,14 +807,23 @@ impl Settings {
         file: Option<&Path>,
     ) -> Result<Settings, SettingsError> {
         let file = file.map(read_file).transpose()?;
-        let given = Given::read(&Source { env, file })?;
-        Settings::from_given(given)
+        let src = Source { env, file };
+        let given = Given::read(&src)?;
+        // Anything set beyond where to listen makes this a production configuration, which
+        // demo values never complete.
+        let configured: Vec<&'static str> = TABLE
+            .iter()
+            .map(|d| d.name)
+            .filter(|n| !matches!(*n, "CAPSIGN_LISTEN" | "CAPSIGN_IDENTITY"))
+            .filter(|n| src.get(n).is_some())
+            .collect();
+        Settings::from_given(given, &configured)
     }
 
-    /// The checks that span several settings, and the demo fallbacks.
-    fn from_given(g: Given) -> Result<Settings, SettingsError> {
+    /// The checks that span several settings, and the demo fallbacks (demo mode only:
+    /// `configured` names the settings given besides the listen address and the mode).
+    fn from_given(g: Given, configured: &[&str]) -> Result<Settings, SettingsError> {
         let mut demo_defaults = Vec::new();
-        let identity = Settings::identity(&g)?;
         let ttl = Settings::ttl(&g)?;
         let secs = |d: Duration| d.as_secs();
         let (regrant_after_s, grant_max_age_s) = (secs(g.regrant_after), secs(g.grant_max_age));
@@ -824,7 +833,9 @@ impl Settings {
                 "must be at least 1s and at most CAPSIGN_GRANT_MAX_AGE",
             ));
         }
-        if matches!(identity, IdentitySettings::Demo) {
+        let identity = Settings::identity(&g, configured)?;
+        let demo = matches!(identity, IdentitySettings::Demo);
+        if demo {
             if !g.listen.ip().is_loopback() {
                 return Err(SettingsError::new(
                     "CAPSIGN_IDENTITY",
@@ -838,14 +849,14 @@ impl Settings {
             }
             demo_defaults.push("identity (demo: any user name at /login)");
         }
-        let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, &mut demo_defaults)?;
         let webhook = g.policy_url.map(|url| WebhookSettings {
             url,
             secret: g.policy_secret,
             timeout: g.policy_timeout,
             max_response: g.policy_max_response,
         });
-        let rules = Settings::rules(g.rules, webhook.is_some(), &identity, &mut demo_defaults)?;
+        let rules = Settings::rules(g.rules, webhook.is_some(), demo, &mut demo_defaults)?;
+        let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, demo, &mut demo_defaults)?;
         Ok(Settings {
             listen: g.listen,
             ably: AblySettings {
@@ -884,25 +895,58 @@ impl Settings {
         })
     }
 
-    /// The Ably key and the cookie keys, demo values only in demo mode.
+    /// The Ably key and the cookie keys. Demo values fill them in demo mode only; a
+    /// production configuration without them is refused, naming every one missing.
     fn keys(
         ably: Option<AblyApiKey>,
         cookie: Option<CookieKeys>,
+        demo: bool,
         demo_defaults: &mut Vec<&'static str>,
     ) -> Result<(AblyApiKey, CookieKeys), SettingsError> {
-        let key = match ably {
-            Some(k) => k,
-            None => {
-                demo_defaults.push("ABLY_API_KEY (demo key; Ably will refuse its credentials)");
-                AblyApiKey::parse(DEMO_ABLY_KEY)
-                    .map_err(|e| SettingsError::new("ABLY_API_KEY", e))?
+        match (ably, cookie) {
+            (Some(key), Some(keys)) => Ok((key, keys)),
+            (ably, cookie) if demo => {
+                let key = match ably {
+                    Some(k) => k,
+                    None => {
+                        demo_defaults
+                            .push("ABLY_API_KEY (demo key; Ably will refuse its credentials)");
+                        AblyApiKey::parse(DEMO_ABLY_KEY)
+                            .map_err(|e| SettingsError::new("ABLY_API_KEY", e))?
+                    }
+                };
+                let keys = cookie.unwrap_or_else(|| {
+                    demo_defaults.push("CAPSIGN_COOKIE_KEY (random; cookies die with the process)");
+                    CookieKeys::random()
+                });
+                Ok((key, keys))
             }
-        };
-        let keys = cookie.unwrap_or_else(|| {
-            demo_defaults.push("CAPSIGN_COOKIE_KEY (random; cookies die with the process)");
-            CookieKeys::random()
-        });
-        Ok((key, keys))
+            (ably, cookie) => {
+                let missing: Vec<&str> = [
+                    ably.is_none()
+                        .then_some("ABLY_API_KEY (appId.keyId:secret)"),
+                    cookie.is_none().then_some(
+                        "CAPSIGN_COOKIE_KEY (openssl rand -base64 32; the same on every instance)",
+                    ),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let setting = if ably.is_none() {
+                    "ABLY_API_KEY"
+                } else {
+                    "CAPSIGN_COOKIE_KEY"
+                };
+                Err(SettingsError::new(
+                    setting,
+                    format!(
+                        "not set; a production configuration needs {} (demo values are used only \
+                         in demo mode)",
+                        missing.join(" and ")
+                    ),
+                ))
+            }
+        }
     }
 
     /// Where the rules come from: a file, the built-in demo rules, or none when a webhook
@@ -910,13 +954,13 @@ impl Settings {
     fn rules(
         path: Option<PathBuf>,
         webhook: bool,
-        identity: &IdentitySettings,
+        demo: bool,
         demo_defaults: &mut Vec<&'static str>,
     ) -> Result<Option<RulesSource>, SettingsError> {
         match path {
             Some(path) => Ok(Some(RulesSource::File(path))),
             None if webhook => Ok(None),
-            None if matches!(identity, IdentitySettings::Demo) => {
+            None if demo => {
                 demo_defaults.push("CAPSIGN_RULES (examples/rules.toml, built in)");
                 Ok(Some(RulesSource::Demo))
             }
@@ -928,15 +972,29 @@ impl Settings {
         }
     }
 
-    /// The identity mode and what it needs.
-    fn identity(g: &Given) -> Result<IdentitySettings, SettingsError> {
+    /// The identity mode and what it needs. Demo only when asked for, or when nothing is
+    /// configured (`configured` is empty).
+    fn identity(g: &Given, configured: &[&str]) -> Result<IdentitySettings, SettingsError> {
         let (secret, public, jwks) = (&g.session_secret, &g.session_public_key, &g.session_jwks);
         let sources = [secret.is_some(), public.is_some(), jwks.is_some()];
-        let mode = g.identity.unwrap_or(if sources.contains(&true) {
-            IdentityMode::Jwt
-        } else {
-            IdentityMode::Demo
-        });
+        let mode = match g.identity {
+            Some(mode) => mode,
+            None if sources.contains(&true) => IdentityMode::Jwt,
+            None if configured.is_empty() => IdentityMode::Demo,
+            None => {
+                return Err(SettingsError::new(
+                    "CAPSIGN_SESSION_SECRET",
+                    format!(
+                        "no identity source, while {} set: this is no demo, so set \
+                         CAPSIGN_SESSION_SECRET, CAPSIGN_SESSION_PUBLIC_KEY or \
+                         CAPSIGN_SESSION_JWKS (or CAPSIGN_IDENTITY=header with \
+                         CAPSIGN_TRUSTED_PROXIES; CAPSIGN_IDENTITY=demo only to try capsign on \
+                         loopback)",
+                        configured.join(", ") + if configured.len() == 1 { " is" } else { " are" }
+                    ),
+                ));
+            }
+        };
         match mode {
             IdentityMode::Demo => Ok(IdentitySettings::Demo),
             IdentityMode::Header => Ok(IdentitySettings::Header {
@@ -1297,6 +1355,49 @@ mod tests {
         header_timeout_zero: [("CAPSIGN_HEADER_TIMEOUT", "0s")] => "CAPSIGN_HEADER_TIMEOUT";
     }
 
+    const ABLY: (&str, &str) = ("ABLY_API_KEY", "app.key:secret");
+    const COOKIE: (&str, &str) = ("CAPSIGN_COOKIE_KEY", KEY);
+    const RULES: (&str, &str) = ("CAPSIGN_RULES", "/etc/capsign/rules.toml");
+    const SESSION: (&str, &str) = ("CAPSIGN_SESSION_SECRET", SECRET);
+
+    /// Issue 16 (1a): a production configuration without an identity source used to start in
+    /// demo identity (anyone could log in as anyone at `/login`, signed with the real key).
+    #[test]
+    fn production_settings_without_an_identity_source_are_refused() {
+        for vars in [
+            &[ABLY, COOKIE, RULES][..],
+            &[ABLY][..],
+            &[RULES][..],
+            &[("CAPSIGN_POLICY_URL", "https://app.example/policy")][..],
+        ] {
+            let e = load(vars).unwrap_err();
+            assert_eq!(e.setting, "CAPSIGN_SESSION_SECRET", "{vars:?}: {e}");
+            assert!(e.problem.contains("CAPSIGN_SESSION_JWKS"), "{e}");
+        }
+        // Asked for explicitly, demo identity is still there (on loopback).
+        let s = load(&[ABLY, RULES, ("CAPSIGN_IDENTITY", "demo")]).unwrap();
+        assert!(s.is_demo());
+    }
+
+    /// Issue 16 (1b): a real identity without the Ably key or the cookie key used to sign with
+    /// the demo key, or seal with a random per-process key (every grant lost whenever a load
+    /// balancer switched instance).
+    #[test]
+    fn production_settings_need_the_ably_and_cookie_keys() {
+        let e = load(&[SESSION, RULES, COOKIE]).unwrap_err();
+        assert_eq!(e.setting, "ABLY_API_KEY", "{e}");
+        let e = load(&[SESSION, RULES, ABLY]).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_COOKIE_KEY", "{e}");
+        let e = load(&[SESSION, RULES, ("CAPSIGN_LISTEN", "0.0.0.0:8080")]).unwrap_err();
+        assert_eq!(e.setting, "ABLY_API_KEY", "{e}");
+        assert!(
+            e.problem.contains("ABLY_API_KEY") && e.problem.contains("CAPSIGN_COOKIE_KEY"),
+            "both named: {e}"
+        );
+        let s = load(&[SESSION, RULES, ABLY, COOKIE]).unwrap();
+        assert!(s.demo_defaults.is_empty());
+    }
+
     #[test]
     fn cookie_key_lists() {
         let keys = CookieKeys::parse(&format!("2:{KEY}, 1:{KEY}")).unwrap();
@@ -1337,7 +1438,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("capsign-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "format = \"tokenRequest\"\nttl = \"10m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "identity = \"demo\"\nformat = \"tokenRequest\"\nttl = \"10m\"\n",
+        )
+        .unwrap();
         let s = Settings::load(&|_| None, Some(&path)).unwrap();
         assert_eq!(s.flow.format, Format::TokenRequest);
         assert_eq!(s.flow.ttl.default_ms, 600_000);

@@ -180,3 +180,73 @@ fn check_flag_validates_and_exits() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 16 (1): `--check` used to say "configuration OK" for production settings that demo
+/// values completed (no identity source, no Ably key, no cookie key); now each is exit 2,
+/// naming what to set.
+#[test]
+fn check_refuses_production_settings_completed_by_demo_values() {
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let rules = rules.to_str().unwrap();
+    let ably = ("ABLY_API_KEY", crate::harness::ABLY_KEY);
+    let cookie = ("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY);
+    let session = ("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET);
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[ably, cookie, ("CAPSIGN_RULES", rules)],
+            "CAPSIGN_SESSION_SECRET",
+        ),
+        (
+            &[
+                ably,
+                cookie,
+                ("CAPSIGN_RULES", rules),
+                ("CAPSIGN_SESSION_SECRET", ""),
+            ],
+            "CAPSIGN_SESSION_SECRET",
+        ),
+        (&[session, cookie, ("CAPSIGN_RULES", rules)], "ABLY_API_KEY"),
+        (
+            &[
+                session,
+                ably,
+                ("CAPSIGN_RULES", rules),
+                ("CAPSIGN_LISTEN", "0.0.0.0:0"),
+            ],
+            "CAPSIGN_COOKIE_KEY",
+        ),
+    ];
+    for (vars, name) in cases {
+        let mut c = command();
+        c.arg("--check");
+        for (k, v) in *vars {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{vars:?}: {err}");
+        assert!(err.contains(name), "{vars:?}: {err}");
+        assert!(!err.contains("configuration OK"), "{err}");
+    }
+}
+
+/// Issue 16 (1): "listening on" is printed only once the start-up work has succeeded; a JWKS
+/// URL that cannot be fetched stops the start before it.
+#[test]
+fn listening_is_announced_only_after_the_jwks_fetch() {
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_JWKS", "http://127.0.0.1:1/jwks.json")
+        .env("CAPSIGN_RULES", &rules);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("CAPSIGN_SESSION_JWKS"), "{err}");
+    assert!(
+        !err.contains("listening on"),
+        "announced before the fetch: {err}"
+    );
+}
