@@ -17,7 +17,7 @@
 
 use crate::ably::{self, Ably, AblyError, TokenError};
 use crate::capability::{CapabilitySet, Resource};
-use crate::grants::{GrantSet, OpenLimits, Purpose, SET_COOKIE_BUDGET, Sealer};
+use crate::grants::{GrantSet, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer};
 use crate::identity::Identity;
 use crate::policy::{Policy, WebhookError};
 use crate::settings::{DenyMode, FlowSettings, Format, Overflow};
@@ -32,6 +32,11 @@ pub const IAT_BACKDATE_S: u64 = 5;
 
 /// How far in the future a cookie's issue time may lie (clock differences within a fleet).
 pub const COOKIE_FUTURE_SKEW_S: u64 = 60;
+
+/// The most grant cookies of one request that are tried: the first that opens is used, the
+/// rest are ignored (a browser sends two only when an old cookie with another path or domain
+/// lingers). Grants from several cookies are never unioned.
+pub const MAX_COOKIES_TRIED: usize = 4;
 
 /// The services and settings of the auth flow; the app builds one at start-up.
 #[derive(Debug)]
@@ -110,6 +115,25 @@ pub enum FlowError {
     /// Nothing to mint.
     #[error("no capability granted")]
     NothingGranted,
+    /// More resources asked for than one client may hold; refused before any comparison.
+    #[error("{asked} resources in one capability; at most {max} are allowed")]
+    TooManyRequested {
+        /// How many were asked.
+        asked: usize,
+        /// The limit (`CAPSIGN_MAX_GRANTS`).
+        max: usize,
+    },
+    /// More grants than one client may hold (`overflow = "reject"`).
+    #[error(
+        "{held} grants would be held; at most {max} are allowed (CAPSIGN_MAX_GRANTS); ask for a \
+         wildcard resource instead of many channels"
+    )]
+    TooManyGrants {
+        /// Grants held, new ones included.
+        held: usize,
+        /// The limit.
+        max: usize,
+    },
     /// More new grants than allowed in one request.
     #[error("{asked} new grants in one request; at most {max} are allowed")]
     TooManyNewGrants {
@@ -187,6 +211,13 @@ impl Flow {
         // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
         let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after_s));
         let requested = params.capability.unwrap_or_default();
+        // Bounded before any comparison: the covering check costs at most this many lookups.
+        if requested.len() > self.sealer.max_grants() {
+            return Err(FlowError::TooManyRequested {
+                asked: requested.len(),
+                max: self.sealer.max_grants(),
+            });
+        }
         let new = held.uncovered(&requested);
         if new.len() > cfg.max_new_grants {
             return Err(FlowError::TooManyNewGrants {
@@ -255,23 +286,26 @@ impl Flow {
             max_age: self.settings.grant_max_age_s,
             future_skew: COOKIE_FUTURE_SKEW_S,
         };
-        let candidates = presented
-            .cookies
-            .iter()
-            .map(|v| (Purpose::Cookie, *v))
-            .chain(presented.header.map(|v| (Purpose::Header, v)));
         let mut held = GrantSet::new();
         let mut fresh = true;
-        for (purpose, value) in candidates {
-            match self.sealer.open(purpose, value, &who.client_id, limits) {
-                Ok(opened) => {
-                    held.merge(opened.grants);
-                    fresh = false;
-                }
-                Err(e) => {
-                    tracing::debug!(client_id = %who.client_id, ?purpose, "ignoring sealed grants: {e}")
-                }
+        let open = |purpose, value| match self.sealer.open(purpose, value, &who.client_id, limits) {
+            Ok(opened) => Some(opened.grants),
+            Err(e) => {
+                tracing::debug!(client_id = %who.client_id, ?purpose, "ignoring sealed grants: {e}");
+                None
             }
+        };
+        let cookie = presented
+            .cookies
+            .iter()
+            .take(MAX_COOKIES_TRIED)
+            .find_map(|v| open(Purpose::Cookie, v));
+        // The cookie and the header may both be sent (a client that keeps the header and has
+        // a jar); each is within the grant limit, so their union is bounded too.
+        let header = presented.header.and_then(|v| open(Purpose::Header, v));
+        for grants in [cookie, header].into_iter().flatten() {
+            held.merge(grants);
+            fresh = false;
         }
         // Grants past their maximum age need no special case: regrant_after <= grant_max_age,
         // so they are among those re-checked, and gone unless the policy approves them again.
@@ -287,23 +321,35 @@ impl Flow {
         now: u64,
     ) -> Result<(String, String, Vec<Resource>), FlowError> {
         let mut evicted = Vec::new();
+        let overflow = self.settings.overflow;
         loop {
-            let payload = self.sealer.encode(&who.client_id, now, held);
-            let cookie = self.sealer.seal(Purpose::Cookie, &payload);
-            let set_cookie_len = self.sealer.set_cookie_len(cookie.len());
-            if set_cookie_len < SET_COOKIE_BUDGET {
-                let header = self.sealer.seal(Purpose::Header, &payload);
-                return Ok((cookie, header, evicted));
+            let held_now = held.len();
+            let (excess, refusal) = match self.sealer.encode(&who.client_id, now, held) {
+                Ok(payload) => {
+                    let cookie = self.sealer.seal(Purpose::Cookie, &payload);
+                    let set_cookie_len = self.sealer.set_cookie_len(cookie.len());
+                    if set_cookie_len < SET_COOKIE_BUDGET {
+                        let header = self.sealer.seal(Purpose::Header, &payload);
+                        return Ok((cookie, header, evicted));
+                    }
+                    // Evict in proportion to the excess, at least one grant, then measure
+                    // again.
+                    let per_grant = (set_cookie_len / held_now.max(1)).max(1);
+                    let excess = (set_cookie_len + 1 - SET_COOKIE_BUDGET).div_ceil(per_grant);
+                    (excess, FlowError::CookieFull { held: held_now })
+                }
+                Err(SealError::TooManyGrants { held, max }) => {
+                    (held - max, FlowError::TooManyGrants { held, max })
+                }
+                // A body over the inflate limit: an eighth at a time.
+                Err(SealError::TooLarge { .. }) => {
+                    (held_now / 8, FlowError::CookieFull { held: held_now })
+                }
+            };
+            if overflow == Overflow::Reject || held.is_empty() {
+                return Err(refusal);
             }
-            if self.settings.overflow == Overflow::Reject || held.is_empty() {
-                return Err(FlowError::CookieFull { held: held.len() });
-            }
-            // Evict in proportion to the excess, at least one grant, then measure again.
-            let per_grant = (set_cookie_len / held.len().max(1)).max(1);
-            let n = (set_cookie_len + 1 - SET_COOKIE_BUDGET)
-                .div_ceil(per_grant)
-                .max(1);
-            evicted.extend(held.evict_oldest(n));
+            evicted.extend(held.evict_oldest(excess.max(1)));
         }
     }
 

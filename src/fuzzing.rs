@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::capability::{CapabilitySet, OpSet, Resource};
-use crate::grants::{Grant, GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, Sealer};
+use crate::grants::{Grant, GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, SealError, Sealer};
 use crate::identity::Identity;
 use crate::policy::Rules;
 use crate::testing::{self, ABLY_SECRET, SESSION_SECRET};
@@ -77,40 +77,68 @@ fn grant_set_from(data: &[u8]) -> GrantSet {
     set
 }
 
-/// The grant cookie: (1) `data` as a sealed value never panics the opener and never opens
-/// unless genuinely sealed; (2) `open(seal(x)) == x` for a set drawn from `data`; (3) a
-/// sealed value changed in one character, truncated, opened for another client or for the
-/// header purpose, never opens.
+/// The same keys as [`sealer`], with key `id` signing: re-seals a value exactly as it was
+/// sealed.
+fn sealer_signing_with(id: u8) -> Sealer {
+    let one = GrantKey::derive(1, b"fuzz-cookie-key-0123456789abcdef");
+    let two = GrantKey::derive(2, b"fuzz-cookie-key-older-0123456789");
+    let (signing, other) = if id == 2 { (two, one) } else { (one, two) };
+    Sealer::new(
+        GrantKeys::new(signing, vec![other]).expect("two keys"),
+        COOKIE_NAME,
+    )
+}
+
+/// The grant cookie: (1) `data` as a sealed value never panics the opener, and opens only if
+/// it is exactly what the sealer writes for what it holds (so arbitrary text never opens: only
+/// a genuinely sealed seed can); (2) `open(seal(x)) == x` for a set drawn from `data`, and
+/// `seal` refuses exactly the sets over the limits `open` enforces (grant count, body size,
+/// sealed length), so every value capsign hands out opens again; (3) a sealed value changed
+/// in one character, truncated, opened for another client or for the header purpose, never
+/// opens.
 pub fn grant_cookie(data: &[u8]) {
     let sealer = sealer();
     // (1) Arbitrary text.
     let text = String::from_utf8_lossy(data);
     for purpose in [Purpose::Cookie, Purpose::Header] {
         if let Ok(opened) = sealer.open(purpose, &text, CLIENT, limits()) {
-            let again = sealer.seal_grants(purpose, CLIENT, opened.issued_at, &opened.grants);
-            let reopened = sealer.open(purpose, &again, CLIENT, limits()).unwrap();
-            assert_eq!(reopened, opened, "an opened value must survive re-sealing");
+            let key_id = URL_SAFE_NO_PAD
+                .decode(text.as_bytes())
+                .ok()
+                .and_then(|raw| raw.get(1).copied())
+                .unwrap_or(0);
+            let again = sealer_signing_with(key_id)
+                .seal_grants(purpose, CLIENT, opened.issued_at, &opened.grants)
+                .expect("what opened seals again");
+            assert_eq!(again, text, "only an exact sealed value may open");
         }
     }
 
-    // (2) Round trip.
+    // (2) Round trip, at the limits.
     let set = grant_set_from(data);
-    let sealed = sealer.seal_grants(Purpose::Cookie, CLIENT, NOW, &set);
-    match sealer.open(Purpose::Cookie, &sealed, CLIENT, limits()) {
-        Ok(opened) => {
-            assert_eq!(opened.grants, set, "open(seal(x)) must be x");
-            assert_eq!(opened.issued_at, NOW);
+    let sealed = match sealer.seal_grants(Purpose::Cookie, CLIENT, NOW, &set) {
+        Ok(sealed) => sealed,
+        Err(SealError::TooManyGrants { held, max }) => {
+            assert!(
+                held > max && set.len() > sealer.max_grants(),
+                "{held} > {max}"
+            );
+            return;
         }
-        // Only a set too large for the format's limits may fail to open.
-        Err(e) => assert!(
-            sealed.len() > crate::grants::MAX_SEALED_LEN,
-            "a sealed value of {} bytes did not open: {e}",
-            sealed.len()
-        ),
-    }
-    if sealed.len() > crate::grants::MAX_SEALED_LEN {
-        return;
-    }
+        Err(SealError::TooLarge { bytes }) => {
+            assert!(
+                bytes > crate::grants::MAX_SEALED_LEN,
+                "refused at {bytes} bytes"
+            );
+            return;
+        }
+    };
+    assert!(sealed.len() <= crate::grants::MAX_SEALED_LEN);
+    let opened = sealer
+        .open(Purpose::Cookie, &sealed, CLIENT, limits())
+        .unwrap_or_else(|e| panic!("a sealed value of {} bytes did not open: {e}", sealed.len()));
+    assert_eq!(opened.grants, set, "open(seal(x)) must be x");
+    assert_eq!(opened.issued_at, NOW);
 
     // (3) Tampering.
     let pick = data.iter().fold(7usize, |h, b| {
@@ -281,7 +309,8 @@ fn auth_target() -> &'static AuthTarget {
         let cookie = app
             .flow
             .sealer
-            .seal_grants(Purpose::Cookie, CLIENT, now, &grants);
+            .seal_grants(Purpose::Cookie, CLIENT, now, &grants)
+            .expect("two grants seal");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -392,6 +421,7 @@ pub fn auth_request(data: &[u8]) {
             "doc:1": ["*"],
             "private:fuzz-user:*": ["*"],
             "team:red": ["subscribe"],
+            "home:fuzz-user": ["subscribe"],
         }))
         .unwrap();
         assert!(allowed.covers_set(&cap), "minted {cap} beyond the rules");

@@ -185,6 +185,9 @@ settings_table! {
     cookie_name: String = "CAPSIGN_COOKIE_NAME", default ("__Host-capsign"), plain,
         parse::cookie_name,
         "The grant cookie's name (bound into its MAC).";
+    max_grants: usize = "CAPSIGN_MAX_GRANTS", default ("256"), plain,
+        parse::positive,
+        "Most grants one client may hold; also the most a request may ask for.";
     cookie_overflow: Overflow = "CAPSIGN_COOKIE_OVERFLOW", default ("reject"), plain,
         Overflow::parse,
         "When a merge would exceed the cookie budget: reject (400) or evict (oldest grants).";
@@ -606,6 +609,8 @@ pub struct CookieSettings {
     pub same_site: SameSite,
     /// Its `Max-Age` and the oldest seal accepted, in seconds (the grant maximum age).
     pub max_age_s: u64,
+    /// The most grants a set may hold (and a request may ask for).
+    pub max_grants: usize,
 }
 
 /// The settings of the `identity` module.
@@ -871,6 +876,7 @@ impl Settings {
                 name: g.cookie_name,
                 same_site: g.cookie_samesite,
                 max_age_s: grant_max_age_s,
+                max_grants: g.max_grants,
             },
             identity,
             policy: PolicySettings { rules, webhook },

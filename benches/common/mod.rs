@@ -63,7 +63,8 @@ fn setup() -> Setup {
     let cookie = app
         .flow
         .sealer
-        .seal_grants(Purpose::Cookie, CLIENT, now - 60, &held);
+        .seal_grants(Purpose::Cookie, CLIENT, now - 60, &held)
+        .unwrap();
     let new = CapabilitySet::from_json(r#"{"doc:c0ffee42":["publish","subscribe"]}"#).unwrap();
     let query = format!(
         "/auth?capability={}",
@@ -223,8 +224,9 @@ impl Fixture {
                 "cookie seal: 11 grants + Set-Cookie",
                 Box::new(move || {
                     let sealer = &app.flow.sealer;
-                    let v =
-                        sealer.seal_grants(Purpose::Cookie, CLIENT, now, black_box(&self.merged));
+                    let v = sealer
+                        .seal_grants(Purpose::Cookie, CLIENT, now, black_box(&self.merged))
+                        .unwrap();
                     black_box(sealer.set_cookie(&v));
                 }),
             ),

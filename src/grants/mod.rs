@@ -1,33 +1,35 @@
-//! The grant set a client holds, and its sealed form: the grant cookie (format v1).
+//! The grant set a client holds, and its sealed form: the grant cookie (format v1) and the
+//! `X-Capsign-Grants` header (format v2).
 //!
 //! This module owns the bytes of the cookie and of the `X-Capsign-Grants` header: how a
 //! [`GrantSet`] is encoded, compressed, MAC'd and opened again. It decides nothing about what
 //! a client may hold (that is the policy's job) and does not read HTTP headers.
 //!
-//! # Format v1
+//! # Formats v1 (cookie) and v2 (header)
 //!
 //! A sealed value is `base64url_nopad(payload ‖ mac)`:
 //!
 //! ```text
-//! payload = version:u8 (=1) ‖ key_id:u8 ‖ flags:u8 ‖ body        flags bit 0: body is deflated
+//! payload = version:u8 ‖ key_id:u8 ‖ flags:u8 ‖ body             1 cookie, 2 header
+//!                                                                flags bit 0: body is deflated
 //! body    = varint(issued_at) ‖ varint(len) ‖ clientId
 //!           ‖ varint(n) ‖ n × grant                              grants sorted by resource bytes
 //! grant   = varint(shared) ‖ varint(len) ‖ suffix                resource = prev[..shared] ‖ suffix
 //!           ‖ varint(op_bits) ‖ varint(issued_at − approved_at)
-//! mac     = HMAC-SHA256(K[key_id], "capsign-grants-v1" ‖ 0x00 ‖ purpose ‖ u8(len(name)) ‖ name
-//!                                  ‖ payload)
-//! K[id]   = HKDF-SHA256(salt = "capsign", ikm = cookie key `id`,
+//! mac     = HMAC-SHA256(K[key_id], domain ‖ purpose ‖ u8(len(name)) ‖ name ‖ payload)
+//! domain  = "capsign-grants-v1" ‖ 0x00 (cookie), "capsign-grants-v2" ‖ 0x00 (header)
+//! K[id]   = HKDF-SHA256(salt = "capsign", ikm = the bytes of cookie key `id`,
 //!                       info = "capsign grant cookie v1 hmac-sha256")
 //! ```
 //!
-//! Times are Unix seconds, varints are unsigned LEB128, `purpose` is `C` for the cookie (whose
-//! name is bound as `name`) and `H` for the `X-Capsign-Grants` header (empty name), so a value
-//! sealed for one never opens as the other. `op_bits` is the operation bit set of
+//! Times are Unix seconds, varints are unsigned LEB128, `purpose` is `C` for the cookie and
+//! `H` for the `X-Capsign-Grants` header, and `name` is the cookie name for both (it names the
+//! deployment), so a value sealed for one purpose or deployment never opens as another. `op_bits` is the operation bit set of
 //! [`OpSet::bits`]: bit `i` is the `i`-th operation in name order, bit 17 is `*`.
 //!
 //! Opening checks, in order, and stops at the first failure: the length (before decoding
 //! anything), base64, version, key id, the MAC over the raw bytes (constant time), and only
-//! then inflates (bounded) and parses, requiring strictly sorted valid resources, canonical
+//! then inflates (bounded) and parses, refusing more grants than the limit before decoding any, requiring strictly sorted valid resources, canonical
 //! operation sets, no trailing bytes, the expected clientId, an issue time neither in the
 //! future (beyond a small skew) nor older than the maximum age.
 
@@ -36,8 +38,8 @@ mod seal;
 use crate::capability::{CapabilitySet, OpSet, Resource};
 
 pub use seal::{
-    GrantKey, GrantKeys, GrantsError, MAX_SEALED_LEN, OpenLimits, Opened, Payload, Purpose,
-    SET_COOKIE_BUDGET, Sealer, VERSION,
+    DEFAULT_MAX_GRANTS, GrantKey, GrantKeys, GrantsError, HEADER_VERSION, MAX_SEALED_LEN,
+    OpenLimits, Opened, Payload, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, VERSION,
 };
 
 /// One held grant: the operations on a resource and when the policy last approved them.
@@ -85,16 +87,29 @@ impl GrantSet {
 
     /// The part of `requested` these grants do not already cover (as
     /// [`CapabilitySet::uncovered`], without building the held set first).
+    ///
+    /// A held name without `*` covers only itself, so it is found by binary search; only the
+    /// held patterns are compared one by one, and each first by its literal prefix. The cost
+    /// is at most `requested × (log held + patterns held)`, with both bounded by the grant
+    /// limit.
     pub fn uncovered(&self, requested: &CapabilitySet) -> CapabilitySet {
+        let patterns: Vec<(&Resource, OpSet, &str)> = self
+            .entries
+            .iter()
+            .filter(|(r, _)| r.as_str().contains('*'))
+            .map(|(r, g)| (r, g.ops, literal_prefix(r.as_str())))
+            .collect();
         let mut out = CapabilitySet::new();
         for (r, ops) in requested.iter() {
-            let allowed = self
-                .entries
+            let exact = self
+                .find(r.as_str())
+                .ok()
+                .and_then(|i| self.entries.get(i))
+                .map_or(OpSet::EMPTY, |(_, g)| g.ops);
+            let allowed = patterns
                 .iter()
-                .filter(|(held, _)| held.covers(r))
-                .fold(crate::capability::OpSet::EMPTY, |acc, (_, g)| {
-                    acc.union(g.ops)
-                });
+                .filter(|(p, _, prefix)| r.as_str().starts_with(prefix) && p.covers(r))
+                .fold(exact, |acc, (_, o, _)| acc.union(*o));
             out.insert(r.clone(), ops.difference(allowed));
         }
         out
@@ -192,6 +207,15 @@ impl GrantSet {
         self.entries
             .binary_search_by(|(r, _)| r.as_str().cmp(resource))
     }
+}
+
+/// What every resource a pattern covers starts with: the pattern up to its first `*`, or
+/// nothing for a `[*]` pattern (which covers other qualifiers too).
+fn literal_prefix(pattern: &str) -> &str {
+    if pattern.starts_with("[*]") {
+        return "";
+    }
+    pattern.split('*').next().unwrap_or_default()
 }
 
 /// One grant from two: the union of the operations, the older approval.

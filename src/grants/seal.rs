@@ -1,5 +1,9 @@
-//! The sealed form of a grant set: the grant cookie and the `X-Capsign-Grants` header
-//! (format v1, described in the parent module), and the cookie's `Set-Cookie` value.
+//! The sealed form of a grant set: the grant cookie (format v1) and the `X-Capsign-Grants`
+//! header (format v2), described in the parent module, and the cookie's `Set-Cookie` value.
+//!
+//! Every value [`Sealer::encode`] accepts opens again with the same sealer: it refuses a set
+//! of more than the sealer's grant limit, a body over the inflate limit, and a sealed value
+//! over [`MAX_SEALED_LEN`], which are exactly the limits `open` enforces.
 
 use std::fmt;
 
@@ -16,8 +20,16 @@ use crate::settings::{CookieKeys, CookieSettings, SameSite};
 /// value exceed 4096 bytes without a word; capsign never sends one that large.
 pub const SET_COOKIE_BUDGET: usize = 4096;
 
-/// The format version this build writes and reads.
+/// The format version of grant cookies.
 pub const VERSION: u8 = 1;
+
+/// The format version of `X-Capsign-Grants` values: v1's payload, with a MAC that binds the
+/// cookie name too (v1 headers bound an empty name, so they opened in any deployment that
+/// shared the cookie key).
+pub const HEADER_VERSION: u8 = 2;
+
+/// The most grants a set holds unless the settings say otherwise (`CAPSIGN_MAX_GRANTS`).
+pub const DEFAULT_MAX_GRANTS: usize = 256;
 
 /// Longest sealed value `open` looks at. Browsers keep no cookie over 4096 bytes anyway.
 pub const MAX_SEALED_LEN: usize = 4096;
@@ -33,7 +45,8 @@ const DEFLATE_FROM: usize = 768;
 
 const MAC_LEN: usize = 32;
 const HEADER_LEN: usize = 3;
-const DOMAIN: &[u8] = b"capsign-grants-v1\0";
+const DOMAIN_V1: &[u8] = b"capsign-grants-v1\0";
+const DOMAIN_V2: &[u8] = b"capsign-grants-v2\0";
 const HKDF_SALT: &[u8] = b"capsign";
 const HKDF_INFO: &[u8] = b"capsign grant cookie v1 hmac-sha256";
 const FLAG_DEFLATE: u8 = 1;
@@ -54,6 +67,34 @@ impl Purpose {
             Purpose::Header => b'H',
         }
     }
+
+    /// The format version written and required for this purpose.
+    const fn version(self) -> u8 {
+        match self {
+            Purpose::Cookie => VERSION,
+            Purpose::Header => HEADER_VERSION,
+        }
+    }
+}
+
+/// Why a grant set cannot be sealed: it would not open again. The flow applies the cookie
+/// overflow policy (refuse the request, or evict the oldest grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// More grants than the sealer's limit.
+    #[error("{held} grants; at most {max} may be held")]
+    TooManyGrants {
+        /// Grants in the set.
+        held: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body or the sealed value is over the limits `open` enforces.
+    #[error("sealed grants too large ({bytes} bytes)")]
+    TooLarge {
+        /// The size that is over its limit.
+        bytes: usize,
+    },
 }
 
 /// Why a sealed value did not open. None of these reach the client: the flow treats the value
@@ -84,6 +125,9 @@ pub enum GrantsError {
     /// Sealed for another clientId.
     #[error("grants belong to another clientId")]
     OtherClient,
+    /// More grants than the limit.
+    #[error("more grants than the limit")]
+    TooManyGrants,
     /// Issued too far in the future.
     #[error("grants issued in the future")]
     FromFuture,
@@ -188,6 +232,7 @@ pub struct Sealer {
     cookie_name: String,
     same_site: SameSite,
     max_age_s: u64,
+    max_grants: usize,
 }
 
 /// The encoded payload of a grant set, before the MAC: sealed once per purpose.
@@ -202,7 +247,18 @@ impl Sealer {
             cookie_name: cookie_name.into(),
             same_site: SameSite::Lax,
             max_age_s: 24 * 3600,
+            max_grants: DEFAULT_MAX_GRANTS,
         }
+    }
+
+    /// The same sealer with another grant limit.
+    pub fn with_max_grants(self, max_grants: usize) -> Sealer {
+        Sealer { max_grants, ..self }
+    }
+
+    /// The most grants a sealed set may hold.
+    pub fn max_grants(&self) -> usize {
+        self.max_grants
     }
 
     /// The sealer of the grant cookie settings.
@@ -212,6 +268,7 @@ impl Sealer {
             cookie_name: cookie.name.clone(),
             same_site: cookie.same_site,
             max_age_s: cookie.max_age_s,
+            max_grants: cookie.max_grants,
         }
     }
 
@@ -255,7 +312,22 @@ impl Sealer {
     }
 
     /// Encodes a grant set for `client_id` at `issued_at` (Unix seconds).
-    pub fn encode(&self, client_id: &str, issued_at: u64, grants: &GrantSet) -> Payload {
+    ///
+    /// # Errors
+    ///
+    /// A set that would not open again: over the grant limit, or too large once encoded.
+    pub fn encode(
+        &self,
+        client_id: &str,
+        issued_at: u64,
+        grants: &GrantSet,
+    ) -> Result<Payload, SealError> {
+        if grants.len() > self.max_grants {
+            return Err(SealError::TooManyGrants {
+                held: grants.len(),
+                max: self.max_grants,
+            });
+        }
         let mut body = Vec::with_capacity(32 + client_id.len() + grants.len() * 16);
         put_varint(&mut body, issued_at);
         put_bytes(&mut body, client_id.as_bytes());
@@ -270,6 +342,9 @@ impl Sealer {
             put_varint(&mut body, issued_at.saturating_sub(g.approved_at));
             prev = name;
         }
+        if body.len() > MAX_BODY_LEN {
+            return Err(SealError::TooLarge { bytes: body.len() });
+        }
         let key_id = self.keys.signing.id;
         let deflated = (body.len() >= DEFLATE_FROM)
             .then(|| deflate(&body))
@@ -279,47 +354,62 @@ impl Sealer {
             Some(d) => (FLAG_DEFLATE, d),
             None => (0, &body),
         };
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + MAC_LEN);
-        out.extend_from_slice(&[VERSION, key_id, flags]);
+        let raw_len = HEADER_LEN + body.len() + MAC_LEN;
+        let sealed_len = (4 * raw_len).div_ceil(3);
+        if sealed_len > MAX_SEALED_LEN {
+            return Err(SealError::TooLarge { bytes: sealed_len });
+        }
+        let mut out = Vec::with_capacity(raw_len);
+        // The version byte is the purpose's; `seal` writes it.
+        out.extend_from_slice(&[0, key_id, flags]);
         out.extend_from_slice(body);
-        Payload(out)
+        Ok(Payload(out))
     }
 
     /// The sealed text of `payload` for `purpose`.
     pub fn seal(&self, purpose: Purpose, payload: &Payload) -> String {
         let mut raw = Vec::with_capacity(payload.0.len() + MAC_LEN);
         raw.extend_from_slice(&payload.0);
-        let tag = self.mac(&self.keys.signing, purpose, &payload.0);
+        if let Some(version) = raw.first_mut() {
+            *version = purpose.version();
+        }
+        let tag = self.mac(&self.keys.signing, purpose, &raw);
         raw.extend_from_slice(&tag.finalize().into_bytes());
         URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// Encodes and seals in one step.
+    ///
+    /// # Errors
+    ///
+    /// See [`Sealer::encode`].
     pub fn seal_grants(
         &self,
         purpose: Purpose,
         client_id: &str,
         issued_at: u64,
         grants: &GrantSet,
-    ) -> String {
-        self.seal(purpose, &self.encode(client_id, issued_at, grants))
+    ) -> Result<String, SealError> {
+        Ok(self.seal(purpose, &self.encode(client_id, issued_at, grants)?))
     }
 
     /// The MAC state over `payload` for `purpose`, ready to finalize or verify.
     fn mac(&self, key: &GrantKey, purpose: Purpose, payload: &[u8]) -> HmacSha256 {
         let mut mac = key.mac.clone();
-        let name: &[u8] = match purpose {
-            Purpose::Cookie => self.cookie_name.as_bytes(),
-            Purpose::Header => b"",
-        };
-        mac.update(DOMAIN);
+        // Both bind the cookie name, which names the deployment; the purpose tag and the
+        // domain keep a cookie from opening as a header and the other way round.
+        let name = self.cookie_name.as_bytes();
+        mac.update(match purpose {
+            Purpose::Cookie => DOMAIN_V1,
+            Purpose::Header => DOMAIN_V2,
+        });
         mac.update(&[purpose.tag(), name.len().min(255) as u8]);
         mac.update(name);
         mac.update(payload);
         mac
     }
 
-    /// Opens a sealed value for `client_id` (see the module's `# Format v1` for the checks).
+    /// Opens a sealed value for `client_id` (see the parent module for the checks).
     ///
     /// # Errors
     ///
@@ -344,7 +434,7 @@ impl Sealer {
         let (&[version, key_id, flags], body) = payload
             .split_first_chunk::<HEADER_LEN>()
             .ok_or(GrantsError::TooShort)?;
-        if version != VERSION {
+        if version != purpose.version() {
             return Err(GrantsError::Version(version));
         }
         let key = self
@@ -366,7 +456,7 @@ impl Sealer {
             }
             _ => return Err(GrantsError::Malformed("flags")),
         };
-        let (holder, opened) = decode_body(body)?;
+        let (holder, opened) = decode_body(body, self.max_grants)?;
         if holder != client_id.as_bytes() {
             return Err(GrantsError::OtherClient);
         }
@@ -380,11 +470,15 @@ impl Sealer {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<(&[u8], Opened), GrantsError> {
+fn decode_body(body: &[u8], max_grants: usize) -> Result<(&[u8], Opened), GrantsError> {
     let mut r = Reader(body);
     let issued_at = r.varint()?;
     let holder = r.bytes()?;
     let n = r.varint()?;
+    // Checked before any grant is decoded: the work of opening is bounded by the limit.
+    if usize::try_from(n).map_or(true, |n| n > max_grants) {
+        return Err(GrantsError::TooManyGrants);
+    }
     // Each grant takes at least four bytes, which bounds the capacity by the body's length.
     let mut grants = GrantSet {
         entries: Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(r.0.len() / 4)),
@@ -541,7 +635,7 @@ mod tests {
             r#"{"chat:a":["publish","subscribe"],"chat:b":["*"],"[meta]x":["subscribe"]}"#,
             990,
         );
-        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g);
+        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g).unwrap();
         let opened = s
             .open(Purpose::Cookie, &sealed, "alice", limits(1000))
             .unwrap();
@@ -553,14 +647,14 @@ mod tests {
     fn bound_to_client_purpose_name_and_time() {
         let s = sealer();
         let g = set(r#"{"chat:a":["publish"]}"#, 1000);
-        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g);
+        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g).unwrap();
         assert_eq!(
             s.open(Purpose::Cookie, &sealed, "bob", limits(1000)),
             Err(GrantsError::OtherClient)
         );
         assert_eq!(
             s.open(Purpose::Header, &sealed, "alice", limits(1000)),
-            Err(GrantsError::Mac)
+            Err(GrantsError::Version(VERSION))
         );
         let other_name = Sealer::new(s.keys.clone(), "other");
         assert_eq!(
@@ -577,11 +671,107 @@ mod tests {
         );
     }
 
+    /// Issue 16 (7): an `X-Capsign-Grants` value from one deployment opened in another that
+    /// shared the cookie key but used another cookie name (the header's MAC bound an empty
+    /// name). Format v2 binds the cookie name; a v1 header value no longer opens.
+    #[test]
+    fn grants_header_is_bound_to_the_cookie_name() {
+        let s = sealer();
+        let g = set(r#"{"chat:a":["publish"]}"#, 1000);
+        let header = s.seal_grants(Purpose::Header, "alice", 1000, &g).unwrap();
+        assert!(
+            s.open(Purpose::Header, &header, "alice", limits(1000))
+                .is_ok()
+        );
+        let other_name = Sealer::new(s.keys.clone(), "__Host-other-app");
+        assert_eq!(
+            other_name.open(Purpose::Header, &header, "alice", limits(1000)),
+            Err(GrantsError::Mac)
+        );
+        assert_eq!(
+            s.open(Purpose::Cookie, &header, "alice", limits(1000)),
+            Err(GrantsError::Version(HEADER_VERSION))
+        );
+        // A v1 header value, as this build's predecessor sealed it: MAC over an empty name.
+        let payload = s.encode("alice", 1000, &g).unwrap();
+        let mut raw = payload.0.clone();
+        raw[0] = 1;
+        let mut mac = s.keys.signing.mac.clone();
+        mac.update(DOMAIN_V1);
+        mac.update(b"H\0");
+        mac.update(&raw);
+        raw.extend_from_slice(&mac.finalize().into_bytes());
+        let v1 = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(
+            s.open(Purpose::Header, &v1, "alice", limits(1000)),
+            Err(GrantsError::Version(1))
+        );
+    }
+
+    /// Issue 16 (4): capsign sealed sets it could not open again (a body inflating past the
+    /// opener's limit, or more grants than it accepts). Every value `seal` hands out opens, and
+    /// `seal` refuses exactly what `open` would.
+    #[test]
+    fn every_sealed_value_opens_at_the_limits() {
+        let s = sealer().with_max_grants(300);
+        // Distinct first bytes defeat the prefix sharing; long repeated tails deflate to
+        // almost nothing: a body far over the inflate limit in a small sealed value.
+        let wide = |n: usize, tail: usize| {
+            let mut g = GrantSet::new();
+            for i in 0..n {
+                let name = format!("{i:04}{}", "z".repeat(tail));
+                g.add(
+                    &CapabilitySet::from_json(&format!(r#"{{"{name}":["subscribe"]}}"#)).unwrap(),
+                    1000,
+                );
+            }
+            g
+        };
+        let over_body = wide(200, 500);
+        assert!(matches!(
+            s.seal_grants(Purpose::Cookie, "u", 1000, &over_body),
+            Err(SealError::TooLarge { bytes }) if bytes > MAX_BODY_LEN
+        ));
+        assert!(matches!(
+            s.seal_grants(Purpose::Cookie, "u", 1000, &wide(301, 0)),
+            Err(SealError::TooManyGrants {
+                held: 301,
+                max: 300
+            })
+        ));
+        for (n, tail) in [(300, 0), (120, 500), (1, 508), (0, 0)] {
+            let g = wide(n, tail);
+            for purpose in [Purpose::Cookie, Purpose::Header] {
+                match s.seal_grants(purpose, "u", 1000, &g) {
+                    Ok(sealed) => {
+                        assert!(sealed.len() <= MAX_SEALED_LEN);
+                        let opened = s.open(purpose, &sealed, "u", limits(1000)).unwrap();
+                        assert_eq!(opened.grants, g, "{n} × {tail}");
+                    }
+                    Err(SealError::TooLarge { bytes }) => {
+                        assert!(
+                            bytes > MAX_SEALED_LEN || bytes > MAX_BODY_LEN,
+                            "{n} × {tail}"
+                        )
+                    }
+                    Err(e) => panic!("{n} × {tail}: {e}"),
+                }
+            }
+        }
+        // A sealer with a lower limit refuses to open a larger set (before decoding it).
+        let sealed = s.seal_grants(Purpose::Cookie, "u", 1000, &wide(300, 0));
+        let lower = sealer().with_max_grants(299);
+        assert_eq!(
+            lower.open(Purpose::Cookie, &sealed.unwrap(), "u", limits(1000)),
+            Err(GrantsError::TooManyGrants)
+        );
+    }
+
     #[test]
     fn every_single_bit_flip_fails() {
         let s = sealer();
         let g = set(r#"{"chat:a":["publish"],"chat:b":["subscribe"]}"#, 1000);
-        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g);
+        let sealed = s.seal_grants(Purpose::Cookie, "alice", 1000, &g).unwrap();
         let raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         for i in 0..raw.len() {
             for bit in 0..8 {
@@ -605,7 +795,7 @@ mod tests {
         let after = Sealer::new(GrantKeys::new(new.clone(), vec![old]).unwrap(), "c");
         let only_new = Sealer::new(GrantKeys::new(new, vec![]).unwrap(), "c");
         let g = set(r#"{"a":["publish"]}"#, 1000);
-        let sealed = before.seal_grants(Purpose::Cookie, "u", 1000, &g);
+        let sealed = before.seal_grants(Purpose::Cookie, "u", 1000, &g).unwrap();
         assert!(
             after
                 .open(Purpose::Cookie, &sealed, "u", limits(1000))
@@ -615,7 +805,7 @@ mod tests {
             only_new.open(Purpose::Cookie, &sealed, "u", limits(1000)),
             Err(GrantsError::UnknownKey(1))
         );
-        let resealed = after.seal_grants(Purpose::Cookie, "u", 1000, &g);
+        let resealed = after.seal_grants(Purpose::Cookie, "u", 1000, &g).unwrap();
         assert!(
             only_new
                 .open(Purpose::Cookie, &resealed, "u", limits(1000))

@@ -115,9 +115,10 @@ impl From<FlowError> for Reject {
                 code::CAPABILITY_DENIED,
                 e.to_string(),
             ),
-            FlowError::TooManyNewGrants { .. } | FlowError::CookieFull { .. } => {
-                Reject::bad(e.to_string())
-            }
+            FlowError::TooManyNewGrants { .. }
+            | FlowError::TooManyRequested { .. }
+            | FlowError::TooManyGrants { .. }
+            | FlowError::CookieFull { .. } => Reject::bad(e.to_string()),
             FlowError::PolicyUnavailable(inner) => {
                 tracing::warn!("{inner}");
                 Reject::new(

@@ -14,7 +14,6 @@ pub(crate) mod session;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
@@ -37,7 +36,10 @@ pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;
 pub struct Identity {
     /// The Ably clientId: who the credential is for.
     pub client_id: String,
-    claims: Claims,
+    /// When the app's session ends (Unix seconds), for sessions that say (`exp` of a session
+    /// JWT): no credential outlives it unless the settings allow.
+    pub session_expires_at: Option<u64>,
+    claims: Map<String, Value>,
 }
 
 impl Identity {
@@ -45,64 +47,16 @@ impl Identity {
     pub fn new(client_id: String, claims: Map<String, Value>) -> Identity {
         Identity {
             client_id,
-            claims: Claims {
-                text: None,
-                parsed: OnceLock::from(claims),
-            },
-        }
-    }
-
-    /// An identity whose claims are the verified JSON object `text`, parsed on first use.
-    fn with_claims_text(client_id: String, text: Box<str>) -> Identity {
-        Identity {
-            client_id,
-            claims: Claims {
-                text: Some(text),
-                parsed: OnceLock::new(),
-            },
+            session_expires_at: None,
+            claims,
         }
     }
 
     /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
-    /// header modes).
+    /// header modes). Parsed whole, by one reader, when the session was checked: a session
+    /// whose claims do not parse is refused, never read as an empty map.
     pub fn claims(&self) -> &Map<String, Value> {
-        self.claims.parsed.get_or_init(|| {
-            // The text was read as a JSON object when the session was checked.
-            self.claims
-                .text
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default()
-        })
-    }
-}
-
-/// A session's claims: most requests need none of them beyond the few checked at once
-/// (`exp`, `nbf`, `iss`, `aud`, the clientId), so the whole object is parsed only when a rule
-/// template or the webhook asks.
-#[derive(Debug, Clone)]
-struct Claims {
-    text: Option<Box<str>>,
-    parsed: OnceLock<Map<String, Value>>,
-}
-
-impl PartialEq for Claims {
-    fn eq(&self, other: &Claims) -> bool {
-        let (a, b) = (self.parsed.get(), other.parsed.get());
-        match (a, b) {
-            (Some(a), Some(b)) => a == b,
-            _ => {
-                let parse = |c: &Claims| -> Map<String, Value> {
-                    c.parsed.get().cloned().unwrap_or_else(|| {
-                        c.text
-                            .as_deref()
-                            .and_then(|t| serde_json::from_str(t).ok())
-                            .unwrap_or_default()
-                    })
-                };
-                parse(self) == parse(other)
-            }
-        }
+        &self.claims
     }
 }
 

@@ -6,13 +6,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::jwks::JwksState;
 use super::{Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting, check_client_id};
 use crate::hs256::Hs256Key;
-use crate::json::JsonStr;
 use crate::settings::SessionSettings;
 
 /// Seconds of clock difference tolerated on `exp` and `nbf` of session JWTs.
@@ -58,31 +57,31 @@ impl SessionClaims {
         Ok(token)
     }
 
-    /// Reads the verified claims object `text`: checks `exp` (required) and `nbf` against
-    /// `now`, and `iss`/`aud` when `iss_aud` is given (the JWT library checked them otherwise),
-    /// and takes the clientId. Only those claims are parsed here.
+    /// Reads the verified claims object `text`, whole, with the one JSON reader every later
+    /// use of the claims sees (a claim a template or the webhook reads is never silently
+    /// dropped: a lone surrogate, a number out of range or nesting past the parser's depth
+    /// refuses the session). Then checks `exp` (required) and `nbf` against `now`, and
+    /// `iss`/`aud` when `iss_aud` is given (the JWT library checked them otherwise), and takes
+    /// the clientId.
     fn identity(
         &self,
         text: &str,
         now: u64,
         iss_aud: Option<&Validation>,
     ) -> Result<Identity, IdentityError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let picked = serde::de::DeserializeSeed::deserialize(Pick { claim: &self.claim }, &mut de)
-            .and_then(|p| de.end().map(|()| p))
-            .map_err(|_| IdentityError::Invalid("claims are not a JSON object".into()))?;
+        let claims: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| IdentityError::Invalid(format!("claims are not a JSON object: {e}")))?;
         if let Some(validation) = iss_aud {
-            check_iss_aud(picked.iss.as_ref(), picked.aud.as_ref(), validation)?;
+            check_iss_aud(claims.get("iss"), claims.get("aud"), validation)?;
         }
-        let exp = picked
-            .exp
-            .as_ref()
+        let exp = claims
+            .get("exp")
             .and_then(Value::as_u64)
             .ok_or_else(|| IdentityError::Invalid("no numeric exp claim".into()))?;
         if exp.saturating_add(self.leeway) <= now {
             return Err(IdentityError::Expired);
         }
-        if let Some(nbf) = &picked.nbf {
+        if let Some(nbf) = claims.get("nbf") {
             let nbf = nbf
                 .as_u64()
                 .ok_or_else(|| IdentityError::Invalid("nbf is not a number".into()))?;
@@ -90,67 +89,13 @@ impl SessionClaims {
                 return Err(IdentityError::NotYetValid);
             }
         }
-        let Some(Value::String(client_id)) = picked.client_id else {
+        let Some(Value::String(client_id)) = claims.get(&self.claim) else {
             return Err(IdentityError::NoClientId(self.claim.clone()));
         };
-        check_client_id(&client_id).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::with_claims_text(client_id, text.into()))
-    }
-}
-
-/// The claims [`SessionClaims::identity`] checks. A claim given twice counts once, with its
-/// last value, as in a `serde_json` map.
-#[derive(Default)]
-struct Picked {
-    exp: Option<Value>,
-    nbf: Option<Value>,
-    iss: Option<Value>,
-    aud: Option<Value>,
-    client_id: Option<Value>,
-}
-
-/// Reads a claims object, keeping the values of [`Picked`]'s claims and skipping (while still
-/// checking the syntax of) the rest.
-struct Pick<'a> {
-    claim: &'a str,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
-    type Value = Picked;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Picked, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Pick<'_> {
-    type Value = Picked;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object of claims")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Picked, A::Error> {
-        let mut picked = Picked::default();
-        while let Some(JsonStr(key)) = map.next_key::<JsonStr<'de>>()? {
-            let standard = matches!(&*key, "exp" | "nbf" | "iss" | "aud");
-            if !standard && *key != *self.claim {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
-            }
-            let value: Value = map.next_value()?;
-            if *key == *self.claim {
-                picked.client_id = Some(value.clone());
-            }
-            match &*key {
-                "exp" => picked.exp = Some(value),
-                "nbf" => picked.nbf = Some(value),
-                "iss" => picked.iss = Some(value),
-                "aud" => picked.aud = Some(value),
-                _ => {}
-            }
-        }
-        Ok(picked)
+        check_client_id(client_id).map_err(IdentityError::BadClientId)?;
+        let mut who = Identity::new(client_id.clone(), claims);
+        who.session_expires_at = Some(exp);
+        Ok(who)
     }
 }
 
@@ -441,16 +386,15 @@ mod tests {
             who(r#"{"s\u0075b":"first","exp":2000,"sub":"bob","x":{"y":[1,{"z":null}]}}"#).unwrap();
         assert_eq!(w.client_id, "bob");
         assert_eq!(w.claims()["x"], json!({"y": [1, {"z": null}]}));
-        assert_eq!(
-            w,
-            Identity::new(
-                "bob".into(),
-                json!({"sub": "bob", "exp": 2000, "x": {"y": [1, {"z": null}]}})
-                    .as_object()
-                    .unwrap()
-                    .clone()
-            )
+        let mut expected = Identity::new(
+            "bob".into(),
+            json!({"sub": "bob", "exp": 2000, "x": {"y": [1, {"z": null}]}})
+                .as_object()
+                .unwrap()
+                .clone(),
         );
+        expected.session_expires_at = Some(2000);
+        assert_eq!(w, expected);
         for bad in [
             r#"["sub","exp"]"#,
             r#"{"sub":"a","exp":2000"#,
@@ -469,6 +413,36 @@ mod tests {
             who(r#"{"sub":7,"exp":2000}"#),
             Err(IdentityError::NoClientId("sub".into()))
         );
+    }
+
+    /// Issue 16 (3): claims the full reader refuses (a lone surrogate, which Node's and
+    /// Python's JSON encoders write; a number out of range; nesting past the parser's depth)
+    /// used to verify, and the claims then fell back to `{}`: a webhook or a `{claims.X}` rule
+    /// saw nothing, so a webhook that denies on a claim approved. Such a session is refused.
+    #[test]
+    fn claims_that_do_not_fully_parse_refuse_the_session() {
+        let id = hs(b"s3cret");
+        let raw = |text: &str| Hs256Key::new(b"s3cret", None).sign(text.as_bytes());
+        let deep = format!(
+            r#"{{"sub":"a","exp":2000,"x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for bad in [
+            r#"{"sub":"a","exp":2000,"banned":true,"note":"\ud800"}"#,
+            r#"{"sub":"a","exp":2000,"banned":true,"n":1e400}"#,
+            deep.as_str(),
+        ] {
+            let r = with_bearer(&id, Some(&raw(bad)), 1000);
+            assert!(matches!(r, Err(IdentityError::Invalid(_))), "{bad}: {r:?}");
+        }
+        // What parses is kept whole: the claim a webhook denies on is there.
+        let ok = with_bearer(
+            &id,
+            Some(&raw(r#"{"sub":"a","exp":2000,"banned":true}"#)),
+            1000,
+        );
+        assert_eq!(ok.unwrap().claims()["banned"], true);
     }
 
     #[test]

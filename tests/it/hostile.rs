@@ -474,3 +474,144 @@ async fn malformed_request_lines_get_4xx() {
     }
     still_serving(&s).await;
 }
+
+/// A grant cookie of `n` grants `doc:<i>` for alice, sealed with the fixtures' cookie key and a
+/// sealer that allows that many, as a deployment with a higher `CAPSIGN_MAX_GRANTS` (or a
+/// forger with the key) would.
+fn big_cookie(s: &Server, n: usize, prefix: &str) -> String {
+    let sealer = s.app.flow.sealer.clone().with_max_grants(n);
+    let now = s.app.clock.now_ms() / 1000;
+    let mut grants = capsign::grants::GrantSet::new();
+    for i in 0..n {
+        let cap = format!(r#"{{"{prefix}{i:05}":["subscribe"]}}"#);
+        grants.add(
+            &capsign::capability::CapabilitySet::from_json(&cap).unwrap(),
+            now,
+        );
+    }
+    sealer
+        .seal_grants(capsign::grants::Purpose::Cookie, "alice", now, &grants)
+        .unwrap()
+}
+
+/// Issue 16 (2): the held set had no size limit, so one user's cookie of thousands of grants
+/// (shared prefixes and deflate keep it small) made each request compare every requested
+/// resource with every held grant. A set over `CAPSIGN_MAX_GRANTS` now does not open at all
+/// (checked before any grant is decoded): the request starts from a fresh set.
+#[tokio::test]
+async fn a_held_set_over_the_grant_limit_does_not_open() {
+    let s = Server::start(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
+    let under = big_cookie(&s, 99, "doc:");
+    let r = with_cookie(&s, &under).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.capability().contains("doc:00098"), "99 grants are held, and one more");
+    // One more than the limit: refused (overflow = reject), and the client keeps its cookie.
+    let full = big_cookie(&s, 100, "doc:");
+    let r = with_cookie(&s, &full).await;
+    assert_eq!((r.status, r.error_code()), (400, 40000), "{}", r.body);
+    assert!(r.body.contains("CAPSIGN_MAX_GRANTS"), "{}", r.body);
+    let over = big_cookie(&s, 3000, "doc:");
+    assert!(over.len() < 4096, "3000 grants in {} bytes", over.len());
+    assert_fresh(&with_cookie(&s, &over).await, "a set over the limit");
+}
+
+/// Issue 16 (2): the number of requested resources is checked before any comparison with the
+/// held set.
+#[tokio::test]
+async fn more_requested_resources_than_the_grant_limit_is_400() {
+    let s = Server::start(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
+    let held = big_cookie(&s, 100, "chat:");
+    let many: serde_json::Map<String, Value> = (0..101)
+        .map(|i| (format!("doc:{i}"), json!(["subscribe"])))
+        .collect();
+    let r = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(&Value::Object(many).to_string()),
+            Some(&held),
+        ))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error_code(), 40000);
+    assert!(r.body.contains("at most 100"), "{}", r.body);
+    assert!(r.header("set-cookie").is_none());
+}
+
+/// Issue 16 (2): several grant cookies of the same name used to be opened and unioned, so a
+/// client could multiply its held set. Only the first that opens counts; the rest are
+/// ignored.
+#[tokio::test]
+async fn a_second_grant_cookie_of_the_same_name_is_ignored() {
+    let s = Server::start(&[]).await;
+    let a = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"chat:a":["subscribe"]}"#),
+            None,
+        ))
+        .await
+        .grant_cookie()
+        .unwrap();
+    let b = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"chat:b":["subscribe"]}"#),
+            None,
+        ))
+        .await
+        .grant_cookie()
+        .unwrap();
+    let r = s
+        .send(
+            s.get("/auth")
+                .header("authorization", bearer("alice"))
+                .header("cookie", format!("__Host-capsign={a}; __Host-capsign={b}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.capability(), r#"{"chat:a":["subscribe"]}"#, "{}", r.body);
+    // A first cookie that does not open is skipped for the next.
+    let r = s
+        .send(
+            s.get("/auth")
+                .header("authorization", bearer("alice"))
+                .header(
+                    "cookie",
+                    format!("__Host-capsign=garbage; __Host-capsign={b}"),
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.capability(), r#"{"chat:b":["subscribe"]}"#, "{}", r.body);
+}
+
+/// Issue 16 (2): a full set of held patterns and a full set of requested resources: the
+/// covering check is bounded by the limits (each held pattern is compared by its literal
+/// prefix first, each held name found by binary search), and the answer is right.
+#[tokio::test]
+async fn covering_a_full_request_against_a_full_held_set() {
+    let s = Server::start(&[
+        ("CAPSIGN_MAX_GRANTS", "256"),
+        ("CAPSIGN_MAX_NEW_GRANTS", "256"),
+    ])
+    .await;
+    let held = big_cookie(&s, 256, "chat:");
+    let asked: serde_json::Map<String, Value> = (0..256)
+        .map(|i| (format!("chat:{i:05}"), json!(["subscribe"])))
+        .collect();
+    let r = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(&Value::Object(asked).to_string()),
+            Some(&held),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.app.flow.policy.calls(), 0, "everything asked was held");
+}

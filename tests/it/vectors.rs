@@ -111,9 +111,13 @@ fn grant_cookie_vector_reproduces() {
     let (v, sealer, grants) = cookie_vector_parts();
     let client = v["client_id"].as_str().unwrap();
     let issued = v["issued_at"].as_u64().unwrap();
-    let sealed = sealer.seal_grants(Purpose::Cookie, client, issued, &grants);
+    let sealed = sealer
+        .seal_grants(Purpose::Cookie, client, issued, &grants)
+        .unwrap();
     assert_eq!(sealed, v["sealed"].as_str().unwrap());
-    let header = sealer.seal_grants(Purpose::Header, client, issued, &grants);
+    let header = sealer
+        .seal_grants(Purpose::Header, client, issued, &grants)
+        .unwrap();
     assert_eq!(header, v["sealed_header"].as_str().unwrap());
     let opened = sealer
         .open(
@@ -151,6 +155,20 @@ fn grant_cookie_vector_matches_the_documented_format() {
     mac.update(name.as_bytes());
     mac.update(payload);
     mac.verify_slice(tag).unwrap();
+
+    // The header value: the same payload with version 2, its MAC binding the cookie name too.
+    let header = URL_SAFE_NO_PAD
+        .decode(v["sealed_header"].as_str().unwrap())
+        .unwrap();
+    let (header_payload, header_tag) = header.split_at(header.len() - 32);
+    assert_eq!(header_payload[0], 2, "header version");
+    assert_eq!(&header_payload[1..], &payload[1..]);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"capsign-grants-v2\0");
+    mac.update(&[b'H', u8::try_from(name.len()).unwrap()]);
+    mac.update(name.as_bytes());
+    mac.update(header_payload);
+    mac.verify_slice(header_tag).unwrap();
 
     assert_eq!(payload[0], 1, "version");
     assert_eq!(u64::from(payload[1]), v["key_id"].as_u64().unwrap());
