@@ -1,19 +1,32 @@
 //! The hyper server: accepts connections and hands each request to [`crate::http::handle`].
 //!
 //! This module owns the transport limits: how long a client may take to send its headers
-//! (`CAPSIGN_HEADER_TIMEOUT`), how large they may be, and graceful shutdown. It has no opinion
-//! about requests.
+//! (`CAPSIGN_HEADER_TIMEOUT`) and how large they may be; how long a response may take to be
+//! written (`CAPSIGN_WRITE_TIMEOUT`: a client that pipelines requests and never reads its
+//! answers is cut off); how many connections may be open at once (`CAPSIGN_MAX_CONNECTIONS`:
+//! past it, new connections get a `503` and are closed, so a flood cannot exhaust file
+//! descriptors); the lingering close of a request body that was refused before it was read
+//! (as nginx does, so the client reads the `413` instead of a reset); and graceful shutdown.
+//! It has no opinion about requests.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::app::App;
 
@@ -23,6 +36,32 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// How long in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the rest of a refused request body is read and discarded before the connection
+/// closes (nginx's `lingering_timeout` is 5 s).
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// How much of a refused request body is read and discarded at most.
+pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a connection over `CAPSIGN_MAX_CONNECTIONS` is told before it is closed: a `503` in
+/// Ably's error envelope.
+fn shed_response() -> Vec<u8> {
+    let message = "too many connections; try again";
+    let body = serde_json::json!({"error": {
+        "code": 50300,
+        "statusCode": 503,
+        "message": message,
+        "href": "https://help.ably.io/error/50300",
+    }})
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         cache-control: no-store, private\r\nx-ably-errorcode: 50300\r\n\
+         x-ably-errormessage: {message}\r\nretry-after: 1\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
 /// (for at most [`SHUTDOWN_GRACE`]).
@@ -35,13 +74,16 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let limits = app.server_settings().clone();
     let mut builder = http1::Builder::new();
     // Without the timer, hyper's header_read_timeout is silently off.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(app.server_settings().header_timeout)
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let shed_response = shed_response();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -55,21 +97,32 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!("connection limit reached; shedding a new connection");
+                    // One non-blocking write into a fresh socket's empty buffer, then close.
+                    let _ = stream.try_write(&shed_response);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let mut stream = TimeoutStream::new(stream);
+                stream.set_write_timeout(Some(limits.write_timeout));
                 let app = Arc::clone(&app);
                 let wants_peer = app.identity.wants_peer();
-                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let app = Arc::clone(&app);
+                    let mut req = req.map(LingeringBody::new);
                     if wants_peer {
                         req.extensions_mut().insert(crate::http::PeerAddr(peer));
                     }
                     async move { Ok::<_, Infallible>(crate::http::handle(&app, req).await) }
                 });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                let io = TokioIo::new(Box::pin(stream));
+                let conn = graceful.watch(builder.serve_connection(io, service));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
@@ -83,4 +136,72 @@ pub async fn run(
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
+}
+
+/// A request body that, when dropped before its end (the handler refused the request before
+/// reading it, say a `413`), goes on reading and discarding the rest in the background for at
+/// most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a connection with unread data makes the
+/// kernel send a reset, and a client still sending (Node's `fetch`) then sees "fetch failed"
+/// instead of the answer.
+struct LingeringBody {
+    inner: Option<Incoming>,
+}
+
+impl LingeringBody {
+    fn new(inner: Incoming) -> LingeringBody {
+        LingeringBody { inner: Some(inner) }
+    }
+}
+
+impl Body for LingeringBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for LingeringBody {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(body));
+        }
+    }
+}
+
+/// Reads and discards what is left of `body`, within the lingering bounds.
+async fn drain(mut body: Incoming) {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            if seen > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, read).await;
 }

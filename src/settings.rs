@@ -299,6 +299,12 @@ settings_table! {
     body_timeout: Duration = "CAPSIGN_BODY_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a client may take to send its request body.";
+    write_timeout: Duration = "CAPSIGN_WRITE_TIMEOUT", default ("10s"), plain,
+        parse::up_to_a_minute,
+        "How long a response may wait to be written (a client that never reads is cut off).";
+    max_connections: usize = "CAPSIGN_MAX_CONNECTIONS", default ("1000"), plain,
+        parse::positive,
+        "Most open connections; past it new ones get 503 and are closed.";
 }
 
 /// Which credential `/auth` mints when the request does not say.
@@ -734,6 +740,10 @@ pub struct HttpSettings {
 pub struct ServerSettings {
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
+    /// Time a response may wait for the client to take it.
+    pub write_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
 }
 
 /// Where settings come from: the environment, then the file.
@@ -896,6 +906,8 @@ impl Settings {
             },
             server: ServerSettings {
                 header_timeout: g.header_timeout,
+                write_timeout: g.write_timeout,
+                max_connections: g.max_connections,
             },
             demo_defaults,
         })

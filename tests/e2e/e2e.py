@@ -39,6 +39,10 @@ def session(sub):
     return f"{head}.{body}.{b64url(sig)}"
 
 
+# How many checks each SDK's program reports; fewer is a failure.
+EXPECTED = {"ably-js node": 9, "ably-python": 4, "ably-js chromium": 5}
+
+
 def start_capsign(binary, env):
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
@@ -54,9 +58,10 @@ def start_capsign(binary, env):
     raise SystemExit("e2e: capsign did not start")
 
 
-def run_step(name, sdk, argv, env):
+def run_step(name, sdk, argv, env, expected):
     """Runs one SDK's test program; its PASS/FAIL lines, plus a FAIL naming `sdk` when the
-    program dies or hangs without reporting one."""
+    program dies or hangs without reporting one, or reports fewer than `expected` checks (a
+    program that reports nothing must not pass)."""
     print(f"== {name}", flush=True)
     try:
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT)
@@ -67,6 +72,8 @@ def run_step(name, sdk, argv, env):
     lines = [l for l in out.stdout.splitlines() if l.startswith(("PASS", "FAIL"))]
     if out.returncode != 0 and not any(l.startswith("FAIL") for l in lines):
         lines.append(f"FAIL {sdk}: exit {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
+    if len(lines) < expected:
+        lines.append(f"FAIL {sdk}: {len(lines)} results reported, {expected} expected")
     if out.returncode != 0 and out.stderr.strip():
         print(out.stderr[-3000:], file=sys.stderr)
     for l in lines:
@@ -121,11 +128,11 @@ def main():
     results = []
     try:
         results += run_step("ably-js on Node", "ably-js node",
-                            ["node", os.path.join(HERE, "node_test.mjs")], test_env)
+                            ["node", os.path.join(HERE, "node_test.mjs")], test_env, EXPECTED["ably-js node"])
         results += run_step("ably-python", "ably-python",
-                            [python, os.path.join(HERE, "python_test.py")], test_env)
+                            [python, os.path.join(HERE, "python_test.py")], test_env, EXPECTED["ably-python"])
         results += run_step("ably-js in Chromium", "ably-js chromium",
-                            ["node", os.path.join(HERE, "browser_test.mjs")], test_env)
+                            ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
     finally:
         for p in (capsign, demo, cross):
             p.terminate()

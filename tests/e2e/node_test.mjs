@@ -171,5 +171,19 @@ await check('a 403 from capsign reaches ably-js as 403 (never retried); a 401 as
   }
 });
 
+await check("Node's fetch posting a body over the limit (2 and 6 MiB) reads capsign's 413 envelope, not a reset", async () => {
+  for (const mib of [2, 6]) {
+    const res = await fetch(`${CAPSIGN}/auth`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${ALICE}` },
+      body: 'a'.repeat(mib * 1024 * 1024),
+    });
+    assert.equal(res.status, 413, `${mib} MiB`);
+    const env = await res.json();
+    assert.equal(env.error.code, 40000);
+    assert.equal(res.headers.get('x-ably-errorcode'), '40000');
+  }
+});
+
 for (const line of results) console.log(line);
 process.exit(results.some((l) => l.startsWith('FAIL')) ? 1 : 0);

@@ -504,7 +504,10 @@ async fn a_held_set_over_the_grant_limit_does_not_open() {
     let under = big_cookie(&s, 99, "doc:");
     let r = with_cookie(&s, &under).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.capability().contains("doc:00098"), "99 grants are held, and one more");
+    assert!(
+        r.capability().contains("doc:00098"),
+        "99 grants are held, and one more"
+    );
     // One more than the limit: refused (overflow = reject), and the client keeps its cookie.
     let full = big_cookie(&s, 100, "doc:");
     let r = with_cookie(&s, &full).await;
@@ -614,4 +617,121 @@ async fn covering_a_full_request_against_a_full_held_set() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.app.flow.policy.calls(), 0, "everything asked was held");
+}
+
+/// `GET /healthz` on a fresh connection: its status, or 0 when the connection fails.
+async fn health(s: &Server) -> u16 {
+    let (status, _) = raw(
+        s,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    status
+}
+
+/// Issue 16 (5): there was no connection limit; enough open connections exhausted file
+/// descriptors and every health check timed out. Past `CAPSIGN_MAX_CONNECTIONS` a new
+/// connection gets a clean 503 envelope; when one closes, service resumes.
+#[tokio::test]
+async fn connections_over_the_limit_are_shed_with_503() {
+    let s = Server::start(&[("CAPSIGN_MAX_CONNECTIONS", "3")]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    // The accept loop takes them in order; give it a moment to hand out the three slots.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, text) = raw(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(raw_code(&text), 50300);
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    drop(held.pop());
+    let mut served = 0;
+    for _ in 0..50 {
+        served = health(&s).await;
+        if served == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served, 200, "a freed slot serves again");
+}
+
+/// Issue 16 (5): no write timeout: a client that pipelines requests and never reads the
+/// answers held its connection for ever. With `CAPSIGN_WRITE_TIMEOUT`, the stalled connection
+/// is closed, and (here, with a single connection slot) others are served again.
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
+    let s = Server::start(&[
+        ("CAPSIGN_MAX_CONNECTIONS", "1"),
+        ("CAPSIGN_WRITE_TIMEOUT", "1s"),
+    ])
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = socket.connect(s.addr).await.unwrap();
+    // Pipelined requests whose answers (401 envelopes) are never read: a bounded writer that
+    // stops when the server stops reading or closes.
+    let writer = tokio::spawn(async move {
+        let one = b"GET /auth HTTP/1.1\r\nhost: x\r\n\r\n".repeat(1000);
+        for _ in 0..200 {
+            let write = tokio::time::timeout(Duration::from_secs(5), greedy.write_all(&one));
+            match write.await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        greedy
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        health(&s).await,
+        503,
+        "the greedy client holds the only slot"
+    );
+    let started = Instant::now();
+    let mut status = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        status = health(&s).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the stalled connection was never closed");
+    drop(writer.await.unwrap());
+}
+
+/// Issue 16 (6): a body over the limit was answered before it was read and the connection
+/// closed at once; a client still sending (Node's `fetch`) got a reset instead of the 413.
+/// The rest of the body is now read and discarded (bounded), so the whole body goes out and
+/// the 413 envelope is read.
+#[tokio::test]
+async fn a_refused_body_is_drained_so_the_client_reads_the_413() {
+    let s = Server::start(&[]).await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    // Larger than what the kernel's socket buffers absorb on loopback here (2 MiB sometimes
+    // is, 6 MiB is not), so an undrained body means a reset.
+    let body = vec![b'a'; 6 * 1024 * 1024];
+    let head = format!(
+        "POST /auth HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+         authorization: {}\r\ncontent-length: {}\r\n\r\n",
+        bearer("alice"),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Like a client that sends the whole body before it reads: every byte must go through.
+    let sent = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&body)).await;
+    assert!(matches!(sent, Ok(Ok(()))), "the body was cut off: {sent:?}");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("an answer, not a reset");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(raw_code(&text), 40000);
 }
