@@ -233,7 +233,23 @@ impl Flow {
         let granted = if ask.is_empty() {
             CapabilitySet::new()
         } else {
-            self.policy.decide(who, &ask, now).await?
+            match self.policy.decide(who, &ask, now).await {
+                Ok(granted) => granted,
+                // Nothing new was asked, only re-checks: while the webhook is down, grants due
+                // for a re-check are served as they are (their approval time unchanged) until
+                // their maximum age, so an outage does not turn every renewal into a 503.
+                Err(e) if new.is_empty() => {
+                    tracing::warn!(
+                        "{e}; serving grants due for a re-check until their maximum age"
+                    );
+                    let mut due = stale;
+                    let _expired =
+                        due.take_approved_before(now.saturating_sub(cfg.grant_max_age_s));
+                    held.merge(due);
+                    CapabilitySet::new()
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         let denied: Vec<Resource> = new
             .iter()
@@ -254,7 +270,7 @@ impl Flow {
         if capability.is_empty() {
             return Err(FlowError::NothingGranted);
         }
-        let ttl_ms = self.ttl(params.ttl_ms, &held, now_ms);
+        let ttl_ms = self.ttl(params.ttl_ms, who, &held, now_ms);
         let mut credential = self.mint(format, &capability, who, ttl_ms, now_ms)?;
         if format == Format::Token {
             // The TokenRequest minted above goes to Ably; the client gets Ably's answer.
@@ -355,19 +371,24 @@ impl Flow {
 
     /// The credential's lifetime: the request's (or the default), within the configured
     /// bounds, and never beyond the maximum age of the oldest grant it carries.
-    fn ttl(&self, asked: Option<u64>, held: &GrantSet, now_ms: u64) -> u64 {
+    ///
+    /// Unless `CAPSIGN_OUTLIVE_SESSION` is on, it also ends with the app's session (the
+    /// session JWT's `exp`): logging out of the app is not undone by a credential that lives
+    /// on for a day. Both caps win over `CAPSIGN_TTL_MIN`; the result is at least 1 s.
+    fn ttl(&self, asked: Option<u64>, who: &Identity, held: &GrantSet, now_ms: u64) -> u64 {
         let b = self.settings.ttl;
         let ttl = asked.unwrap_or(b.default_ms).clamp(b.min_ms, b.max_ms);
-        match held.oldest_approval() {
-            Some(oldest) => {
-                let limit_ms = oldest
-                    .saturating_add(self.settings.grant_max_age_s)
-                    .saturating_mul(1000)
-                    .saturating_sub(now_ms);
-                ttl.min(limit_ms.max(1000))
-            }
-            None => ttl,
-        }
+        let until = |end_s: u64| end_s.saturating_mul(1000).saturating_sub(now_ms).max(1000);
+        let grant_end = held
+            .oldest_approval()
+            .map(|oldest| oldest.saturating_add(self.settings.grant_max_age_s));
+        let session_end = who
+            .session_expires_at
+            .filter(|_| !self.settings.outlive_session);
+        [grant_end, session_end]
+            .into_iter()
+            .flatten()
+            .fold(ttl, |ttl, end| ttl.min(until(end)))
     }
 
     fn mint(
@@ -592,6 +613,43 @@ mod tests {
             (29 * 60 * 1000..=30 * 60 * 1000 + 1000).contains(&ttl),
             "{ttl}"
         );
+    }
+
+    /// Issue 16: a session that expires in 10 s got a 24 h Ably credential; logging out of the
+    /// app was undone for a day. The credential now ends with the session, unless
+    /// `CAPSIGN_OUTLIVE_SESSION` allows longer.
+    #[tokio::test]
+    async fn credentials_end_with_the_session() {
+        let mut who = alice();
+        let app = app(&[("CAPSIGN_TTL", "24h")]);
+        let now_s = app.clock.now_ms() / 1000;
+        who.session_expires_at = Some(now_s + 10);
+        let p = || AuthParams {
+            format: Some(Format::TokenRequest),
+            ..params(r#"{"doc:a":["subscribe"]}"#)
+        };
+        let ttl = |out: AuthOutcome| {
+            let Credential::TokenRequest(tr) = out.credential else {
+                panic!()
+            };
+            serde_json::from_str::<serde_json::Value>(&tr).unwrap()["ttl"]
+                .as_u64()
+                .unwrap()
+        };
+        let capped = ttl(authorize(&app, &who, Presented::default(), p())
+            .await
+            .unwrap());
+        assert!((9_000..=10_000).contains(&capped), "{capped}");
+        let longer = app_with_outlive();
+        let free = ttl(authorize(&longer, &who, Presented::default(), p())
+            .await
+            .unwrap());
+        // Only the grants' own maximum age (a day from now, to the second) caps it.
+        assert!(free > 24 * 3600 * 1000 - 1000, "{free}");
+    }
+
+    fn app_with_outlive() -> App {
+        app(&[("CAPSIGN_TTL", "24h"), ("CAPSIGN_OUTLIVE_SESSION", "true")])
     }
 
     #[tokio::test]

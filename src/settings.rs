@@ -245,6 +245,9 @@ settings_table! {
     policy_secret: Secret<String> = "CAPSIGN_POLICY_SECRET", default [""], secret,
         parse::shared_secret,
         "Signs each webhook call (X-Capsign-Signature); at least 32 characters.";
+    policy_patterns: PatternPolicy = "CAPSIGN_POLICY_PATTERNS", default ("ask"), plain,
+        PatternPolicy::parse,
+        "Patterns (doc:*, *, [*]*) no rule covers: ask the webhook, or deny them.";
     policy_timeout: Duration = "CAPSIGN_POLICY_TIMEOUT", default ("2s"), plain,
         parse::up_to_a_minute,
         "The webhook's time to answer completely; after it, 503.";
@@ -275,6 +278,9 @@ settings_table! {
     ttl_max: Duration = "CAPSIGN_TTL_MAX", default ["24h (1h with revocable tokens)"], plain,
         parse::duration,
         "Longest credential lifetime; never above Ably's limit.";
+    outlive_session: bool = "CAPSIGN_OUTLIVE_SESSION", default ("false"), plain,
+        parse::boolean,
+        "Let credentials outlive the app session's exp (by default they end with it).";
     revocable_tokens: bool = "CAPSIGN_REVOCABLE_TOKENS", default ("false"), plain,
         parse::boolean,
         "The Ably key has revocable tokens: lifetimes are capped at 1 h.";
@@ -371,6 +377,25 @@ impl Overflow {
             "reject" => Ok(Overflow::Reject),
             "evict" => Ok(Overflow::Evict),
             _ => Err("expected reject or evict".into()),
+        }
+    }
+}
+
+/// What the webhook is asked about patterns (resources holding a `*`) that no rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternPolicy {
+    /// Asked like channel names.
+    Ask,
+    /// Denied by capsign; never sent to the webhook.
+    Deny,
+}
+
+impl PatternPolicy {
+    fn parse(s: &str) -> Result<PatternPolicy, String> {
+        match s {
+            "ask" => Ok(PatternPolicy::Ask),
+            "deny" => Ok(PatternPolicy::Deny),
+            _ => Err("expected ask or deny".into()),
         }
     }
 }
@@ -702,6 +727,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Largest answer.
     pub max_response: usize,
+    /// Whether patterns no rule covers reach the webhook.
+    pub patterns: PatternPolicy,
 }
 
 /// The settings of the auth flow.
@@ -721,6 +748,8 @@ pub struct FlowSettings {
     pub grant_max_age_s: u64,
     /// Most new grants in one request.
     pub max_new_grants: usize,
+    /// Whether credentials may outlive the app session's `exp`.
+    pub outlive_session: bool,
 }
 
 /// The settings of the `http` module.
@@ -869,6 +898,7 @@ impl Settings {
             secret: g.policy_secret,
             timeout: g.policy_timeout,
             max_response: g.policy_max_response,
+            patterns: g.policy_patterns,
         });
         let rules = Settings::rules(g.rules, webhook.is_some(), demo, &mut demo_defaults)?;
         let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, demo, &mut demo_defaults)?;
@@ -898,6 +928,7 @@ impl Settings {
                 regrant_after_s,
                 grant_max_age_s,
                 max_new_grants: g.max_new_grants,
+                outlive_session: g.outlive_session,
             },
             http: HttpSettings {
                 cors_origins: g.cors_origins.unwrap_or_default(),

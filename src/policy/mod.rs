@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use crate::capability::CapabilitySet;
 use crate::client::HttpClient;
 use crate::identity::Identity;
-use crate::settings::{PolicySettings, RulesSource};
+use crate::settings::{PatternPolicy, PolicySettings, RulesSource};
 
 pub use rules::{Rules, RulesError};
 pub use webhook::{Webhook, WebhookError};
@@ -49,6 +49,7 @@ pub enum PolicyBuildError {
 pub struct Policy {
     rules: Rules,
     webhook: Option<Webhook>,
+    patterns: PatternPolicy,
 }
 
 impl Policy {
@@ -88,6 +89,10 @@ impl Policy {
                 .webhook
                 .as_ref()
                 .map(|w| Webhook::new(w, client.clone())),
+            patterns: settings
+                .webhook
+                .as_ref()
+                .map_or(PatternPolicy::Ask, |w| w.patterns),
         })
     }
 
@@ -96,6 +101,7 @@ impl Policy {
         Policy {
             rules,
             webhook: None,
+            patterns: PatternPolicy::Ask,
         }
     }
 
@@ -106,7 +112,8 @@ impl Policy {
 
     /// Decides `ask` (non-empty) at `now` (Unix seconds): by the rules alone, or, with a
     /// webhook, by the rules for what they match and by the webhook, in one call, for the
-    /// rest. Returns the granted part, a subset of `ask`.
+    /// rest (without the patterns, with `CAPSIGN_POLICY_PATTERNS=deny`). Returns the granted
+    /// part, a subset of `ask`.
     ///
     /// # Errors
     ///
@@ -120,7 +127,15 @@ impl Policy {
         let Some(hook) = &self.webhook else {
             return Ok(self.rules.decide(who, ask));
         };
-        let (by_rules, rest) = self.rules.split(who, ask);
+        let (by_rules, mut rest) = self.rules.split(who, ask);
+        if self.patterns == PatternPolicy::Deny {
+            // Denied here: left out of what is granted, never sent.
+            rest = rest
+                .iter()
+                .filter(|(r, _)| !r.as_str().contains('*'))
+                .map(|(r, ops)| (r.clone(), ops))
+                .collect();
+        }
         let mut granted = if by_rules.is_empty() {
             CapabilitySet::new()
         } else {

@@ -284,6 +284,80 @@ async fn ageing_across_a_simulated_day() {
     assert_eq!(hook.seen().len(), before + 1);
 }
 
+/// Issue 16: past `CAPSIGN_REGRANT_AFTER`, every renewal used to become a 503 while the
+/// webhook was down, though it asked for nothing new. Grants due for a re-check are now served
+/// as they are until their maximum age; a request with new grants still gets the 503.
+#[tokio::test]
+async fn a_webhook_outage_keeps_due_grants_until_their_maximum_age() {
+    let hook = Fake::start(grant_all_but_secret).await;
+    let s = with_webhook(
+        &hook,
+        &[
+            ("CAPSIGN_REGRANT_AFTER", "1h"),
+            ("CAPSIGN_GRANT_MAX_AGE", "24h"),
+        ],
+    )
+    .await;
+    let cookie = ask(&s, "billing:1", None).await.grant_cookie().unwrap();
+    s.app.clock.advance(2 * 3600 * 1000);
+    hook.unplug();
+
+    // A renewal asking nothing new: served, the due grant kept with its old approval time.
+    let r = s.send(auth_request(&s, "alice", None, Some(&cookie))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.capability(), r#"{"billing:1":["subscribe"]}"#);
+    let claims = verify_ably_jwt(&r.body);
+    let now = s.app.clock.now_ms() / 1000;
+    assert!(
+        claims["exp"].as_u64().unwrap() <= now + 22 * 3600 + 5,
+        "never past its max age"
+    );
+    let cookie = r.grant_cookie().unwrap();
+
+    // Something new needs the webhook: 503, the cookie left as it was.
+    let r = ask(&s, "billing:2", Some(&cookie)).await;
+    assert_eq!((r.status, r.error_code()), (503, 50300));
+
+    // Past the maximum age the grant is gone, webhook or not.
+    s.app.clock.advance(23 * 3600 * 1000);
+    let r = s.send(auth_request(&s, "alice", None, Some(&cookie))).await;
+    assert_eq!((r.status, r.error_code()), (403, 40160), "{}", r.body);
+}
+
+/// Issue 16: wildcards reached the webhook as if they were channel names (`*`, `[*]*`,
+/// `doc:*`). With `CAPSIGN_POLICY_PATTERNS=deny` they are denied before it is asked; by
+/// default they are asked, as the README says.
+#[tokio::test]
+async fn patterns_can_be_kept_from_the_webhook() {
+    let hook = Fake::start(grant_all_but_secret).await;
+    let s = with_webhook(&hook, &[("CAPSIGN_POLICY_PATTERNS", "deny")]).await;
+    let r = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"*":["subscribe"],"[*]*":["subscribe"],"doc:*":["subscribe"],"doc:1":["subscribe"]}"#),
+            None,
+        ))
+        .await;
+    assert_eq!(r.capability(), r#"{"doc:1":["subscribe"]}"#, "{}", r.body);
+    assert_eq!(r.header("x-capsign-denied"), Some("*,[*]*,doc:*"));
+    let calls = hook.seen();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].json()["requested"],
+        json!({"doc:1": ["subscribe"]})
+    );
+
+    let hook = Fake::start(grant_all_but_secret).await;
+    let s = with_webhook(&hook, &[]).await;
+    let r = ask(&s, "doc:*", None).await;
+    assert_eq!(r.capability(), r#"{"doc:*":["subscribe"]}"#);
+    assert_eq!(
+        hook.seen()[0].json()["requested"],
+        json!({"doc:*": ["subscribe"]})
+    );
+}
+
 #[tokio::test]
 async fn format_token_returns_ablys_token_details() {
     let ably = fake_ably(0).await;
