@@ -197,6 +197,9 @@ settings_table! {
     cors_origins: Vec<String> = "CAPSIGN_CORS_ORIGINS", default ["(none)"], plain,
         parse::cors_origins,
         "Comma-separated exact origins whose pages may call capsign cross-origin.";
+    allowed_hosts: Vec<String> = "CAPSIGN_ALLOWED_HOSTS", default ["(any)"], plain,
+        parse::hosts,
+        "Comma-separated Host values served (host or host:port); others get 421.";
     identity: IdentityMode = "CAPSIGN_IDENTITY", default ["jwt if a session key is set, else demo"],
         plain, IdentityMode::parse,
         "How users are identified: jwt, header or demo.";
@@ -758,6 +761,8 @@ pub struct HttpSettings {
     /// Origins (exact `scheme://host[:port]`) whose pages may call capsign cross-site, with
     /// credentials. Empty: same-origin only.
     pub cors_origins: Vec<String>,
+    /// `Host` values served; empty: any (DNS-rebinding protection when set).
+    pub allowed_hosts: Vec<String>,
     /// Largest request body.
     pub max_body: usize,
     /// Time a client has to send its body.
@@ -932,6 +937,7 @@ impl Settings {
             },
             http: HttpSettings {
                 cors_origins: g.cors_origins.unwrap_or_default(),
+                allowed_hosts: g.allowed_hosts.unwrap_or_default(),
                 max_body: g.max_body,
                 body_timeout: g.body_timeout,
             },
@@ -1279,6 +1285,19 @@ mod parse {
                 p.parse::<ipnet::IpNet>()
                     .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                     .map_err(|_| format!("{p:?} is not an IP address or CIDR block"))
+            })
+            .collect()
+    }
+
+    pub(super) fn hosts(s: &str) -> Result<Vec<String>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                let ok =
+                    !h.contains(['/', '@', '*', ' ']) && h.parse::<http::uri::Authority>().is_ok();
+                ok.then(|| h.to_ascii_lowercase())
+                    .ok_or_else(|| format!("{h:?} is not a host or host:port"))
             })
             .collect()
     }

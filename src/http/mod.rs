@@ -81,11 +81,14 @@ where
         (req.method(), req.uri().path()),
         (&Method::GET | &Method::POST, "/auth") | (&Method::POST, "/login" | "/logout")
     );
-    let result = if changes_cookie {
-        refuse_cross_site(req.headers(), cors.is_some())
-    } else {
-        Ok(())
-    };
+    let result = check_host(app, req.headers(), path);
+    let result = result.and_then(|()| {
+        if changes_cookie {
+            refuse_cross_site(req.headers(), cors.is_some())
+        } else {
+            Ok(())
+        }
+    });
     let result = result.and_then(|()| route(app, &method, path, cors.is_some()));
     let result = match result {
         Ok(Route::Auth) => auth(app, req).await,
@@ -160,12 +163,18 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
              list the calling origin in CAPSIGN_CORS_ORIGINS"
         )))
     };
-    match header_str(headers, &SEC_FETCH_SITE) {
+    // A header that is present but not visible ASCII is foreign, never absent.
+    let present = |name: &HeaderName| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not ASCII)"))
+    };
+    match present(&SEC_FETCH_SITE) {
         Some("same-origin" | "none") => return Ok(()),
         Some(site) => return refuse(format!("Sec-Fetch-Site: {site}")),
         None => {}
     }
-    match header_str(headers, &ORIGIN) {
+    match present(&ORIGIN) {
         None => Ok(()),
         Some(origin) => {
             let authority = origin.split_once("://").map(|(_, a)| a);
@@ -175,6 +184,26 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
                 _ => refuse(format!("Origin: {origin}")),
             }
         }
+    }
+}
+
+/// With `CAPSIGN_ALLOWED_HOSTS`, refuses a request whose `Host` is not listed (DNS
+/// rebinding: a page of another site whose name now resolves to capsign's address). The
+/// liveness check is exempt: load balancers call it by address.
+fn check_host(app: &App, headers: &HeaderMap, path: &str) -> Result<(), Reject> {
+    let allowed = &app.http_settings().allowed_hosts;
+    if allowed.is_empty() || path == "/healthz" {
+        return Ok(());
+    }
+    let host = header_str(headers, &HOST).unwrap_or_default();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        Ok(())
+    } else {
+        Err(Reject::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            code::BAD_REQUEST,
+            format!("host {host:?} is not served here; it is not in CAPSIGN_ALLOWED_HOSTS"),
+        ))
     }
 }
 

@@ -52,6 +52,32 @@ where
     }
 }
 
+/// The members of a JSON object in order, duplicates kept, each value as its text.
+struct Members(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 /// The parameters as sent, before validation.
 #[derive(Debug, Default)]
 pub(super) struct RawParams {
@@ -87,28 +113,36 @@ impl RawParams {
         Ok(())
     }
 
+    /// Reads a JSON object body. A parameter named twice is refused, as in a query string
+    /// (serde_json's maps keep the last silently), and a `capability` object is read from its
+    /// text, so a resource named twice in it is refused as in the text form.
     pub(super) fn read_json(&mut self, bytes: &[u8]) -> Result<(), Reject> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Reject::bad(format!("request body is not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(Reject::bad("JSON request body must be an object"));
-        };
-        for (k, v) in map {
-            let string = |v: Value| match v {
+        let members: Members = serde_json::from_slice(bytes).map_err(|e| {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                Reject::bad("JSON request body must be an object")
+            } else {
+                Reject::bad(format!("request body is not valid JSON: {e}"))
+            }
+        })?;
+        for (k, raw) in members.0 {
+            let value = || -> Result<Value, Reject> {
+                serde_json::from_str(raw.get())
+                    .map_err(|e| Reject::bad(format!("parameter {k}: {e}")))
+            };
+            let string = || match value()? {
                 Value::String(s) => Ok(s),
                 _ => Err(Reject::bad(format!("parameter {k} must be a string"))),
             };
             match k.as_str() {
-                "capability" => set_once(&mut self.capability, &k, v)?,
-                "clientId" | "client_id" => {
-                    let s = string(v)?;
-                    set_once(&mut self.client_id, "clientId", s)?;
-                }
-                "ttl" => set_once(&mut self.ttl, &k, v)?,
-                "format" => {
-                    let s = string(v)?;
-                    set_once(&mut self.format, &k, s)?;
-                }
+                "capability" if raw.get().starts_with('{') => set_once(
+                    &mut self.capability,
+                    &k,
+                    Value::String(raw.get().to_owned()),
+                )?,
+                "capability" => set_once(&mut self.capability, &k, value()?)?,
+                "clientId" | "client_id" => set_once(&mut self.client_id, "clientId", string()?)?,
+                "ttl" => set_once(&mut self.ttl, &k, value()?)?,
+                "format" => set_once(&mut self.format, &k, string()?)?,
                 _ => {}
             }
         }
@@ -126,8 +160,8 @@ impl RawParams {
     pub(super) fn parse(self) -> Result<AuthParams, Reject> {
         let capability = match self.capability {
             None => None,
+            // A JSON body's object arrives as its text (see `read_json`).
             Some(Value::String(s)) => Some(CapabilitySet::from_json(&s)),
-            Some(v @ Value::Object(_)) => Some(CapabilitySet::from_value(&v)),
             Some(_) => return Err(Reject::bad("capability must be a JSON object or its text")),
         }
         .transpose()

@@ -99,6 +99,20 @@ impl SessionClaims {
     }
 }
 
+/// The header of a session JWT verified with a public key, refused when it names `crit`
+/// extensions: capsign understands none, and refuses them in every mode (the HS256 path does
+/// too, see `hs256`), as RFC 7515 §4.1.11 requires of a recipient that does not.
+fn header_without_crit(token: &str) -> Result<jsonwebtoken::Header, IdentityError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| IdentityError::Invalid(e.to_string()))?;
+    if header.crit.is_some() {
+        return Err(IdentityError::Invalid(
+            "the header names crit extensions, which capsign does not understand".into(),
+        ));
+    }
+    Ok(header)
+}
+
 /// The library checks signature, algorithm, `iss` and `aud`; `exp` and `nbf` are checked
 /// against capsign's own clock ([`SessionClaims::identity`]), so tests can move time.
 fn base_validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
@@ -248,6 +262,7 @@ impl JwtIdentity {
                 self.session.identity(text, now, Some(&self.validation))
             }
             Verifier::Public(key) => {
+                header_without_crit(token)?;
                 let claims = jsonwebtoken::decode::<Box<RawValue>>(token, key, &self.validation)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?
                     .claims;
@@ -293,8 +308,7 @@ impl JwksIdentity {
         now_ms: u64,
     ) -> Result<Identity, IdentityError> {
         let token = self.session.token(p)?;
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        let header = header_without_crit(token)?;
         self.state.maybe_refresh_in_background(now_ms);
         let mut keys = self.state.current();
         if let Some(kid) = header.kid.as_deref() {

@@ -735,3 +735,49 @@ async fn a_refused_body_is_drained_so_the_client_reads_the_413() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert_eq!(raw_code(&text), 40000);
 }
+
+/// Issue 16: duplicate keys in a JSON body (or in a capability object inside one) were
+/// last-wins, while the same duplicates in a query string were a 400. One rule everywhere.
+#[tokio::test]
+async fn duplicate_parameters_and_resources_are_400_in_every_form() {
+    let s = Server::start(&[]).await;
+    let post = |body: &'static str| {
+        s.post("/auth")
+            .header("authorization", bearer("alice"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    for body in [
+        r#"{"ttl":60000,"ttl":120000}"#,
+        r#"{"capability":{"chat:a":["subscribe"]},"capability":{"chat:b":["subscribe"]}}"#,
+        r#"{"capability":{"chat:a":["subscribe"],"chat:a":["publish"]}}"#,
+        r#"{"capability":"{\"chat:a\":[\"subscribe\"],\"chat:a\":[\"publish\"]}"}"#,
+        r#"{"format":"jwt","format":"jwt"}"#,
+    ] {
+        let r = s.send(post(body)).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 40000),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let q = "/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%2C%22chat%3Aa%22%3A%5B%22publish%22%5D%7D";
+    let r = s
+        .send(
+            s.get(q)
+                .header("authorization", bearer("alice"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((r.status, r.error_code()), (400, 40000), "{}", r.body);
+    // Unknown members, duplicated or not, are ignored as in a query string.
+    let r = s
+        .send(post(
+            r#"{"capability":{"chat:a":["subscribe"]},"x":1,"x":2}"#,
+        ))
+        .await;
+    assert_eq!(r.capability(), CAP);
+}

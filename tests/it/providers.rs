@@ -131,6 +131,50 @@ async fn unknown_or_wrong_keys_and_algorithm_confusion_are_refused() {
     }
 }
 
+/// Issue 16: a `crit` header was refused in HS256 mode but accepted in PEM and JWKS mode. One
+/// rule everywhere now: a session JWT naming `crit` extensions is refused (capsign
+/// understands none).
+#[tokio::test]
+async fn a_crit_header_is_refused_with_public_keys_too() {
+    let with_crit = |kind: &str, alg: Algorithm, kid: Option<&str>| {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        header.crit = Some(vec!["exp".into()]);
+        jsonwebtoken::encode(&header, &claims("carol"), &key(kind)).unwrap()
+    };
+    let jwks = jwks_server(&[], &format!("{KEYS}/jwks.json")).await;
+    let plain = token("rsa", Algorithm::RS256, Some("rsa-1"), &claims("carol"));
+    assert_eq!(get(&jwks, CAP, &plain).await.status, 200);
+    let r = get(
+        &jwks,
+        CAP,
+        &with_crit("rsa", Algorithm::RS256, Some("rsa-1")),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (401, 40101), "{}", r.body);
+
+    let mut vars = settings(&[]);
+    vars.remove("CAPSIGN_SESSION_SECRET");
+    vars.insert(
+        "CAPSIGN_SESSION_PUBLIC_KEY".into(),
+        format!("{KEYS}/ec.pub"),
+    );
+    let pem = Server::start_with(vars).await;
+    assert_eq!(
+        get(
+            &pem,
+            CAP,
+            &token("ec", Algorithm::ES256, None, &claims("carol"))
+        )
+        .await
+        .status,
+        200
+    );
+    let r = get(&pem, CAP, &with_crit("ec", Algorithm::ES256, None)).await;
+    assert_eq!((r.status, r.error_code()), (401, 40101), "{}", r.body);
+    assert!(r.body.contains("crit"), "{}", r.body);
+}
+
 #[tokio::test]
 async fn algorithm_allow_list_issuer_and_audience() {
     let s = jwks_server(

@@ -197,3 +197,59 @@ async fn bad_cors_origins_stop_start_up() {
         );
     }
 }
+
+/// Issue 16: a non-ASCII `Origin` (or `Sec-Fetch-Site`) was read as absent, so the
+/// cross-site check let it through. It is foreign.
+#[tokio::test]
+async fn a_non_ascii_origin_is_foreign_not_absent() {
+    let s = server().await;
+    for name in ["origin", "sec-fetch-site"] {
+        let mut req = auth_request(&s, "alice", Some(CAP), None);
+        req.headers_mut().insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_bytes("https://ex\u{e4}mple.com".as_bytes()).unwrap(),
+        );
+        let r = s.send(req).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (403, 40300),
+            "{name}: {}",
+            r.body
+        );
+        assert!(r.header("set-cookie").is_none());
+    }
+}
+
+/// Issue 16: an optional allow-list of `Host` values (DNS rebinding). Other hosts get 421;
+/// the liveness check is exempt.
+#[tokio::test]
+async fn hosts_outside_the_allow_list_get_421() {
+    let s = Server::start(&[("CAPSIGN_ALLOWED_HOSTS", "auth.example.com, localhost:3000")]).await;
+    let with_host = |host: &str| {
+        let mut req = auth_request(&s, "alice", Some(CAP), None);
+        req.headers_mut().insert("host", host.parse().unwrap());
+        req
+    };
+    for host in ["auth.example.com", "AUTH.example.com", "localhost:3000"] {
+        let r = s.send(with_host(host)).await;
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+    }
+    for host in ["evil.example", "localhost:3001", "auth.example.com.evil"] {
+        let r = s.send(with_host(host)).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (421, 40000),
+            "{host}: {}",
+            r.body
+        );
+    }
+    let r = s
+        .send(
+            s.get("/healthz")
+                .header("host", "10.0.0.7:3000")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
