@@ -327,7 +327,8 @@ fn auth_target() -> &'static AuthTarget {
 /// An `/auth` request built from `data`: byte 0 picks the method, the body's content type and
 /// which credentials go along; the rest is `query \n body \n extra cookie header`. Whatever
 /// comes in, the answer is never a 5xx; an error carries Ably's envelope with matching
-/// status; a 200 is a credential signed by the Ably key whose capability the rules allow.
+/// status; a 200 is a credential signed by the Ably key (a JWT's signature, a TokenRequest's
+/// MAC, both checked) whose capability the rules allow.
 pub fn auth_request(data: &[u8]) {
     let t = auth_target();
     let Some((&ctl, rest)) = data.split_first() else {
@@ -410,6 +411,33 @@ pub fn auth_request(data: &[u8]) {
             }
             "application/json" => {
                 let tr: Value = serde_json::from_slice(&body).expect("TokenRequest JSON");
+                // The MAC, recomputed here from Ably's definition (the seven fields' sign text,
+                // each line-terminated, HMAC-SHA256 with the key secret, standard base64).
+                use hmac::Mac as _;
+                let field = |k: &str| match &tr[k] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let mut mac = crate::crypto::keyed_hmac(ABLY_SECRET.as_bytes());
+                for k in [
+                    "keyName",
+                    "ttl",
+                    "capability",
+                    "clientId",
+                    "timestamp",
+                    "nonce",
+                ] {
+                    mac.update(field(k).as_bytes());
+                    mac.update(b"\n");
+                }
+                let want =
+                    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                assert_eq!(
+                    tr["mac"],
+                    json!(want),
+                    "the TokenRequest must be signed by the Ably key"
+                );
                 tr["capability"].as_str().unwrap().to_owned()
             }
             other => panic!("200 with content type {other}"),

@@ -24,7 +24,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 
@@ -41,6 +42,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 /// How much of a refused request body is read and discarded at most.
 pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// How long a shed connection's request is read and discarded before it is closed.
+const SHED_LINGER: Duration = Duration::from_secs(1);
+/// The most shed connections lingering at once.
+const MAX_SHEDDING: usize = 64;
 
 /// What a connection over `CAPSIGN_MAX_CONNECTIONS` is told before it is closed: a `503` in
 /// Ably's error envelope.
@@ -83,7 +88,8 @@ pub async fn run(
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let shed_response = shed_response();
+    let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
+    let shed_response: Arc<[u8]> = shed_response().into();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -99,8 +105,7 @@ pub async fn run(
                 };
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     tracing::warn!("connection limit reached; shedding a new connection");
-                    // One non-blocking write into a fresh socket's empty buffer, then close.
-                    let _ = stream.try_write(&shed_response);
+                    shed(stream, &shedding, &shed_response);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -136,6 +141,34 @@ pub async fn run(
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
+}
+
+/// Answers a connection over the limit with a `503` and closes it. The request is read and
+/// discarded first (for at most [`SHED_LINGER`]): closing a socket with unread data sends a
+/// reset, which would lose the answer. At most [`MAX_SHEDDING`] connections linger so at a
+/// time; past that a connection is answered and closed at once.
+fn shed(stream: TcpStream, shedding: &Arc<Semaphore>, response: &Arc<[u8]>) {
+    // One non-blocking write into a fresh socket's empty buffer.
+    let _ = stream.try_write(response);
+    let Ok(permit) = Arc::clone(shedding).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let linger = async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let mut seen = 0usize;
+            while seen < 64 * 1024 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHED_LINGER, linger).await;
+        drop(permit);
+    });
 }
 
 /// A request body that, when dropped before its end (the handler refused the request before
