@@ -250,3 +250,110 @@ fn listening_is_announced_only_after_the_jwks_fetch() {
         "announced before the fetch: {err}"
     );
 }
+
+/// Issue 16: the README promises that no secret, session token, cookie value or credential
+/// appears in the logs, and no test looked. This one runs the real binary at `RUST_LOG=debug`
+/// through logins, grants, a webhook call, a TokenRequest, a tampered cookie and a bad
+/// session, and searches everything it printed.
+#[tokio::test]
+async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
+    use crate::fakes::{Fake, grant_all_but_secret};
+    const POLICY_SECRET: &str = "policy-secret-for-the-log-test-0123456789";
+    let hook = Fake::start(grant_all_but_secret).await;
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let log = crate::harness::temp_file("capsign.log", "");
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+        .env("CAPSIGN_RULES", &rules)
+        .env("CAPSIGN_POLICY_URL", hook.url("/decide"))
+        .env("CAPSIGN_POLICY_SECRET", POLICY_SECRET)
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = c.spawn().unwrap();
+    let mut addr = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(a) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("capsign: listening on http://"))
+        {
+            addr = Some(a.parse::<std::net::SocketAddr>().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = addr.expect("capsign did not start");
+    let session = crate::harness::session("erin", serde_json::json!({"team": "red"}));
+    let get = |path: &str, cookie: Option<&str>, grants: Option<&str>, bearer: &str| {
+        let mut b = http::Request::get(path)
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {bearer}"));
+        if let Some(c) = cookie {
+            b = b.header("cookie", format!("__Host-capsign={c}"));
+        }
+        if let Some(g) = grants {
+            b = b.header("x-capsign-grants", g);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    let a = send(
+        addr,
+        get(
+            "/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D",
+            None,
+            None,
+            &session,
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let cookie = a.grant_cookie().unwrap();
+    let grants = a.header("x-capsign-grants").unwrap().to_owned();
+    let b = send(
+        addr,
+        get(
+            "/auth?format=tokenRequest&capability=%7B%22billing%3A1%22%3A%5B%22subscribe%22%5D%7D",
+            Some(&cookie),
+            Some(&grants),
+            &session,
+        ),
+    )
+    .await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(hook.seen().len(), 1, "the webhook was called");
+    let tr: serde_json::Value = serde_json::from_str(&b.body).unwrap();
+    let tampered = format!("{}A", &cookie[..cookie.len() - 1]);
+    let c = send(addr, get("/auth", Some(&tampered), None, &session)).await;
+    assert_eq!(c.status, 403, "{}", c.body);
+    let bad_session = format!("{}x", &session[..session.len() - 1]);
+    let d = send(addr, get("/auth", Some(&cookie), None, &bad_session)).await;
+    assert_eq!(d.status, 401, "{}", d.body);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
+    let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
+    let secrets: Vec<(&str, String)> = vec![
+        ("Ably key secret", crate::harness::ABLY_SECRET.into()),
+        ("cookie key", crate::harness::COOKIE_KEY.into()),
+        ("session secret", crate::harness::SESSION_SECRET.into()),
+        ("policy secret", POLICY_SECRET.into()),
+        ("session JWT", session.clone()),
+        ("session JWT signature", signature(&session)),
+        ("bad session JWT", bad_session.clone()),
+        ("grant cookie", cookie.clone()),
+        ("tampered cookie", tampered.clone()),
+        ("grants header", grants.clone()),
+        ("Ably JWT", a.body.clone()),
+        ("Ably JWT signature", signature(&a.body)),
+        ("TokenRequest MAC", tr["mac"].as_str().unwrap().into()),
+        ("TokenRequest nonce", tr["nonce"].as_str().unwrap().into()),
+    ];
+    for (what, secret) in secrets {
+        assert!(!text.contains(&secret), "{what} appears in the debug log");
+    }
+}
