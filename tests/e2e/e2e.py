@@ -40,7 +40,7 @@ def session(sub):
 
 
 # How many checks each SDK's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 9, "ably-python": 4, "ably-js chromium": 5}
+EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5}
 
 
 def start_capsign(binary, env):
@@ -115,11 +115,18 @@ def main():
     })
     cross, cross_url = start_capsign(binary, cross_env)
 
+    # A capsign that signs with another secret than the fake Ably knows for its key: every
+    # credential it mints is refused with a 4014x code.
+    badkey_env = dict(env)
+    badkey_env["ABLY_API_KEY"] = f"{ABLY_KEY_NAME}:not-the-secret-ably-knows"
+    badkey, badkey_url = start_capsign(binary, badkey_env)
+
     test_env = dict(os.environ)
     test_env.update({
         "CAPSIGN": url,
         "CAPSIGN_DEMO": demo_url,
         "CAPSIGN_CROSS": cross_url,
+        "CAPSIGN_BADKEY": badkey_url,
         "ABLY_PORT": str(ably_port),
         "SESSION_ALICE": session("alice"),
         "SESSION_BOB": session("bob"),
@@ -134,7 +141,7 @@ def main():
         results += run_step("ably-js in Chromium", "ably-js chromium",
                             ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
     finally:
-        for p in (capsign, demo, cross):
+        for p in (capsign, demo, cross, badkey):
             p.terminate()
             p.wait(timeout=10)
         fake.stop()

@@ -1,5 +1,5 @@
-"""The fake Ably's own tests: the published vectors (tests/data/vectors.json, from
-docs/ably-protocol.md) and the checks it makes over HTTP. `python3 -m unittest tests/e2e/test_fake_ably.py`."""
+"""The fake Ably's own tests: the known-answer vectors (tests/data/vectors.json; which are
+Ably's and how the others were checked: docs/ably-protocol.md §1.3, §4.6) and the checks it makes over HTTP. `python3 -m unittest tests/e2e/test_fake_ably.py`."""
 
 import base64
 import hashlib

@@ -1,5 +1,7 @@
-//! Known-answer vectors: Ably's (docs/ably-protocol.md §1.3, §4.6) and capsign's own
-//! grant cookie (README "Grant cookie format"), all in tests/data/vectors.json.
+//! Known-answer vectors, all in tests/data/vectors.json: the TokenRequest and Ably JWT vectors
+//! of docs/ably-protocol.md §1.3 and §4.6 (one of them Ably's published `test_hmac`, the
+//! others computed by this project and cross-checked with ably-js, ably-python and openssl), and
+//! capsign's own grant cookie and grants header (README, "The grant cookie").
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
