@@ -719,21 +719,29 @@ async fn rules_file_is_required_and_checked_in_production() {
     assert!(e.to_string().contains("rule 1"), "{e}");
 }
 
+/// Every `CAPSIGN_COOKIE_SAMESITE` value reaches the `Set-Cookie` (issue 16: the old unit test
+/// set a variable the configuration never read, and tested `Lax` three times).
 #[tokio::test]
 async fn cross_site_cookie_setting() {
-    let s = Server::start(&[("CAPSIGN_COOKIE_SAMESITE", "none")]).await;
-    let r = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
-        .await;
-    let set_cookie = r.header("set-cookie").unwrap();
-    assert!(
-        set_cookie.contains("SameSite=None") && set_cookie.contains("Secure"),
-        "{set_cookie}"
-    );
-    s.stop().await;
+    for (setting, attribute) in [
+        ("none", "SameSite=None"),
+        ("strict", "SameSite=Strict"),
+        ("lax", "SameSite=Lax"),
+    ] {
+        let s = Server::start(&[("CAPSIGN_COOKIE_SAMESITE", setting)]).await;
+        let r = s
+            .send(auth_request(
+                &s,
+                "alice",
+                Some(r#"{"chat:a":["subscribe"]}"#),
+                None,
+            ))
+            .await;
+        let set_cookie = r.header("set-cookie").unwrap();
+        assert!(
+            set_cookie.contains(attribute) && set_cookie.contains("Secure"),
+            "{setting}: {set_cookie}"
+        );
+        s.stop().await;
+    }
 }
