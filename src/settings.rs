@@ -316,114 +316,88 @@ settings_table! {
         "Most open connections; past it new ones get 503 and are closed.";
 }
 
-/// Which credential `/auth` mints when the request does not say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `auto`: a JWT unless it would be over 8 KB, then a TokenRequest.
-    Auto,
-    /// `jwt`: an Ably JWT.
-    Jwt,
-    /// `token`: capsign asks Ably for the token and returns its TokenDetails.
-    Token,
-    /// `tokenRequest`: a signed TokenRequest.
-    TokenRequest,
+/// Declares a setting's enum of keywords and its parser: `Name { Variant = "keyword", … }`.
+macro_rules! keywords {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $kw:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Parses one of the keywords.
+            ///
+            /// # Errors
+            ///
+            /// Another word; the message lists the keywords.
+            pub fn parse(s: &str) -> Result<$name, String> {
+                match s {
+                    $($kw => Ok($name::$variant),)*
+                    _ => Err(format!("expected one of: {}", [$($kw),*].join(", "))),
+                }
+            }
+        }
+    };
 }
 
-impl Format {
-    /// Parses the `format` parameter or setting.
-    ///
-    /// # Errors
-    ///
-    /// Not one of the four names.
-    pub fn parse(s: &str) -> Result<Format, String> {
-        match s {
-            "jwt" => Ok(Format::Jwt),
-            "tokenRequest" => Ok(Format::TokenRequest),
-            "token" => Ok(Format::Token),
-            "auto" => Ok(Format::Auto),
-            _ => Err("expected jwt, tokenRequest, token or auto".into()),
-        }
+keywords! {
+    /// Which credential `/auth` mints when the request does not say.
+    Format {
+        /// `jwt`: an Ably JWT.
+        Jwt = "jwt",
+        /// `tokenRequest`: a signed TokenRequest.
+        TokenRequest = "tokenRequest",
+        /// `token`: capsign asks Ably for the token and returns its TokenDetails.
+        Token = "token",
+        /// `auto`: a JWT unless it would be over 8 KB, then a TokenRequest.
+        Auto = "auto",
     }
 }
 
-/// What happens to a request that asks for something the policy denies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyMode {
-    /// Leave the denied grants out, name them in `X-Capsign-Denied`, answer 200.
-    Omit,
-    /// Answer the whole request with 403/40160.
-    Reject,
-}
-
-impl DenyMode {
-    fn parse(s: &str) -> Result<DenyMode, String> {
-        match s {
-            "omit" => Ok(DenyMode::Omit),
-            "reject" => Ok(DenyMode::Reject),
-            _ => Err("expected omit or reject".into()),
-        }
+keywords! {
+    /// What happens to a request that asks for something the policy denies.
+    DenyMode {
+        /// Leave the denied grants out, name them in `X-Capsign-Denied`, answer 200.
+        Omit = "omit",
+        /// Answer the whole request with 403/40160.
+        Reject = "reject",
     }
 }
 
-/// What happens when a merge would make the cookie too large.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Drop the grants approved longest ago, name them in `X-Capsign-Evicted`.
-    Evict,
-    /// Refuse the request with 400/40000: the client keeps what it held.
-    Reject,
-}
-
-impl Overflow {
-    fn parse(s: &str) -> Result<Overflow, String> {
-        match s {
-            "reject" => Ok(Overflow::Reject),
-            "evict" => Ok(Overflow::Evict),
-            _ => Err("expected reject or evict".into()),
-        }
+keywords! {
+    /// What happens when a merge would make the cookie too large.
+    Overflow {
+        /// Refuse the request with 400/40000: the client keeps what it held.
+        Reject = "reject",
+        /// Drop the grants approved longest ago, name them in `X-Capsign-Evicted`.
+        Evict = "evict",
     }
 }
 
-/// What the webhook is asked about patterns (resources holding a `*`) that no rule covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatternPolicy {
-    /// Asked like channel names.
-    Ask,
-    /// Denied by capsign; never sent to the webhook.
-    Deny,
-}
-
-impl PatternPolicy {
-    fn parse(s: &str) -> Result<PatternPolicy, String> {
-        match s {
-            "ask" => Ok(PatternPolicy::Ask),
-            "deny" => Ok(PatternPolicy::Deny),
-            _ => Err("expected ask or deny".into()),
-        }
+keywords! {
+    /// What the webhook is asked about patterns (resources holding a `*`) that no rule covers.
+    PatternPolicy {
+        /// Asked like channel names.
+        Ask = "ask",
+        /// Denied by capsign; never sent to the webhook.
+        Deny = "deny",
     }
 }
 
-/// The grant cookie's `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    /// `Lax`: sent on top-level navigations and same-site requests.
-    Lax,
-    /// `None`: sent cross-site too (capsign on another site than the app's pages).
-    None,
-    /// `Strict`: same-site requests only.
-    Strict,
+keywords! {
+    /// The grant cookie's `SameSite` attribute.
+    SameSite {
+        /// `Lax`: sent on top-level navigations and same-site requests.
+        Lax = "lax",
+        /// `Strict`: same-site requests only.
+        Strict = "strict",
+        /// `None`: sent cross-site too (capsign on another site than the app's pages).
+        None = "none",
+    }
 }
 
 impl SameSite {
-    fn parse(s: &str) -> Result<SameSite, String> {
-        match s {
-            "lax" => Ok(SameSite::Lax),
-            "strict" => Ok(SameSite::Strict),
-            "none" => Ok(SameSite::None),
-            _ => Err("expected lax, strict or none".into()),
-        }
-    }
-
     /// The attribute's value as written in `Set-Cookie`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -434,25 +408,15 @@ impl SameSite {
     }
 }
 
-/// `CAPSIGN_IDENTITY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityMode {
-    /// A user name at `/login`; loopback only.
-    Demo,
-    /// A header from trusted proxies.
-    Header,
-    /// The app's session JWT.
-    Jwt,
-}
-
-impl IdentityMode {
-    fn parse(s: &str) -> Result<IdentityMode, String> {
-        match s {
-            "jwt" => Ok(IdentityMode::Jwt),
-            "header" => Ok(IdentityMode::Header),
-            "demo" => Ok(IdentityMode::Demo),
-            _ => Err("expected jwt, header or demo".into()),
-        }
+keywords! {
+    /// `CAPSIGN_IDENTITY`.
+    IdentityMode {
+        /// The app's session JWT.
+        Jwt = "jwt",
+        /// A header from trusted proxies.
+        Header = "header",
+        /// A user name at `/login`; loopback only.
+        Demo = "demo",
     }
 }
 

@@ -64,9 +64,9 @@ pub fn temp_file(name: &str, contents: &str) -> PathBuf {
         std::process::id(),
         rand::random::<u64>()
     ));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
+    std::fs::write(&path, contents).expect("a temporary file");
     path
 }
 
@@ -115,7 +115,7 @@ pub fn app(extra: &[(&str, &str)]) -> App {
 pub fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("the clock is past 1970")
         .as_secs()
 }
 
@@ -131,5 +131,5 @@ pub fn session_jwt(sub: &str, exp: u64, extra: &Value) -> String {
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(SESSION_SECRET.as_bytes()),
     )
-    .unwrap()
+    .expect("HS256 signs any claims object")
 }
