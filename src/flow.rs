@@ -225,32 +225,7 @@ impl Flow {
                 max: cfg.max_new_grants,
             });
         }
-        let ask = if stale.is_empty() {
-            new.clone()
-        } else {
-            new.union(&stale.capabilities())
-        };
-        let granted = if ask.is_empty() {
-            CapabilitySet::new()
-        } else {
-            match self.policy.decide(who, &ask, now).await {
-                Ok(granted) => granted,
-                // Nothing new was asked, only re-checks: while the webhook is down, grants due
-                // for a re-check are served as they are (their approval time unchanged) until
-                // their maximum age, so an outage does not turn every renewal into a 503.
-                Err(e) if new.is_empty() => {
-                    tracing::warn!(
-                        "{e}; serving grants due for a re-check until their maximum age"
-                    );
-                    let mut due = stale;
-                    let _expired =
-                        due.take_approved_before(now.saturating_sub(cfg.grant_max_age_s));
-                    held.merge(due);
-                    CapabilitySet::new()
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let granted = self.decide(who, &mut held, stale, &new, now).await?;
         let denied: Vec<Resource> = new
             .iter()
             .filter(|(r, ops)| !ops.is_subset(granted.ops_for(r.as_str()).unwrap_or_default()))
@@ -271,14 +246,9 @@ impl Flow {
             return Err(FlowError::NothingGranted);
         }
         let ttl_ms = self.ttl(params.ttl_ms, who, &held, now_ms);
-        let mut credential = self.mint(format, &capability, who, ttl_ms, now_ms)?;
-        if format == Format::Token {
-            // The TokenRequest minted above goes to Ably; the client gets Ably's answer.
-            if let Credential::TokenRequest(tr) = credential {
-                let key_name = self.ably.key.key_name();
-                credential = Credential::Token(self.ably.rest.request_token(key_name, tr).await?);
-            }
-        }
+        let credential = self
+            .credential(format, &capability, who, ttl_ms, now_ms)
+            .await?;
         Ok(AuthOutcome {
             credential,
             cookie,
@@ -287,6 +257,64 @@ impl Flow {
             evicted,
             capability,
         })
+    }
+
+    /// Asks the policy about what is new and what is due for a re-check (`stale`, out of
+    /// `held`), in one call; returns what it granted.
+    ///
+    /// When only re-checks were asked (nothing new) and the webhook is down, the grants due
+    /// for a re-check go back into `held` as they are (their approval time unchanged) until
+    /// their maximum age, so an outage does not turn every renewal into a 503.
+    async fn decide(
+        &self,
+        who: &Identity,
+        held: &mut GrantSet,
+        stale: GrantSet,
+        new: &CapabilitySet,
+        now: u64,
+    ) -> Result<CapabilitySet, FlowError> {
+        let ask = if stale.is_empty() {
+            new.clone()
+        } else {
+            new.union(&stale.capabilities())
+        };
+        if ask.is_empty() {
+            return Ok(CapabilitySet::new());
+        }
+        match self.policy.decide(who, &ask, now).await {
+            Ok(granted) => Ok(granted),
+            Err(e) if new.is_empty() => {
+                tracing::warn!("{e}; serving grants due for a re-check until their maximum age");
+                let mut due = stale;
+                let max_age = self.settings.grant_max_age_s;
+                let _expired = due.take_approved_before(now.saturating_sub(max_age));
+                held.merge(due);
+                Ok(CapabilitySet::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The credential in `format`: minted here, or for `format=token`, the TokenRequest
+    /// minted here exchanged with Ably for its TokenDetails.
+    async fn credential(
+        &self,
+        format: Format,
+        capability: &CapabilitySet,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Credential, FlowError> {
+        let credential = self.mint(format, capability, who, ttl_ms, now_ms)?;
+        match credential {
+            Credential::TokenRequest(tr) if format == Format::Token => {
+                let key_name = self.ably.key.key_name();
+                Ok(Credential::Token(
+                    self.ably.rest.request_token(key_name, tr).await?,
+                ))
+            }
+            other => Ok(other),
+        }
     }
 
     /// Opens every presented value for this client; returns the union and whether none
