@@ -15,6 +15,7 @@ use crate::client::HttpClient;
 use crate::flow::Flow;
 use crate::grants::Sealer;
 use crate::identity::{IdentityBuildError, IdentityService, JwksError};
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyBuildError};
 use crate::settings::{HttpSettings, ServerSettings, Settings};
 
@@ -80,6 +81,8 @@ pub struct App {
     pub flow: Flow,
     /// The time source.
     pub clock: Clock,
+    /// This app's metrics (its own registry).
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -92,19 +95,23 @@ impl App {
         // One outbound client, built on first use: a deployment that never calls out never
         // loads the TLS roots.
         let client = HttpClient::new();
-        let identity = IdentityService::build(&settings.identity, &settings.cookie.keys, &client)?;
-        let policy = Policy::build(&settings.policy, &client)?;
+        let metrics = Metrics::new();
+        let identity =
+            IdentityService::build(&settings.identity, &settings.cookie.keys, &client, &metrics)?;
+        let policy = Policy::build(&settings.policy, &client, &metrics)?;
         let flow = Flow::new(
             Sealer::from_settings(&settings.cookie),
             policy,
             Ably::new(&settings.ably, client),
             settings.flow.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         let app = App {
             settings,
             identity,
             flow,
             clock: Clock::default(),
+            metrics,
         };
         app.self_test()?;
         Ok(app)
@@ -131,6 +138,7 @@ impl App {
         if self.settings.ably.correct_clock {
             match self.correct_clock().await {
                 Ok(offset) => {
+                    self.metrics.clock_offset(offset);
                     notes.push(format!("clock corrected by {offset} ms from Ably's /time"))
                 }
                 Err(e) => notes.push(format!(

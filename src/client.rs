@@ -28,6 +28,17 @@ pub enum ClientError {
     TooLarge(usize),
 }
 
+impl ClientError {
+    /// The kind of failure, for metrics: `timeout`, `network` or `too_large`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Timeout(_) => "timeout",
+            ClientError::Network(_) => "network",
+            ClientError::TooLarge(_) => "too_large",
+        }
+    }
+}
+
 /// A response, read whole.
 #[derive(Debug, Clone)]
 pub struct Fetched {

@@ -17,8 +17,11 @@
 
 use crate::ably::{self, Ably, AblyError, TokenError};
 use crate::capability::{CapabilitySet, Resource};
-use crate::grants::{GrantSet, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer};
+use crate::grants::{
+    GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer,
+};
 use crate::identity::Identity;
+use crate::metrics::{CookieResult, Decider, Metrics};
 use crate::policy::{Policy, WebhookError};
 use crate::settings::{DenyMode, FlowSettings, Format, Overflow};
 
@@ -48,6 +51,7 @@ pub struct Flow {
     /// Mints credentials; asks Ably for tokens.
     pub ably: Ably,
     settings: FlowSettings,
+    metrics: Metrics,
 }
 
 /// The parameters of an `/auth` request, parsed.
@@ -162,6 +166,16 @@ pub enum FlowError {
     Mint(#[from] TokenError),
 }
 
+/// What a failure to open sealed grants counts as.
+fn cookie_result(e: &GrantsError) -> CookieResult {
+    match e {
+        GrantsError::Expired | GrantsError::FromFuture => CookieResult::Expired,
+        GrantsError::OtherClient => CookieResult::OtherUser,
+        GrantsError::UnknownKey(_) => CookieResult::UnknownKey,
+        _ => CookieResult::Tampered,
+    }
+}
+
 fn list(resources: &[Resource]) -> String {
     resources
         .iter()
@@ -178,7 +192,13 @@ impl Flow {
             policy,
             ably,
             settings,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The same flow, recording into `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Flow {
+        Flow { metrics, ..self }
     }
 
     /// Runs the flow for one request at `now_ms` (ms since the epoch).
@@ -219,6 +239,8 @@ impl Flow {
             });
         }
         let new = held.uncovered(&requested);
+        self.metrics
+            .decisions(Decider::Cookie, true, requested.len() - new.len());
         if new.len() > cfg.max_new_grants {
             return Err(FlowError::TooManyNewGrants {
                 asked: new.len(),
@@ -249,6 +271,13 @@ impl Flow {
         let credential = self
             .credential(format, &capability, who, ttl_ms, now_ms)
             .await?;
+        let (format_label, bytes) = match &credential {
+            Credential::Jwt(jwt) => ("jwt", jwt.len()),
+            Credential::TokenRequest(tr) => ("tokenRequest", tr.len()),
+            Credential::Token(details) => ("token", details.len()),
+        };
+        self.metrics.credential(format_label, bytes);
+        self.metrics.cookie_sealed(cookie.len());
         Ok(AuthOutcome {
             credential,
             cookie,
@@ -309,9 +338,11 @@ impl Flow {
         match credential {
             Credential::TokenRequest(tr) if format == Format::Token => {
                 let key_name = self.ably.key.key_name();
-                Ok(Credential::Token(
-                    self.ably.rest.request_token(key_name, tr).await?,
-                ))
+                let started = std::time::Instant::now();
+                let answer = self.ably.rest.request_token(key_name, tr).await;
+                let error = answer.as_ref().err().map(AblyError::kind);
+                self.metrics.ably_call(started.elapsed(), error);
+                Ok(Credential::Token(answer?))
             }
             other => Ok(other),
         }
@@ -333,8 +364,13 @@ impl Flow {
         let mut held = GrantSet::new();
         let mut fresh = true;
         let open = |purpose, value| match self.sealer.open(purpose, value, &who.client_id, limits) {
-            Ok(opened) => Some(opened.grants),
+            Ok(opened) => {
+                self.metrics
+                    .cookie(CookieResult::Opened, Some(opened.key_id));
+                Some(opened.grants)
+            }
             Err(e) => {
+                self.metrics.cookie(cookie_result(&e), None);
                 tracing::debug!(client_id = %who.client_id, ?purpose, "ignoring sealed grants: {e}");
                 None
             }
@@ -347,6 +383,9 @@ impl Flow {
         // The cookie and the header may both be sent (a client that keeps the header and has
         // a jar); each is within the grant limit, so their union is bounded too.
         let header = presented.header.and_then(|v| open(Purpose::Header, v));
+        if presented.cookies.is_empty() && presented.header.is_none() {
+            self.metrics.cookie(CookieResult::Absent, None);
+        }
         for grants in [cookie, header].into_iter().flatten() {
             held.merge(grants);
             fresh = false;

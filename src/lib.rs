@@ -54,6 +54,7 @@ pub(crate) mod hs256;
 pub mod http;
 pub mod identity;
 pub(crate) mod json;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod settings;

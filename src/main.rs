@@ -91,6 +91,24 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Some(addr) = app.server_settings().metrics_listen {
+        let metrics = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("capsign: cannot listen for metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Ok(addr) = metrics.local_addr() {
+            eprintln!("capsign: metrics on http://{addr}/metrics");
+        }
+        let app = Arc::clone(&app);
+        tokio::spawn(capsign::server::run_metrics(
+            metrics,
+            app,
+            std::future::pending(),
+        ));
+    }
     match listener.local_addr() {
         Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
         Err(e) => eprintln!("capsign: listening (address unknown: {e})"),

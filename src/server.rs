@@ -143,6 +143,66 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves `GET /metrics` (the Prometheus text exposition of `app`'s metrics) on `listener`, a
+/// listener of its own (`CAPSIGN_METRICS_LISTEN`), until `shutdown` completes. Anything else
+/// is a 404.
+///
+/// # Errors
+///
+/// None today; accept errors are logged and retried.
+pub async fn run_metrics(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.server_settings().header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let app = Arc::clone(&app);
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(metrics_response(&app, &req)) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
+fn metrics_response<B>(
+    app: &App,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<Bytes>> {
+    let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
+    if req.method() != hyper::Method::GET || req.uri().path() != "/metrics" {
+        *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+        return resp;
+    }
+    *resp.body_mut() = http_body_util::Full::new(Bytes::from(app.metrics.encode()));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
+}
+
 /// Answers a connection over the limit with a `503` and closes it. The request is read and
 /// discarded first (for at most [`SHED_LINGER`]): closing a socket with unread data sends a
 /// reset, which would lose the answer. At most [`MAX_SHEDDING`] connections linger so at a

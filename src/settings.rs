@@ -179,6 +179,9 @@ settings_table! {
     listen: SocketAddr = "CAPSIGN_LISTEN", default ("127.0.0.1:3000"), plain,
         parse::socket_addr,
         "Listen address, e.g. [::]:8080.";
+    metrics_listen: SocketAddr = "CAPSIGN_METRICS_LISTEN", default ["(off)"], plain,
+        parse::socket_addr,
+        "Address of a separate listener serving GET /metrics (Prometheus text); off if unset.";
     cookie_key: CookieKeys = "CAPSIGN_COOKIE_KEY", default ["random (demo only)"], secret,
         CookieKeys::parse,
         "The grant-cookie secret: base64 of 32+ random bytes, or id:base64,id:base64 (first signs, all verify).";
@@ -736,6 +739,9 @@ pub struct HttpSettings {
 /// The settings of the `server` module.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// Where `/metrics` is served, if anywhere (a listener of its own, so it is never public
+    /// by accident).
+    pub metrics_listen: Option<SocketAddr>,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
     /// Time a response may wait for the client to take it.
@@ -906,6 +912,7 @@ impl Settings {
                 body_timeout: g.body_timeout,
             },
             server: ServerSettings {
+                metrics_listen: g.metrics_listen,
                 header_timeout: g.header_timeout,
                 write_timeout: g.write_timeout,
                 max_connections: g.max_connections,

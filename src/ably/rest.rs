@@ -39,6 +39,18 @@ pub enum AblyError {
     Malformed(String),
 }
 
+impl AblyError {
+    /// The kind of failure, for metrics: `timeout`, `network`, `too_large`, `refused` or
+    /// `malformed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AblyError::Unreachable(e) => e.kind(),
+            AblyError::Refused { .. } => "refused",
+            AblyError::Malformed(_) => "malformed",
+        }
+    }
+}
+
 /// A client of Ably's REST API.
 #[derive(Debug, Clone)]
 pub struct AblyRest {

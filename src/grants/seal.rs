@@ -211,6 +211,8 @@ pub struct Opened {
     pub grants: GrantSet,
     /// When the value was sealed (Unix seconds).
     pub issued_at: u64,
+    /// The id of the key that opened it (metrics: has a key rotation finished?).
+    pub key_id: u8,
 }
 
 /// What `open` checks besides the MAC.
@@ -456,7 +458,7 @@ impl Sealer {
             }
             _ => return Err(GrantsError::Malformed("flags")),
         };
-        let (holder, opened) = decode_body(body, self.max_grants)?;
+        let (holder, opened) = decode_body(body, self.max_grants, key_id)?;
         if holder != client_id.as_bytes() {
             return Err(GrantsError::OtherClient);
         }
@@ -470,7 +472,8 @@ impl Sealer {
     }
 }
 
-fn decode_body(body: &[u8], max_grants: usize) -> Result<(&[u8], Opened), GrantsError> {
+/// Decodes a verified body sealed with key `key_id`.
+fn decode_body(body: &[u8], max_grants: usize, key_id: u8) -> Result<(&[u8], Opened), GrantsError> {
     let mut r = Reader(body);
     let issued_at = r.varint()?;
     let holder = r.bytes()?;
@@ -512,7 +515,14 @@ fn decode_body(body: &[u8], max_grants: usize) -> Result<(&[u8], Opened), Grants
     if !r.0.is_empty() {
         return Err(GrantsError::Malformed("trailing bytes"));
     }
-    Ok((holder, Opened { grants, issued_at }))
+    Ok((
+        holder,
+        Opened {
+            grants,
+            issued_at,
+            key_id,
+        },
+    ))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

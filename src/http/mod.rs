@@ -63,6 +63,8 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let started = std::time::Instant::now();
+    let _in_flight = app.metrics.in_flight();
     let method = req.method().clone();
     // A `Uri` clone shares its bytes: the path stays readable after `req` moves on.
     let uri = req.uri().clone();
@@ -96,9 +98,11 @@ where
         Ok(Route::Done(resp)) => Ok(resp),
         Err(e) => Err(e),
     };
+    let mut refusal = None;
     let mut response = result.unwrap_or_else(|reject| {
         let (status, code) = (reject.status, reject.code);
         tracing::debug!(%method, %path, %status, code, "{}", reject.message);
+        refusal = Some(code);
         reject.into_response()
     });
     if let Some(origin) = cors {
@@ -113,8 +117,28 @@ where
             HeaderValue::from_static(EXPOSED_HEADERS),
         );
     }
-    tracing::debug!(%method, %path, status = %response.status(), "request");
+    let status = response.status();
+    tracing::debug!(%method, %path, %status, "request");
+    app.metrics.request_done(
+        route_label(&method, path),
+        status.as_u16(),
+        started.elapsed(),
+        refusal,
+    );
     response
+}
+
+/// The `route` label of a request: one of a fixed few, never the path a client chose.
+fn route_label(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (&Method::OPTIONS, "/auth") => "preflight",
+        (_, "/auth") => "auth",
+        (_, "/healthz") => "healthz",
+        (_, "/login") => "login",
+        (_, "/logout") => "logout",
+        (_, "/") => "demo_page",
+        _ => "other",
+    }
 }
 
 /// Where a request goes, once method and path are known.

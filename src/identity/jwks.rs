@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use crate::client::{ClientError, HttpClient};
+use crate::metrics::Metrics;
 use crate::settings::{ASYMMETRIC, JwksLocation};
 
 /// The RSA algorithms: the first six of [`ASYMMETRIC`] (checked when compiling).
@@ -217,6 +218,7 @@ pub struct JwksState {
     refresh_every: Duration,
     min_interval: Duration,
     client: HttpClient,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for JwksState {
@@ -315,6 +317,15 @@ impl JwksState {
             refresh_every,
             min_interval,
             client,
+            metrics: None,
+        }
+    }
+
+    /// The same state, counting its fetches in `metrics`.
+    pub(super) fn with_metrics(self, metrics: Metrics) -> JwksState {
+        JwksState {
+            metrics: Some(metrics),
+            ..self
         }
     }
 
@@ -341,6 +352,14 @@ impl JwksState {
         let JwksSource::Url(url) = &self.source else {
             return Ok(self.current().len());
         };
+        let result = self.fetch(url, now_ms).await;
+        if let Some(m) = &self.metrics {
+            m.jwks_refresh(result.is_ok());
+        }
+        result
+    }
+
+    async fn fetch(&self, url: &Uri, now_ms: u64) -> Result<usize, JwksError> {
         self.fetched_at_ms.store(now_ms, Ordering::Relaxed);
         let resp = self
             .client

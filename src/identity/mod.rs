@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::client::HttpClient;
+use crate::metrics::Metrics;
 use crate::settings::{CookieKeys, IdentitySettings, SessionKeySource};
 
 pub use demo::{DEMO_COOKIE, DemoIdentity};
@@ -184,6 +185,7 @@ impl IdentityService {
         settings: &IdentitySettings,
         cookie_keys: &CookieKeys,
         client: &HttpClient,
+        metrics: &Metrics,
     ) -> Result<IdentityService, IdentityBuildError> {
         let read = |setting, path: &PathBuf| {
             std::fs::read(path).map_err(|source| IdentityBuildError::Read {
@@ -228,7 +230,8 @@ impl IdentityService {
                             (*refresh, *min_refresh),
                             client.clone(),
                             |path| read("CAPSIGN_SESSION_JWKS", path),
-                        )?;
+                        )?
+                        .with_metrics(metrics.clone());
                         IdentityService::Jwks(JwksIdentity::new(
                             state,
                             claims,

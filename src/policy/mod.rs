@@ -11,10 +11,12 @@ pub(crate) mod rules;
 pub(crate) mod webhook;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use crate::capability::CapabilitySet;
 use crate::client::HttpClient;
 use crate::identity::Identity;
+use crate::metrics::{Decider, Metrics};
 use crate::settings::{PatternPolicy, PolicySettings, RulesSource};
 
 pub use rules::{Rules, RulesError};
@@ -50,6 +52,7 @@ pub struct Policy {
     rules: Rules,
     webhook: Option<Webhook>,
     patterns: PatternPolicy,
+    metrics: Metrics,
 }
 
 impl Policy {
@@ -61,6 +64,7 @@ impl Policy {
     pub fn build(
         settings: &PolicySettings,
         client: &HttpClient,
+        metrics: &Metrics,
     ) -> Result<Policy, PolicyBuildError> {
         let rules = match &settings.rules {
             None => Rules::default(),
@@ -93,6 +97,7 @@ impl Policy {
                 .webhook
                 .as_ref()
                 .map_or(PatternPolicy::Ask, |w| w.patterns),
+            metrics: metrics.clone(),
         })
     }
 
@@ -102,6 +107,7 @@ impl Policy {
             rules,
             webhook: None,
             patterns: PatternPolicy::Ask,
+            metrics: Metrics::new(),
         }
     }
 
@@ -125,26 +131,57 @@ impl Policy {
         now: u64,
     ) -> Result<CapabilitySet, WebhookError> {
         let Some(hook) = &self.webhook else {
-            return Ok(self.rules.decide(who, ask));
+            let granted = self.rules.decide(who, ask);
+            self.count(Decider::Rules, ask, &granted);
+            return Ok(granted);
         };
         let (by_rules, mut rest) = self.rules.split(who, ask);
-        if self.patterns == PatternPolicy::Deny {
-            // Denied here: left out of what is granted, never sent.
-            rest = rest
-                .iter()
-                .filter(|(r, _)| !r.as_str().contains('*'))
-                .map(|(r, ops)| (r.clone(), ops))
-                .collect();
-        }
         let mut granted = if by_rules.is_empty() {
             CapabilitySet::new()
         } else {
-            self.rules.decide(who, &by_rules)
+            let granted = self.rules.decide(who, &by_rules);
+            self.count(Decider::Rules, &by_rules, &granted);
+            granted
         };
+        if self.patterns == PatternPolicy::Deny {
+            // Denied here: left out of what is granted, never sent.
+            let is_pattern = |r: &crate::capability::Resource| r.as_str().contains('*');
+            let patterns: CapabilitySet = rest
+                .iter()
+                .filter(|(r, _)| is_pattern(r))
+                .map(|(r, ops)| (r.clone(), ops))
+                .collect();
+            self.count(Decider::Rules, &patterns, &CapabilitySet::new());
+            rest = rest
+                .iter()
+                .filter(|(r, _)| !is_pattern(r))
+                .map(|(r, ops)| (r.clone(), ops))
+                .collect();
+        }
         if !rest.is_empty() {
-            granted = granted.union(&hook.decide(who, &rest, now).await?);
+            let started = Instant::now();
+            let answer = hook.decide(who, &rest, now).await;
+            self.metrics.webhook_call(
+                started.elapsed(),
+                answer.as_ref().err().map(WebhookError::kind),
+            );
+            let by_hook = answer?;
+            self.count(Decider::Webhook, &rest, &by_hook);
+            granted = granted.union(&by_hook);
         }
         Ok(granted)
+    }
+
+    /// Counts the decisions of `decider` on `asked`: a resource is allowed when every
+    /// operation asked was granted.
+    fn count(&self, decider: Decider, asked: &CapabilitySet, granted: &CapabilitySet) {
+        let allowed = asked
+            .iter()
+            .filter(|(r, ops)| ops.is_subset(granted.ops_for(r.as_str()).unwrap_or_default()))
+            .count();
+        self.metrics.decisions(decider, true, allowed);
+        self.metrics
+            .decisions(decider, false, asked.len() - allowed);
     }
 
     /// The rules alone (benchmarks time their evaluation without the webhook's path).

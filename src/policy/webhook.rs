@@ -45,6 +45,18 @@ pub enum WebhookError {
     Malformed(String),
 }
 
+impl WebhookError {
+    /// The kind of failure, for metrics: `timeout`, `network`, `too_large`, `status` or
+    /// `malformed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WebhookError::Call(e) => e.kind(),
+            WebhookError::Status(_) => "status",
+            WebhookError::Malformed(_) => "malformed",
+        }
+    }
+}
+
 /// A configured webhook.
 pub struct Webhook {
     url: Uri,

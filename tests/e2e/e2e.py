@@ -40,20 +40,25 @@ def session(sub):
 
 
 # How many checks each SDK's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5}
+EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1}
 
 
-def start_capsign(binary, env):
+def start_capsign(binary, env, want_metrics=False):
+    """Starts capsign; returns the process and its URL (and its metrics URL when asked)."""
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
+    metrics = None
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
+        m = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", line)
+        if m:
+            metrics = m.group(1)
         m = re.search(r"listening on (http://[\d.]+:\d+)", line)
         if m:
             subprocess.Popen(["cat"], stdin=proc.stderr, stdout=subprocess.DEVNULL)
-            return proc, m.group(1)
+            return (proc, m.group(1), metrics) if want_metrics else (proc, m.group(1))
     proc.kill()
     raise SystemExit("e2e: capsign did not start")
 
@@ -98,7 +103,8 @@ def main():
         "CAPSIGN_ABLY_REST_URL": f"http://127.0.0.1:{ably_port}",
         "RUST_LOG": "warn",
     })
-    capsign, url = start_capsign(binary, env)
+    capsign, url, metrics_url = start_capsign(
+        binary, dict(env, CAPSIGN_METRICS_LISTEN="127.0.0.1:0"), want_metrics=True)
 
     demo_env = dict(base_env)
     demo_env.update({"CAPSIGN_LISTEN": "127.0.0.1:0", "RUST_LOG": "warn"})
@@ -127,6 +133,7 @@ def main():
         "CAPSIGN_DEMO": demo_url,
         "CAPSIGN_CROSS": cross_url,
         "CAPSIGN_BADKEY": badkey_url,
+        "CAPSIGN_METRICS": metrics_url or "",
         "ABLY_PORT": str(ably_port),
         "SESSION_ALICE": session("alice"),
         "SESSION_BOB": session("bob"),
@@ -140,6 +147,8 @@ def main():
                             [python, os.path.join(HERE, "python_test.py")], test_env, EXPECTED["ably-python"])
         results += run_step("ably-js in Chromium", "ably-js chromium",
                             ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
+        results += run_step("metrics, read by the official parser", "metrics",
+                            [python, os.path.join(HERE, "metrics_check.py")], test_env, EXPECTED["metrics"])
     finally:
         for p in (capsign, demo, cross, badkey):
             p.terminate()
@@ -148,7 +157,7 @@ def main():
 
     print()
     print("e2e summary, per SDK:")
-    for sdk in ("ably-js node", "ably-python", "ably-js chromium"):
+    for sdk in EXPECTED:
         mine = [r for r in results if sdk in r]
         passed = sum(r.startswith("PASS") for r in mine)
         print(f"  {sdk}: {passed}/{len(mine)} passed")

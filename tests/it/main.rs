@@ -15,6 +15,7 @@ mod harness;
 mod hostile;
 mod http;
 mod laws;
+mod metrics;
 mod providers;
 mod rotation;
 mod vectors;

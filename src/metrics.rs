@@ -1,0 +1,445 @@
+//! The metrics: one [`prometheus_client`] registry per app, and the handles each module
+//! records into.
+//!
+//! Labels take only bounded values (a route, a status, an Ably error code, a credential format,
+//! a decider, a cookie result, a key id, an error kind, the version): never a clientId, a
+//! channel name or anything else a client chooses. [`Metrics::encode`] writes the Prometheus
+//! text exposition (OpenMetrics 1.0), served on `CAPSIGN_METRICS_LISTEN` by the server. This
+//! module imports nothing of capsign's.
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `route` and `status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// The route (`auth`, `healthz`, `login`, …, or `other`).
+    pub route: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+/// One label of a bounded set of names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabel {
+    format: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    decider: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CookieResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyId {
+    key_id: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: &'static str,
+}
+
+/// Who decided a requested grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decider {
+    /// The grant cookie already held it.
+    Cookie,
+    /// The rules file.
+    Rules,
+    /// The policy webhook.
+    Webhook,
+}
+
+/// What became of a presented grant cookie or grants header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieResult {
+    /// None was presented.
+    Absent,
+    /// It opened.
+    Opened,
+    /// Older than the maximum age, or issued in the future.
+    Expired,
+    /// Sealed for another clientId.
+    OtherUser,
+    /// Sealed with a key id this instance does not hold (a rotation not finished, or another
+    /// deployment).
+    UnknownKey,
+    /// Anything else: not ours, changed, truncated, over a limit.
+    Tampered,
+}
+
+impl CookieResult {
+    fn label(self) -> &'static str {
+        match self {
+            CookieResult::Absent => "absent",
+            CookieResult::Opened => "opened",
+            CookieResult::Expired => "expired",
+            CookieResult::OtherUser => "other_user",
+            CookieResult::UnknownKey => "unknown_key",
+            CookieResult::Tampered => "tampered",
+        }
+    }
+}
+
+/// A request in flight; counted down when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Every metric capsign exports. Cloning shares the same metrics (each is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<RouteStatus, Counter>,
+    request_duration: Family<Route, Histogram>,
+    in_flight: Gauge,
+    credentials: Family<FormatLabel, Counter>,
+    decisions: Family<Decision, Counter>,
+    refusals: Family<Code, Counter>,
+    cookies: Family<CookieResultLabel, Counter>,
+    cookie_keys: Family<KeyId, Counter>,
+    cookie_bytes: Histogram,
+    credential_bytes: Family<FormatLabel, Histogram>,
+    webhook_duration: Histogram,
+    webhook_errors: Family<Kind, Counter>,
+    ably_duration: Histogram,
+    ably_errors: Family<Kind, Counter>,
+    jwks_refreshes: Family<CookieResultLabel, Counter>,
+    clock_offset: Gauge,
+    registry: std::sync::Arc<Registry>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+fn size_histogram() -> Histogram {
+    // 64 bytes to 16 KiB.
+    Histogram::new(exponential_buckets(64.0, 2.0, 9))
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (each app instance has its own, so
+    /// several in one process stay apart).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("capsign");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<Route, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request, by route",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered",
+            in_flight.clone(),
+        );
+        let credentials = Family::<FormatLabel, Counter>::default();
+        registry.register(
+            "credentials_issued",
+            "Credentials issued, by format (jwt, tokenRequest, token)",
+            credentials.clone(),
+        );
+        let decisions = Family::<Decision, Counter>::default();
+        registry.register(
+            "grant_decisions",
+            "Requested grants, by decider (cookie: already held; rules; webhook) and outcome",
+            decisions.clone(),
+        );
+        let refusals = Family::<Code, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused, by Ably error code",
+            refusals.clone(),
+        );
+        let cookies = Family::<CookieResultLabel, Counter>::default();
+        registry.register(
+            "grant_cookies",
+            "Grant cookies and grants headers presented, by result",
+            cookies.clone(),
+        );
+        let cookie_keys = Family::<KeyId, Counter>::default();
+        registry.register(
+            "grant_cookie_keys",
+            "Grant cookies opened, by the id of the key that opened them",
+            cookie_keys.clone(),
+        );
+        let cookie_bytes = size_histogram();
+        registry.register_with_unit(
+            "grant_cookie_size",
+            "Size of the sealed grant cookie value",
+            Unit::Bytes,
+            cookie_bytes.clone(),
+        );
+        let credential_bytes =
+            Family::<FormatLabel, Histogram>::new_with_constructor(size_histogram as fn() -> _);
+        registry.register_with_unit(
+            "credential_size",
+            "Size of the credential, by format",
+            Unit::Bytes,
+            credential_bytes.clone(),
+        );
+        let webhook_duration = latency_histogram();
+        registry.register_with_unit(
+            "webhook_duration",
+            "Time the policy webhook took to answer",
+            Unit::Seconds,
+            webhook_duration.clone(),
+        );
+        let webhook_errors = Family::<Kind, Counter>::default();
+        registry.register(
+            "webhook_errors",
+            "Policy webhook calls without a usable answer, by kind",
+            webhook_errors.clone(),
+        );
+        let ably_duration = latency_histogram();
+        registry.register_with_unit(
+            "ably_duration",
+            "Time Ably's REST API took to answer",
+            Unit::Seconds,
+            ably_duration.clone(),
+        );
+        let ably_errors = Family::<Kind, Counter>::default();
+        registry.register(
+            "ably_errors",
+            "Ably REST calls that failed, by kind",
+            ably_errors.clone(),
+        );
+        let jwks_refreshes = Family::<CookieResultLabel, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "Fetches of the JWKS URL, by result (ok, error)",
+            jwks_refreshes.clone(),
+        );
+        let clock_offset = Gauge::default();
+        registry.register(
+            "clock_offset_milliseconds",
+            "Correction applied to the system clock from Ably's /time (CAPSIGN_ABLY_TIME)",
+            clock_offset.clone(),
+        );
+        let build_info = Family::<Version, Gauge>::default();
+        registry.register("build_info", "capsign's version", build_info.clone());
+        build_info
+            .get_or_create(&Version {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        Metrics {
+            requests,
+            request_duration,
+            in_flight,
+            credentials,
+            decisions,
+            refusals,
+            cookies,
+            cookie_keys,
+            cookie_bytes,
+            credential_bytes,
+            webhook_duration,
+            webhook_errors,
+            ably_duration,
+            ably_errors,
+            jwks_refreshes,
+            clock_offset,
+            registry: std::sync::Arc::new(registry),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A request starts: in flight until the guard is dropped (also when the request is
+    /// dropped half-way, as when its client disconnects).
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// A request on `route` was answered with `status` after `took`; `refusal` is the Ably
+    /// error code of a refusal.
+    pub fn request_done(
+        &self,
+        route: &'static str,
+        status: u16,
+        took: Duration,
+        refusal: Option<u32>,
+    ) {
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+        self.request_duration
+            .get_or_create(&Route { route })
+            .observe(took.as_secs_f64());
+        if let Some(code) = refusal {
+            self.refusals.get_or_create(&Code { code }).inc();
+        }
+    }
+
+    /// A credential of `format` (`jwt`, `tokenRequest`, `token`) of `bytes` was issued.
+    pub fn credential(&self, format: &'static str, bytes: usize) {
+        let label = FormatLabel { format };
+        self.credentials.get_or_create(&label).inc();
+        self.credential_bytes
+            .get_or_create(&label)
+            .observe(bytes as f64);
+    }
+
+    /// `n` requested grants were decided by `decider`, `allowed` or not.
+    pub fn decisions(&self, decider: Decider, allowed: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let decider = match decider {
+            Decider::Cookie => "cookie",
+            Decider::Rules => "rules",
+            Decider::Webhook => "webhook",
+        };
+        let outcome = if allowed { "allowed" } else { "denied" };
+        self.decisions
+            .get_or_create(&Decision { decider, outcome })
+            .inc_by(n as u64);
+    }
+
+    /// A presented grant cookie (or header) came out as `result`; `key_id` when it opened.
+    pub fn cookie(&self, result: CookieResult, key_id: Option<u8>) {
+        self.cookies
+            .get_or_create(&CookieResultLabel {
+                result: result.label(),
+            })
+            .inc();
+        if let Some(key_id) = key_id {
+            self.cookie_keys.get_or_create(&KeyId { key_id }).inc();
+        }
+    }
+
+    /// A grant cookie of `bytes` was sealed.
+    pub fn cookie_sealed(&self, bytes: usize) {
+        self.cookie_bytes.observe(bytes as f64);
+    }
+
+    /// A webhook call took `took`; `error` names the kind of failure, if it failed.
+    pub fn webhook_call(&self, took: Duration, error: Option<&'static str>) {
+        self.webhook_duration.observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            self.webhook_errors.get_or_create(&Kind { kind }).inc();
+        }
+    }
+
+    /// An Ably REST call took `took`; `error` names the kind of failure, if it failed.
+    pub fn ably_call(&self, took: Duration, error: Option<&'static str>) {
+        self.ably_duration.observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            self.ably_errors.get_or_create(&Kind { kind }).inc();
+        }
+    }
+
+    /// A fetch of the JWKS URL ended, `ok` or not.
+    pub fn jwks_refresh(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_refreshes
+            .get_or_create(&CookieResultLabel { result })
+            .inc();
+    }
+
+    /// The clock correction applied at start-up.
+    pub fn clock_offset(&self, offset_ms: i64) {
+        self.clock_offset.set(offset_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family_once_with_bounded_labels() {
+        let m = Metrics::new();
+        let first = m.in_flight();
+        m.request_done("auth", 200, Duration::from_millis(2), None);
+        drop(first);
+        let second = m.in_flight();
+        assert!(m.encode().contains("capsign_http_requests_in_flight 1"));
+        m.request_done("auth", 403, Duration::from_millis(1), Some(40160));
+        drop(second);
+        m.credential("jwt", 700);
+        m.decisions(Decider::Rules, true, 2);
+        m.cookie(CookieResult::Opened, Some(2));
+        let text = m.encode();
+        for line in [
+            "capsign_http_requests_total{route=\"auth\",status=\"200\"} 1",
+            "capsign_http_requests_total{route=\"auth\",status=\"403\"} 1",
+            "capsign_http_requests_in_flight 0",
+            "capsign_refusals_total{code=\"40160\"} 1",
+            "capsign_credentials_issued_total{format=\"jwt\"} 1",
+            "capsign_grant_decisions_total{decider=\"rules\",outcome=\"allowed\"} 2",
+            "capsign_grant_cookies_total{result=\"opened\"} 1",
+            "capsign_grant_cookie_keys_total{key_id=\"2\"} 1",
+            "capsign_build_info{version=\"",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Two registries stay apart.
+        assert!(!Metrics::new().encode().contains("route=\"auth\""));
+    }
+}

@@ -1,0 +1,152 @@
+//! Metrics: exact counts after a known sequence of requests, scraped from the metrics
+//! listener as Prometheus would.
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::fakes::{Fake, grant_all_but_secret};
+use crate::harness::{Server, auth_request, send};
+
+/// The value of the sample `name{labels}` in a text exposition (labels as written, in order).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
+    let hook = Fake::start(grant_all_but_secret).await;
+    let s = Server::start(&[("CAPSIGN_POLICY_URL", &hook.url("/decide"))]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    tokio::spawn(capsign::server::run_metrics(
+        listener,
+        std::sync::Arc::clone(&s.app),
+        std::future::pending(),
+    ));
+
+    let health = s
+        .send(s.get("/healthz").body(Full::new(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(health.status, 200);
+    let anonymous = s
+        .send(s.get("/auth").body(Full::new(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(anonymous.status, 401);
+    // A fresh client: the rules grant chat:a.
+    let a = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"chat:a":["subscribe"]}"#),
+            None,
+        ))
+        .await;
+    assert_eq!(a.status, 200);
+    let cookie = a.grant_cookie().unwrap();
+    // Held chat:a (cookie), billing:1 through the webhook, as a TokenRequest.
+    let mut b = auth_request(
+        &s,
+        "alice",
+        Some(r#"{"chat:a":["subscribe"],"billing:1":["subscribe"]}"#),
+        Some(&cookie),
+    );
+    *b.uri_mut() = format!("{}&format=tokenRequest", b.uri()).parse().unwrap();
+    let b = s.send(b).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    // A tampered cookie, and a channel the webhook denies: nothing to mint, 403/40160.
+    let tampered = format!("{}x", &cookie[..cookie.len() - 2]);
+    let c = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"secret:x":["subscribe"]}"#),
+            Some(&tampered),
+        ))
+        .await;
+    assert_eq!((c.status, c.error_code()), (403, 40160), "{}", c.body);
+
+    let scrape = send(
+        metrics_addr,
+        http::Request::get("/metrics")
+            .header("host", metrics_addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = scrape.body;
+    for (series, want) in [
+        (
+            r#"capsign_http_requests_total{route="healthz",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_http_requests_total{route="auth",status="401"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_http_requests_total{route="auth",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"capsign_http_requests_total{route="auth",status="403"}"#,
+            1.0,
+        ),
+        (r#"capsign_refusals_total{code="40101"}"#, 1.0),
+        (r#"capsign_refusals_total{code="40160"}"#, 1.0),
+        (r#"capsign_credentials_issued_total{format="jwt"}"#, 1.0),
+        (
+            r#"capsign_credentials_issued_total{format="tokenRequest"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_grant_decisions_total{decider="rules",outcome="allowed"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_grant_decisions_total{decider="cookie",outcome="allowed"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_grant_decisions_total{decider="webhook",outcome="allowed"}"#,
+            1.0,
+        ),
+        (
+            r#"capsign_grant_decisions_total{decider="webhook",outcome="denied"}"#,
+            1.0,
+        ),
+        (r#"capsign_grant_cookies_total{result="absent"}"#, 1.0),
+        (r#"capsign_grant_cookies_total{result="opened"}"#, 1.0),
+        (r#"capsign_grant_cookies_total{result="tampered"}"#, 1.0),
+        (r#"capsign_grant_cookie_keys_total{key_id="1"}"#, 1.0),
+        (r#"capsign_webhook_duration_seconds_count"#, 2.0),
+        (r#"capsign_grant_cookie_size_bytes_count"#, 2.0),
+        (r#"capsign_http_requests_in_flight"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    // No client-chosen value is a label.
+    for private in ["alice", "chat:a", "billing:1", "secret:x"] {
+        assert!(!text.contains(private), "{private} in the metrics");
+    }
+    let other = send(
+        metrics_addr,
+        http::Request::get("/auth")
+            .header("host", metrics_addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        other.status, 404,
+        "the metrics listener serves /metrics only"
+    );
+}
