@@ -102,6 +102,10 @@ pub struct AuthOutcome {
     pub evicted: Vec<Resource>,
     /// The capability minted.
     pub capability: CapabilitySet,
+    /// How many grants were held (opened from the cookie or header) when the request came in.
+    pub held: usize,
+    /// How many requested grants were new (not covered by what was held).
+    pub new: usize,
 }
 
 /// Why a request was refused. The `http` module maps each to a status and an Ably code.
@@ -239,6 +243,7 @@ impl Flow {
             });
         }
         let new = held.uncovered(&requested);
+        let held_count = held.len() + stale.len();
         self.metrics
             .decisions(Decider::Cookie, true, requested.len() - new.len());
         if new.len() > cfg.max_new_grants {
@@ -279,6 +284,8 @@ impl Flow {
         self.metrics.credential(format_label, bytes);
         self.metrics.cookie_sealed(cookie.len());
         Ok(AuthOutcome {
+            held: held_count,
+            new: new.len(),
             credential,
             cookie,
             header_grants,

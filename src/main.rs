@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use capsign::app::App;
-use capsign::settings::Settings;
+use capsign::settings::{LogFormat, Settings};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use tracing_subscriber::EnvFilter;
 
@@ -30,10 +30,6 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let settings = match Settings::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -41,23 +37,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(settings.log_format);
+    JSON_LOGS.store(
+        settings.log_format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;
     let app = match App::build(settings) {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("capsign: configuration error: {e}");
+            say(&format!("configuration error: {e}"));
             return ExitCode::from(2);
         }
     };
     if args.check {
-        eprintln!("capsign: configuration OK");
+        say("configuration OK");
         return ExitCode::SUCCESS;
     }
     if !demo_defaults.is_empty() {
-        eprintln!("capsign: DEMO MODE, not for production. Using built-in values for:");
+        say("DEMO MODE, not for production. Using built-in values for:");
         for d in &demo_defaults {
-            eprintln!("capsign:   - {d}");
+            say(&format!("  - {d}"));
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capsign: cannot start the runtime: {e}");
+            say(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -77,7 +78,7 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("capsign: cannot listen on {listen}: {e}");
+            say(&format!("cannot listen on {listen}: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -85,9 +86,9 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
     // that prints it is ready to answer.
     let app = Arc::new(app);
     match app.prepare().await {
-        Ok(notes) => notes.iter().for_each(|n| eprintln!("capsign: {n}")),
+        Ok(notes) => notes.iter().for_each(|n| say(n)),
         Err(e) => {
-            eprintln!("capsign: start-up failed: {e}");
+            say(&format!("start-up failed: {e}"));
             return ExitCode::from(2);
         }
     }
@@ -95,12 +96,12 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         let metrics = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("capsign: cannot listen for metrics on {addr}: {e}");
+                say(&format!("cannot listen for metrics on {addr}: {e}"));
                 return ExitCode::FAILURE;
             }
         };
         if let Ok(addr) = metrics.local_addr() {
-            eprintln!("capsign: metrics on http://{addr}/metrics");
+            say(&format!("metrics on http://{addr}/metrics"));
         }
         let app = Arc::clone(&app);
         tokio::spawn(capsign::server::run_metrics(
@@ -110,17 +111,41 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         ));
     }
     match listener.local_addr() {
-        Ok(addr) => eprintln!("capsign: listening on http://{addr}"),
-        Err(e) => eprintln!("capsign: listening (address unknown: {e})"),
+        Ok(addr) => say(&format!("listening on http://{addr}")),
+        Err(e) => say(&format!("listening (address unknown: {e})")),
     }
     match capsign::server::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("capsign: server error: {e}");
+            say(&format!("server error: {e}"));
             ExitCode::FAILURE
         }
     }
 }
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A line for the operator: `capsign: …` on stderr as text, or a log event in JSON mode (so
+/// every line of a JSON run parses).
+fn say(message: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "capsign", "{message}");
+    } else {
+        eprintln!("capsign: {message}");
+    }
+}
+
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
@@ -144,5 +169,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    eprintln!("capsign: shutting down");
+    say("shutting down");
 }

@@ -179,6 +179,9 @@ settings_table! {
     listen: SocketAddr = "CAPSIGN_LISTEN", default ("127.0.0.1:3000"), plain,
         parse::socket_addr,
         "Listen address, e.g. [::]:8080.";
+    log_format: LogFormat = "CAPSIGN_LOG_FORMAT",
+        default ["text (json when AWS_LAMBDA_LOG_FORMAT=JSON)"], plain, LogFormat::parse,
+        "Log lines as text or json (one JSON object a line).";
     metrics_listen: SocketAddr = "CAPSIGN_METRICS_LISTEN", default ["(off)"], plain,
         parse::socket_addr,
         "Address of a separate listener serving GET /metrics (Prometheus text); off if unset.";
@@ -412,6 +415,16 @@ impl SameSite {
 }
 
 keywords! {
+    /// `CAPSIGN_LOG_FORMAT`.
+    LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object a line.
+        Json = "json",
+    }
+}
+
+keywords! {
     /// `CAPSIGN_IDENTITY`.
     IdentityMode {
         /// The app's session JWT.
@@ -565,6 +578,8 @@ pub struct TtlBounds {
 pub struct Settings {
     /// The listen address.
     pub listen: SocketAddr,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// The Ably key, REST API and credential lifetimes.
     pub ably: AblySettings,
     /// The grant cookie.
@@ -827,7 +842,11 @@ impl Settings {
     ) -> Result<Settings, SettingsError> {
         let file = file.map(read_file).transpose()?;
         let src = Source { env, file };
-        let given = Given::read(&src)?;
+        let mut given = Given::read(&src)?;
+        // On AWS Lambda with JSON logs configured for the function, log JSON by default.
+        if given.log_format.is_none() && env("AWS_LAMBDA_LOG_FORMAT").as_deref() == Some("JSON") {
+            given.log_format = Some(LogFormat::Json);
+        }
         // Anything set beyond where to listen makes this a production configuration, which
         // demo values never complete.
         let configured: Vec<&'static str> = TABLE
@@ -879,6 +898,7 @@ impl Settings {
         let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, demo, &mut demo_defaults)?;
         Ok(Settings {
             listen: g.listen,
+            log_format: g.log_format.unwrap_or(LogFormat::Text),
             ably: AblySettings {
                 key,
                 key_capability: g.key_capability,

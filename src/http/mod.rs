@@ -33,15 +33,17 @@ use params::{RawParams, read_body};
 pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-grants");
 /// Response header: resources refused (percent-encoded, comma-separated).
 pub const X_CAPSIGN_DENIED: HeaderName = HeaderName::from_static("x-capsign-denied");
+/// Request and response header: the request id.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Response header: resources evicted to keep the cookie within budget.
 pub const X_CAPSIGN_EVICTED: HeaderName = HeaderName::from_static("x-capsign-evicted");
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 /// The response headers a listed cross-origin page may read.
-const EXPOSED_HEADERS: &str =
-    "X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Capsign-Grants, X-Capsign-Denied, X-Capsign-Evicted";
+const EXPOSED_HEADERS: &str = "X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Capsign-Grants, \
+     X-Capsign-Denied, X-Capsign-Evicted, X-Request-Id";
 /// The request headers a listed cross-origin page may send (ably-js `authHeaders`, and the
 /// sealed grants of a client without a cookie jar).
-const ALLOWED_REQUEST_HEADERS: &str = "Authorization, Content-Type, X-Capsign-Grants";
+const ALLOWED_REQUEST_HEADERS: &str = "Authorization, Content-Type, X-Capsign-Grants, X-Request-Id";
 
 /// Characters escaped in `X-Capsign-Denied` entries, so the list splits on `,` unambiguously.
 const LIST_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%').add(b'"');
@@ -65,6 +67,7 @@ where
 {
     let started = std::time::Instant::now();
     let _in_flight = app.metrics.in_flight();
+    let request_id = request_id(req.headers());
     let method = req.method().clone();
     // A `Uri` clone shares its bytes: the path stays readable after `req` moves on.
     let uri = req.uri().clone();
@@ -118,14 +121,54 @@ where
         );
     }
     let status = response.status();
-    tracing::debug!(%method, %path, %status, "request");
-    app.metrics.request_done(
-        route_label(&method, path),
-        status.as_u16(),
-        started.elapsed(),
-        refusal,
+    let route = route_label(&method, path);
+    let took = started.elapsed();
+    app.metrics
+        .request_done(route, status.as_u16(), took, refusal);
+    let info = response.extensions_mut().remove::<AccessInfo>();
+    tracing::info!(
+        target: "capsign::access",
+        request_id = %request_id,
+        method = %method,
+        route,
+        status = status.as_u16(),
+        code = refusal,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        format = info.as_ref().map(|i| i.format),
+        held = info.as_ref().map(|i| i.held),
+        new = info.as_ref().map(|i| i.new),
+        denied = info.as_ref().map(|i| i.denied),
+        "request"
     );
+    insert_owned(response.headers_mut(), X_REQUEST_ID, request_id);
     response
+}
+
+/// What the access log says of a successful `/auth`, passed from the handler in the
+/// response's extensions.
+#[derive(Debug, Clone, Copy)]
+struct AccessInfo {
+    format: &'static str,
+    held: usize,
+    new: usize,
+    denied: usize,
+}
+
+/// The request id: the client's or proxy's `X-Request-Id` when it is 1 to 128 characters of
+/// letters, digits and `-_.:/+=`, else a new random one. Echoed in every response, so a
+/// user's failed `authorize()` can be found in the log.
+fn request_id(headers: &HeaderMap) -> String {
+    match header_str(headers, &X_REQUEST_ID) {
+        Some(id)
+            if (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b)) =>
+        {
+            id.to_owned()
+        }
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
 }
 
 /// The `route` label of a request: one of a fixed few, never the path a client chose.
@@ -291,12 +334,18 @@ where
         .await?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
 
-    let (content_type, body) = match outcome.credential {
-        Credential::Jwt(jwt) => ("application/jwt", Bytes::from(jwt)),
-        Credential::TokenRequest(json) => ("application/json", Bytes::from(json)),
-        Credential::Token(details) => ("application/json", details),
+    let (content_type, format, body) = match outcome.credential {
+        Credential::Jwt(jwt) => ("application/jwt", "jwt", Bytes::from(jwt)),
+        Credential::TokenRequest(json) => ("application/json", "tokenRequest", Bytes::from(json)),
+        Credential::Token(details) => ("application/json", "token", details),
     };
     let mut resp = Response::new(Full::new(body));
+    resp.extensions_mut().insert(AccessInfo {
+        format,
+        held: outcome.held,
+        new: outcome.new,
+        denied: outcome.denied.len(),
+    });
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);

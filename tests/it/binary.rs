@@ -251,12 +251,11 @@ fn listening_is_announced_only_after_the_jwks_fetch() {
     );
 }
 
-/// Issue 16: the README promises that no secret, session token, cookie value or credential
-/// appears in the logs, and no test looked. This one runs the real binary at `RUST_LOG=debug`
-/// through logins, grants, a webhook call, a TokenRequest, a tampered cookie and a bad
-/// session, and searches everything it printed.
-#[tokio::test]
-async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
+/// Runs the real binary in `log_format` at `RUST_LOG=debug` through logins, grants, a webhook
+/// call, a TokenRequest, a tampered cookie and a bad session (one request carrying the
+/// `X-Request-Id` `support-case-4711`); returns everything it printed and every value that
+/// must not appear in it.
+async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>) {
     use crate::fakes::{Fake, grant_all_but_secret};
     const POLICY_SECRET: &str = "policy-secret-for-the-log-test-0123456789";
     let hook = Fake::start(grant_all_but_secret).await;
@@ -270,16 +269,17 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
         .env("CAPSIGN_RULES", &rules)
         .env("CAPSIGN_POLICY_URL", hook.url("/decide"))
         .env("CAPSIGN_POLICY_SECRET", POLICY_SECRET)
+        .env("CAPSIGN_LOG_FORMAT", log_format)
         .env("RUST_LOG", "debug")
         .stderr(std::fs::File::create(&log).unwrap());
     let mut child = c.spawn().unwrap();
     let mut addr = None;
     for _ in 0..200 {
         let text = std::fs::read_to_string(&log).unwrap();
-        if let Some(a) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("capsign: listening on http://"))
-        {
+        if let Some(a) = text.lines().find_map(|l| {
+            let at = l.find("listening on http://")? + "listening on http://".len();
+            l.get(at..)?.split(['"', ' ']).next()
+        }) {
             addr = Some(a.parse::<std::net::SocketAddr>().unwrap());
             break;
         }
@@ -310,6 +310,11 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.header("x-request-id").map(str::len),
+        Some(32),
+        "a generated id"
+    );
     let cookie = a.grant_cookie().unwrap();
     let grants = a.header("x-capsign-grants").unwrap().to_owned();
     let b = send(
@@ -331,15 +336,22 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     let c = send(addr, get("/auth", Some(&tampered), None, &session)).await;
     assert_eq!(c.status, 403, "{}", c.body);
     let bad_session = format!("{}{}", &session[..session.len() - 1], other(&session));
-    let d = send(addr, get("/auth", Some(&cookie), None, &bad_session)).await;
+    let mut d = get("/auth", Some(&cookie), None, &bad_session);
+    d.headers_mut()
+        .insert("x-request-id", "support-case-4711".parse().unwrap());
+    let d = send(addr, d).await;
     assert_eq!(d.status, 401, "{}", d.body);
+    assert_eq!(
+        d.header("x-request-id"),
+        Some("support-case-4711"),
+        "echoed, errors too"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
     let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
-    let secrets: Vec<(&str, String)> = vec![
+    let secrets = vec![
         ("Ably key secret", crate::harness::ABLY_SECRET.into()),
         ("cookie key", crate::harness::COOKIE_KEY.into()),
         ("session secret", crate::harness::SESSION_SECRET.into()),
@@ -355,7 +367,67 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
         ("TokenRequest MAC", tr["mac"].as_str().unwrap().into()),
         ("TokenRequest nonce", tr["nonce"].as_str().unwrap().into()),
     ];
+    (text, secrets)
+}
+
+/// Issue 16: the README promises that no secret, session token, cookie value or credential
+/// appears in the logs, and no test looked. This one searches everything the real binary
+/// printed at `RUST_LOG=debug`.
+#[tokio::test]
+async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
+    let (text, secrets) = a_logged_run("text").await;
+    assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
     for (what, secret) in secrets {
         assert!(!text.contains(&secret), "{what} appears in the debug log");
+    }
+}
+
+/// Issue 18: in JSON mode every line the binary prints is a JSON object; each request has one
+/// access event at `info` with its request id (the client's when valid), route, status, Ably
+/// code, duration and grant counts; and no line holds a secret.
+#[tokio::test]
+async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
+    let (text, secrets) = a_logged_run("json").await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "capsign::access")
+        .collect();
+    assert_eq!(access.len(), 4, "one access event per request: {access:?}");
+    for event in &access {
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["route"], "auth");
+        assert!(event["duration_ms"].as_f64().is_some(), "{event}");
+    }
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["format"], "jwt");
+    assert_eq!(
+        (access[0]["held"].clone(), access[0]["new"].clone()),
+        (0.into(), 1.into())
+    );
+    assert_eq!(access[1]["format"], "tokenRequest");
+    assert_eq!(
+        (access[1]["held"].clone(), access[1]["new"].clone()),
+        (1.into(), 1.into())
+    );
+    assert_eq!(
+        (access[2]["status"].clone(), access[2]["code"].clone()),
+        (403.into(), 40160.into())
+    );
+    assert_eq!(access[3]["request_id"], "support-case-4711");
+    assert_eq!(
+        (access[3]["status"].clone(), access[3]["code"].clone()),
+        (401.into(), 40101.into())
+    );
+    assert!(lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on"))
+    }));
+    for (what, secret) in secrets {
+        assert!(!text.contains(&secret), "{what} appears in the JSON log");
     }
 }
