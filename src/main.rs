@@ -1,4 +1,7 @@
-//! The `capsign` binary: settings from the environment (and `--config`), the app, the server.
+//! The `capsign` binary: settings from the environment (and `--config`), the app, the server;
+//! or one of the operator subcommands of [`cli`].
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,11 +18,58 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Args {
     /// A TOML file with settings (the environment wins over it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// Check the configuration and exit.
+    /// Check the configuration and exit (as `capsign check`).
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Serve (what `capsign` alone does).
+    Serve,
+    /// Check the configuration, print every setting's effective value and its source
+    /// (secrets redacted), and exit: 0 when it is good, 2 naming what is wrong.
+    #[command(
+        after_help = "Examples:\n  capsign check\n  capsign check --config /etc/capsign.toml"
+    )]
+    Check,
+    /// Print a new CAPSIGN_COOKIE_KEY, or with --current the next step of a key rotation.
+    #[command(after_help = "Examples:\n  capsign keygen\n  \
+        capsign keygen --current \"$CAPSIGN_COOKIE_KEY\"   # step 1, 2 or 3 of the rotation")]
+    Keygen {
+        /// The CAPSIGN_COOKIE_KEY value in use.
+        #[arg(long, value_name = "KEY")]
+        current: Option<String>,
+    },
+    /// Open a grant cookie (or an X-Capsign-Grants value) with the configured cookie key and
+    /// show whose it is, its key id, when it was sealed and each grant with its approval age;
+    /// or exactly why it does not open.
+    #[command(after_help = "Examples:\n  capsign inspect 'AQEAgOLP…'\n  \
+        capsign inspect '__Host-capsign=AQEA…; Path=/'\n  capsign inspect --header 'AgEA…'")]
+    Inspect {
+        /// The value, `name=value`, or a whole Cookie / Set-Cookie line.
+        value: String,
+        /// It is an X-Capsign-Grants value, not a cookie.
+        #[arg(long)]
+        header: bool,
+    },
+    /// GET a URL; exit 0 on a 2xx answer in time, 1 otherwise (a health check for an image
+    /// with no shell).
+    #[command(
+        after_help = "Examples:\n  capsign probe http://127.0.0.1:8080/healthz\n  \
+        capsign probe --timeout 1s http://127.0.0.1:8080/readyz"
+    )]
+    Probe {
+        /// The URL (http://).
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -30,6 +80,14 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    let config = args.config.as_deref();
+    match args.command {
+        Some(Command::Check) => return cli::check(config),
+        Some(Command::Keygen { current }) => return cli::keygen(current.as_deref()),
+        Some(Command::Inspect { value, header }) => return cli::inspect(config, &value, header),
+        Some(Command::Probe { url, timeout }) => return cli::probe(&url, timeout),
+        Some(Command::Serve) | None => {}
+    }
     let settings = match Settings::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

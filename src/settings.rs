@@ -530,6 +530,71 @@ impl CookieKeys {
         }
     }
 
+    /// The next step of the README's three-step rotation of `current` (a
+    /// `CAPSIGN_COOKIE_KEY` value), with `new_secret` as the new key where one is added, and
+    /// what the step does:
+    ///
+    /// 1. one key `A` (or a newest key that already signs, alone): add the new key, verifying
+    ///    only (`1:A,2:NEW`);
+    /// 2. the newest key verifies but does not sign yet: make it sign (`2:NEW,1:A`);
+    /// 3. the newest key signs and older ones verify: drop them (`2:NEW`), once
+    ///    `CAPSIGN_GRANT_MAX_AGE` has passed since step 2 reached every instance.
+    ///
+    /// # Errors
+    ///
+    /// `current` is not a valid key value, or has no id left for a new key.
+    pub fn next_rotation_step(
+        current: &str,
+        new_secret: &[u8],
+    ) -> Result<(String, &'static str), String> {
+        let keys = CookieKeys::parse(current)?;
+        let b64 = |secret: &[u8]| STANDARD.encode(secret);
+        let list = |keys: &[(u8, &[u8])]| {
+            keys.iter()
+                .map(|(id, secret)| format!("{id}:{}", b64(secret)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let all: Vec<(u8, &[u8])> = keys.all().collect();
+        let (signing_id, _) = keys.signing();
+        let newest = all.iter().map(|(id, _)| *id).max().unwrap_or(signing_id);
+        if all.len() == 1 {
+            let id = newest
+                .checked_add(1)
+                .ok_or("key id 255 is taken; start again from a single key with id 1")?;
+            let mut next = all.clone();
+            next.push((id, new_secret));
+            return Ok((
+                list(&next),
+                "step 1 of 3: the current key keeps signing, the new key verifies. Deploy it \
+                 to every instance, then run keygen again with it.",
+            ));
+        }
+        if signing_id != newest {
+            let mut next: Vec<(u8, &[u8])> = all
+                .iter()
+                .copied()
+                .filter(|(id, _)| *id == newest)
+                .collect();
+            next.extend(all.iter().copied().filter(|(id, _)| *id != newest));
+            return Ok((
+                list(&next),
+                "step 2 of 3: the new key signs, the old ones still verify. Deploy it to every \
+                 instance; after CAPSIGN_GRANT_MAX_AGE, run keygen again with it.",
+            ));
+        }
+        let next: Vec<(u8, &[u8])> = all
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id == newest)
+            .collect();
+        Ok((
+            list(&next),
+            "step 3 of 3: only the new key is left. Deploy it once CAPSIGN_GRANT_MAX_AGE has passed \
+             since step 2 reached every instance (no cookie sealed with an old key is still valid).",
+        ))
+    }
+
     /// The key that seals: its id and secret.
     pub fn signing(&self) -> (u8, &[u8]) {
         (self.signing.0, self.signing.1.expose())
@@ -1143,6 +1208,55 @@ impl Settings {
     }
 }
 
+/// One setting as `capsign check` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value as given (`<redacted>` for a secret), or the built-in default as shown.
+    pub value: String,
+    /// Where it came from: `environment`, `FILE`, or `default`.
+    pub source: String,
+}
+
+/// Every setting with its effective value and where it came from, secrets redacted, for
+/// `capsign check`. Reads what [`Settings::load`] reads (it does not check the values).
+///
+/// # Errors
+///
+/// The `--config` file cannot be read, is not TOML, or names an unknown setting.
+pub fn effective(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: Option<&Path>,
+) -> Result<Vec<Effective>, SettingsError> {
+    let path = file.map(|p| p.display().to_string());
+    let src = Source {
+        env,
+        file: file.map(read_file).transpose()?,
+    };
+    Ok(TABLE
+        .iter()
+        .map(|d| {
+            let (value, source) = match (src.get(d.name), (env)(d.name)) {
+                (Some(_), Some(_)) if d.secret => {
+                    ("<redacted>".to_owned(), "environment".to_owned())
+                }
+                (Some((v, _)), Some(_)) => (v, "environment".to_owned()),
+                (Some(_), None) if d.secret => {
+                    ("<redacted>".to_owned(), path.clone().unwrap_or_default())
+                }
+                (Some((v, _)), None) => (v, path.clone().unwrap_or_default()),
+                (None, _) => (d.default.to_owned(), "default".to_owned()),
+            };
+            Effective {
+                name: d.name,
+                value,
+                source,
+            }
+        })
+        .collect())
+}
+
 /// The settings for `capsign --help`: every one with its default and doc, secrets marked.
 pub fn help() -> String {
     let mut out = String::from(
@@ -1455,6 +1569,25 @@ mod tests {
         );
         let s = load(&[SESSION, RULES, ABLY, COOKIE]).unwrap();
         assert!(s.demo_defaults.is_empty());
+    }
+
+    #[test]
+    fn key_rotation_goes_through_the_three_steps() {
+        let old = [1u8; 32];
+        let new = [2u8; 32];
+        let b64 = |k: &[u8]| STANDARD.encode(k);
+        let (one, _) = CookieKeys::next_rotation_step(&b64(&old), &new).unwrap();
+        assert_eq!(one, format!("1:{},2:{}", b64(&old), b64(&new)));
+        let (two, _) = CookieKeys::next_rotation_step(&one, &[3u8; 32]).unwrap();
+        assert_eq!(two, format!("2:{},1:{}", b64(&new), b64(&old)));
+        let (three, _) = CookieKeys::next_rotation_step(&two, &[3u8; 32]).unwrap();
+        assert_eq!(three, format!("2:{}", b64(&new)));
+        let (again, _) = CookieKeys::next_rotation_step(&three, &[4u8; 32]).unwrap();
+        assert_eq!(again, format!("2:{},3:{}", b64(&new), b64(&[4u8; 32])));
+        for step in [&one, &two, &three, &again] {
+            assert!(CookieKeys::parse(step).is_ok(), "{step}");
+        }
+        assert!(CookieKeys::next_rotation_step("nope", &new).is_err());
     }
 
     #[test]

@@ -411,6 +411,23 @@ impl Sealer {
         mac
     }
 
+    /// Opens a sealed value for whoever it belongs to, for support (`capsign inspect`): the
+    /// same checks as [`Sealer::open`] up to and including the MAC and the body, but no check
+    /// of the clientId or the times, which the caller shows instead. Returns the holder's
+    /// clientId (lossy UTF-8) and what opened.
+    ///
+    /// # Errors
+    ///
+    /// The first failed check, as [`Sealer::open`] gives it.
+    pub fn inspect(&self, purpose: Purpose, sealed: &str) -> Result<(String, Opened), GrantsError> {
+        let mut holder = String::new();
+        let opened = self.open_any(purpose, sealed, |h| {
+            holder = String::from_utf8_lossy(h).into_owned();
+            Ok(())
+        })?;
+        Ok((holder, opened))
+    }
+
     /// Opens a sealed value for `client_id` (see the parent module for the checks).
     ///
     /// # Errors
@@ -422,6 +439,33 @@ impl Sealer {
         sealed: &str,
         client_id: &str,
         limits: OpenLimits,
+    ) -> Result<Opened, GrantsError> {
+        let opened = self.open_any(purpose, sealed, |holder| {
+            if holder == client_id.as_bytes() {
+                Ok(())
+            } else {
+                Err(GrantsError::OtherClient)
+            }
+        })?;
+        if opened.issued_at > limits.now.saturating_add(limits.future_skew) {
+            return Err(GrantsError::FromFuture);
+        }
+        if limits.now.saturating_sub(opened.issued_at) > limits.max_age {
+            return Err(GrantsError::Expired);
+        }
+        Ok(opened)
+    }
+}
+
+impl Sealer {
+    /// The checks of [`Sealer::open`] up to the body: length, base64, version, key id, MAC,
+    /// inflate, a canonical body within the grant limit; then `holder` is shown the clientId
+    /// the value was sealed for, and may refuse it.
+    fn open_any(
+        &self,
+        purpose: Purpose,
+        sealed: &str,
+        holder: impl FnOnce(&[u8]) -> Result<(), GrantsError>,
     ) -> Result<Opened, GrantsError> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(GrantsError::TooLong);
@@ -458,16 +502,8 @@ impl Sealer {
             }
             _ => return Err(GrantsError::Malformed("flags")),
         };
-        let (holder, opened) = decode_body(body, self.max_grants, key_id)?;
-        if holder != client_id.as_bytes() {
-            return Err(GrantsError::OtherClient);
-        }
-        if opened.issued_at > limits.now.saturating_add(limits.future_skew) {
-            return Err(GrantsError::FromFuture);
-        }
-        if limits.now.saturating_sub(opened.issued_at) > limits.max_age {
-            return Err(GrantsError::Expired);
-        }
+        let (sealed_for, opened) = decode_body(body, self.max_grants, key_id)?;
+        holder(sealed_for)?;
         Ok(opened)
     }
 }

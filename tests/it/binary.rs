@@ -431,3 +431,101 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         assert!(!text.contains(&secret), "{what} appears in the JSON log");
     }
 }
+
+/// Issue 18: the operator CLI, used as an operator would: `check` prints the effective
+/// settings with secrets redacted; `inspect` opens a cookie taken from a real session (and
+/// says why a changed one does not open); `keygen` gives keys the settings accept and walks a
+/// rotation; `probe` answers a health check.
+#[tokio::test]
+async fn the_operator_cli_on_a_real_session() {
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let production = |c: &mut Command| {
+        c.env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+            .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+            .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+            .env("CAPSIGN_RULES", &rules);
+    };
+    let run = |args: &[&str]| {
+        let mut c = command();
+        production(&mut c);
+        c.args(args).stdout(Stdio::piped());
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&["check"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("ABLY_API_KEY") && out.contains("<redacted>"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("FAKESECRET") && !out.contains(crate::harness::COOKIE_KEY),
+        "{out}"
+    );
+    assert!(
+        out.contains("CAPSIGN_GRANT_MAX_AGE") && out.contains("[default]"),
+        "{out}"
+    );
+
+    let mut c = command();
+    production(&mut c);
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0");
+    let (mut child, addr, _) = start(c);
+    let token = crate::harness::session("erin", serde_json::Value::Null);
+    let r = send(
+        addr,
+        http::Request::get("/auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D")
+            .header("host", "x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let set_cookie = r.header("set-cookie").unwrap().to_owned();
+    let (code, out, err) = run(&["inspect", &set_cookie]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("clientId: erin"), "{out}");
+    assert!(out.contains("key id:   1"), "{out}");
+    assert!(out.contains("chat:a  [subscribe]  approved"), "{out}");
+    assert!(out.contains("valid for its clientId"), "{out}");
+    let header = r.header("x-capsign-grants").unwrap().to_owned();
+    let (code, out, _) = run(&["inspect", "--header", &header]);
+    assert_eq!(code, Some(0), "{out}");
+    let cookie = r.grant_cookie().unwrap();
+    let changed = format!(
+        "{}{}",
+        if cookie.starts_with('B') { "C" } else { "B" },
+        &cookie[1..]
+    );
+    let (code, out, _) = run(&["inspect", &changed]);
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("does not open:"), "{out}");
+
+    let health = format!("http://{addr}/healthz");
+    assert_eq!(run(&["probe", &health]).0, Some(0));
+    assert_eq!(run(&["probe", &format!("http://{addr}/nope")]).0, Some(1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        run(&["probe", "--timeout", "1s", &health]).0,
+        Some(1),
+        "nothing listens"
+    );
+
+    let (code, key, _) = run(&["keygen"]);
+    assert_eq!(code, Some(0));
+    let key = key.trim();
+    assert!(capsign::settings::CookieKeys::parse(key).is_ok(), "{key}");
+    let (_, step1, err) = run(&["keygen", "--current", key]);
+    assert!(err.contains("step 1 of 3"), "{err}");
+    let (_, step2, err) = run(&["keygen", "--current", step1.trim()]);
+    assert!(err.contains("step 2 of 3"), "{err}");
+    let (_, step3, err) = run(&["keygen", "--current", step2.trim()]);
+    assert!(err.contains("step 3 of 3"), "{err}");
+    assert!(step3.trim().starts_with("2:"), "{step3}");
+}

@@ -1,0 +1,199 @@
+//! The operator subcommands of the `capsign` binary: `check`, `keygen`, `inspect`, `probe`.
+//! Each prints for a person and returns the process's exit status.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use capsign::app::App;
+use capsign::grants::{Purpose, Sealer};
+use capsign::settings::{self, CookieKeys, Settings};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `capsign check`: loads and checks every setting (reading the files they name, calling out
+/// to nothing), prints each setting's effective value and where it came from, secrets
+/// redacted; exit 2 on a bad configuration.
+pub(crate) fn check(config: Option<&Path>) -> ExitCode {
+    let settings = match Settings::load(&env, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("capsign: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let demo = settings.is_demo();
+    if let Err(e) = App::build(settings) {
+        eprintln!("capsign: configuration error: {e}");
+        return ExitCode::from(2);
+    }
+    match settings::effective(&env, config) {
+        Ok(all) => {
+            let width = all.iter().map(|e| e.name.len()).max().unwrap_or(0);
+            for e in all {
+                let value = if e.value.is_empty() {
+                    "(unset)"
+                } else {
+                    &e.value
+                };
+                println!("{:width$}  {value}  [{}]", e.name, e.source);
+            }
+        }
+        Err(e) => eprintln!("capsign: {e}"),
+    }
+    eprintln!(
+        "capsign: configuration OK{}",
+        if demo { " (demo mode)" } else { "" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// `capsign keygen [--current VALUE]`: a new cookie key, or the next rotation step of
+/// `current`.
+pub(crate) fn keygen(current: Option<&str>) -> ExitCode {
+    let secret: [u8; 32] = rand::random();
+    let Some(current) = current else {
+        println!("{}", STANDARD.encode(secret));
+        eprintln!(
+            "capsign: a new CAPSIGN_COOKIE_KEY (32 random bytes); give every instance the same"
+        );
+        return ExitCode::SUCCESS;
+    };
+    match CookieKeys::next_rotation_step(current, &secret) {
+        Ok((next, what)) => {
+            println!("{next}");
+            eprintln!("capsign: {what}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("capsign: --current is not a CAPSIGN_COOKIE_KEY value: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `capsign inspect VALUE`: opens a grant cookie (or, with `header`, an `X-Capsign-Grants`
+/// value) with the configured cookie key and prints whose it is, its key id, when it was
+/// sealed and each grant with its approval age; or exactly why it does not open.
+pub(crate) fn inspect(config: Option<&Path>, value: &str, header: bool) -> ExitCode {
+    let settings = match Settings::load(&env, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("capsign: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sealer = Sealer::from_settings(&settings.cookie);
+    // A whole `Cookie` or `Set-Cookie` line, `name=value`, or the value alone.
+    let value = value.split(';').next().unwrap_or_default().trim();
+    let value = value
+        .strip_prefix(&format!("{}=", sealer.cookie_name()))
+        .unwrap_or(value);
+    let purpose = if header {
+        Purpose::Header
+    } else {
+        Purpose::Cookie
+    };
+    let (holder, opened) = match sealer.inspect(purpose, value) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("does not open: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age = |t: u64| match now.checked_sub(t) {
+        Some(s) => humantime::format_duration(Duration::from_secs(s)).to_string() + " ago",
+        None => "in the future".to_owned(),
+    };
+    let max_age = settings.cookie.max_age_s;
+    let state = if opened.issued_at > now + capsign::flow::COOKIE_FUTURE_SKEW_S {
+        "issued in the future: not accepted".to_owned()
+    } else if now.saturating_sub(opened.issued_at) > max_age {
+        "expired (older than CAPSIGN_GRANT_MAX_AGE): not accepted".to_owned()
+    } else {
+        "valid for its clientId".to_owned()
+    };
+    println!("clientId: {holder}");
+    println!("key id:   {}", opened.key_id);
+    println!("sealed:   {} ({})", opened.issued_at, age(opened.issued_at));
+    println!("state:    {state}");
+    println!("grants:   {}", opened.grants.len());
+    for (resource, grant) in opened.grants.iter() {
+        let ops: Vec<&str> = grant.ops.names().collect();
+        println!(
+            "  {resource}  [{}]  approved {}",
+            ops.join(","),
+            age(grant.approved_at)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `capsign probe URL`: `GET URL` over plain HTTP; exit 0 on a 2xx answer within `timeout`,
+/// 1 otherwise. For health checks in an image with no shell or curl.
+pub(crate) fn probe(url: &str, timeout: Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsign: probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The timer is created inside the runtime.
+    match runtime.block_on(async { tokio::time::timeout(timeout, get(url)).await }) {
+        Ok(Ok(status)) if status.is_success() => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(status)) => {
+            println!("{status}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("capsign: probe {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("capsign: probe {url}: no answer within {timeout:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One `GET` over HTTP/1.1; the answer's status.
+async fn get(url: &str) -> Result<http::StatusCode, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs are probed (a local health check)".into());
+    }
+    let host = uri.host().ok_or("the URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let req = http::Request::get(path)
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host, |a| a.as_str()),
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok(resp.status())
+}
