@@ -140,6 +140,7 @@ pub struct Metrics {
     jwks_refreshes: Family<CookieResultLabel, Counter>,
     clock_offset: Gauge,
     registry: std::sync::Arc<Registry>,
+    families: std::sync::Arc<Vec<String>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -169,7 +170,15 @@ impl Metrics {
     /// several in one process stay apart).
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("capsign");
+        let mut families = Vec::new();
+        let mut named = |name: &str, unit: Option<&str>| {
+            families.push(match unit {
+                Some(unit) => format!("capsign_{name}_{unit}"),
+                None => format!("capsign_{name}"),
+            });
+        };
         let requests = Family::<RouteStatus, Counter>::default();
+        named("http_requests", None);
         registry.register(
             "http_requests",
             "HTTP requests answered, by route and status",
@@ -177,6 +186,7 @@ impl Metrics {
         );
         let request_duration =
             Family::<Route, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        named("http_request_duration", Some("seconds"));
         registry.register_with_unit(
             "http_request_duration",
             "Time to answer an HTTP request, by route",
@@ -184,42 +194,49 @@ impl Metrics {
             request_duration.clone(),
         );
         let in_flight = Gauge::default();
+        named("http_requests_in_flight", None);
         registry.register(
             "http_requests_in_flight",
             "HTTP requests being answered",
             in_flight.clone(),
         );
         let credentials = Family::<FormatLabel, Counter>::default();
+        named("credentials_issued", None);
         registry.register(
             "credentials_issued",
             "Credentials issued, by format (jwt, tokenRequest, token)",
             credentials.clone(),
         );
         let decisions = Family::<Decision, Counter>::default();
+        named("grant_decisions", None);
         registry.register(
             "grant_decisions",
             "Requested grants, by decider (cookie: already held; rules; webhook) and outcome",
             decisions.clone(),
         );
         let refusals = Family::<Code, Counter>::default();
+        named("refusals", None);
         registry.register(
             "refusals",
             "Requests refused, by Ably error code",
             refusals.clone(),
         );
         let cookies = Family::<CookieResultLabel, Counter>::default();
+        named("grant_cookies", None);
         registry.register(
             "grant_cookies",
             "Grant cookies and grants headers presented, by result",
             cookies.clone(),
         );
         let cookie_keys = Family::<KeyId, Counter>::default();
+        named("grant_cookie_keys", None);
         registry.register(
             "grant_cookie_keys",
             "Grant cookies opened, by the id of the key that opened them",
             cookie_keys.clone(),
         );
         let cookie_bytes = size_histogram();
+        named("grant_cookie_size", Some("bytes"));
         registry.register_with_unit(
             "grant_cookie_size",
             "Size of the sealed grant cookie value",
@@ -228,6 +245,7 @@ impl Metrics {
         );
         let credential_bytes =
             Family::<FormatLabel, Histogram>::new_with_constructor(size_histogram as fn() -> _);
+        named("credential_size", Some("bytes"));
         registry.register_with_unit(
             "credential_size",
             "Size of the credential, by format",
@@ -235,6 +253,7 @@ impl Metrics {
             credential_bytes.clone(),
         );
         let webhook_duration = latency_histogram();
+        named("webhook_duration", Some("seconds"));
         registry.register_with_unit(
             "webhook_duration",
             "Time the policy webhook took to answer",
@@ -242,12 +261,14 @@ impl Metrics {
             webhook_duration.clone(),
         );
         let webhook_errors = Family::<Kind, Counter>::default();
+        named("webhook_errors", None);
         registry.register(
             "webhook_errors",
             "Policy webhook calls without a usable answer, by kind",
             webhook_errors.clone(),
         );
         let ably_duration = latency_histogram();
+        named("ably_duration", Some("seconds"));
         registry.register_with_unit(
             "ably_duration",
             "Time Ably's REST API took to answer",
@@ -255,24 +276,28 @@ impl Metrics {
             ably_duration.clone(),
         );
         let ably_errors = Family::<Kind, Counter>::default();
+        named("ably_errors", None);
         registry.register(
             "ably_errors",
             "Ably REST calls that failed, by kind",
             ably_errors.clone(),
         );
         let jwks_refreshes = Family::<CookieResultLabel, Counter>::default();
+        named("jwks_refreshes", None);
         registry.register(
             "jwks_refreshes",
             "Fetches of the JWKS URL, by result (ok, error)",
             jwks_refreshes.clone(),
         );
         let clock_offset = Gauge::default();
+        named("clock_offset_milliseconds", None);
         registry.register(
             "clock_offset_milliseconds",
             "Correction applied to the system clock from Ably's /time (CAPSIGN_ABLY_TIME)",
             clock_offset.clone(),
         );
         let build_info = Family::<Version, Gauge>::default();
+        named("build_info", None);
         registry.register("build_info", "capsign's version", build_info.clone());
         build_info
             .get_or_create(&Version {
@@ -297,7 +322,14 @@ impl Metrics {
             jwks_refreshes,
             clock_offset,
             registry: std::sync::Arc::new(registry),
+            families: std::sync::Arc::new(families),
         }
+    }
+
+    /// The name of every metric family (as `# TYPE` names it: a counter's samples add
+    /// `_total`, a histogram's `_bucket`, `_sum` and `_count`).
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The text exposition of every metric.

@@ -133,6 +133,19 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }
+    // Every family in the exposition is one `Metrics::families` names (which the dashboard
+    // test relies on).
+    let families = s.app.metrics.families();
+    for family in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+    {
+        assert!(
+            families.iter().any(|f| f == family),
+            "{family} not in {families:?}"
+        );
+    }
     // No client-chosen value is a label.
     for private in ["alice", "chat:a", "billing:1", "secret:x"] {
         assert!(!text.contains(private), "{private} in the metrics");
@@ -149,4 +162,42 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
         other.status, 404,
         "the metrics listener serves /metrics only"
     );
+}
+
+/// The Grafana dashboard (`deploy/grafana-capsign.json`) queries only metrics capsign exports:
+/// every `capsign_*` name in every panel's expression is a sample name of the exposition
+/// (a family, or its `_total`, `_bucket`, `_sum` or `_count`).
+#[test]
+fn every_dashboard_query_names_an_exported_metric() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../deploy/grafana-capsign.json")).unwrap();
+    let metrics = capsign::metrics::Metrics::new();
+    let families: Vec<&str> = metrics.families().iter().map(String::as_str).collect();
+    let exported = |name: &str| {
+        families.iter().any(|f| {
+            name == *f
+                || ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(f))
+        })
+    };
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("capsign_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr} names no capsign metric");
+            for name in names {
+                assert!(
+                    exported(name),
+                    "{name} (in {expr}) is not exported: {families:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} names checked");
 }
