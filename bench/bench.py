@@ -349,6 +349,12 @@ def main():
         action="store_true",
         help="skip the wire floor (hello-world answering capsign's bytes)",
     )
+    ap.add_argument(
+        "--observe",
+        action="store_true",
+        help="also run capsign with metrics (CAPSIGN_METRICS_LISTEN) and JSON access logs at info "
+        "on, as 'observed', to measure what they cost next to capsign with both off",
+    )
     ap.add_argument("--conns", default="1,64", help="connection counts (default 1,64)")
     ap.add_argument("--modes", default="pinned,unpinned", help="pinned and/or unpinned")
     args = ap.parse_args()
@@ -375,10 +381,21 @@ def main():
     peak = {}
     for mode in args.modes.split(","):
         server_cores, load_cores = ("0", "1") if mode == "pinned" else (None, None)
+        cap_env = capsign_env()
         servers = {
             "hello": Server("hello", [hello_bin, "127.0.0.1:0"], dict(os.environ), server_cores),
-            "capsign": Server("capsign", [capsign_bin], capsign_env(), server_cores),
+            "capsign": Server("capsign", [capsign_bin], cap_env, server_cores),
         }
+        if args.observe:
+            # The same keys (so the same cookie opens), with metrics and an access log line per
+            # request (JSON, to a pipe that is drained), as a production deployment runs.
+            observed_env = dict(
+                cap_env,
+                RUST_LOG="info",
+                CAPSIGN_LOG_FORMAT="json",
+                CAPSIGN_METRICS_LISTEN="127.0.0.1:0",
+            )
+            servers["observed"] = Server("observed", [capsign_bin], observed_env, server_cores)
         if use_express:
             servers["express"] = Server(
                 "express", ["node", os.path.join(express_dir, "server.js")], express_env, server_cores
@@ -407,6 +424,7 @@ def main():
             targets = {
                 "hello": ("/", {}),
                 "capsign": (cap_path, cap_headers),
+                "observed": (cap_path, cap_headers),
                 "express": (cap_path, {"Authorization": f"Bearer {bearer}"}),
                 "floor": (cap_path, cap_headers),
                 "crypto": (cap_path, cap_headers),
@@ -489,7 +507,10 @@ def report(results, peak, cold, args):
         vals = [r[key] for m, c, n, _, r in results if (m, c, n) == (mode, conns, name)]
         return statistics.median(vals) if vals else float("nan")
 
-    names = sorted({n for _, _, n, _, _ in results}, key=["hello", "floor", "crypto", "capsign", "express"].index)
+    names = sorted(
+        {n for _, _, n, _, _ in results},
+        key=["hello", "floor", "crypto", "capsign", "observed", "express"].index,
+    )
     print()
     print(f"capsign benchmark: {os.uname().machine}, {os.cpu_count()} cores, "
           f"{args.rounds} rounds × {args.duration} s per setting, medians")
@@ -506,6 +527,16 @@ def report(results, peak, cold, args):
                     f"| {mode}, {conns} conn{'s' if conns > 1 else ''} | {name} | {rps:,.0f} | "
                     f"{fmt_ms(median_of(mode, conns, name, 'p50'))} | "
                     f"{fmt_ms(median_of(mode, conns, name, 'p99'))} | {ratio} |"
+                )
+    if "observed" in names:
+        print()
+        for mode in args.modes.split(","):
+            for conns in [int(c) for c in args.conns.split(",")]:
+                cap = median_of(mode, conns, "capsign", "rps")
+                obs = median_of(mode, conns, "observed", "rps")
+                print(
+                    f"metrics and access logs ({mode}, {conns} conns): observed / capsign = "
+                    f"{obs / cap:.3f}× ({(1 - obs / cap) * 100:+.1f}% of throughput)"
                 )
     print()
     print("| server | cold start to first 200 | peak RSS under load |")

@@ -2,15 +2,17 @@
 //! or one of the operator subcommands of [`cli`].
 
 mod cli;
+mod logging;
+
+use logging::say;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use capsign::app::App;
-use capsign::settings::{LogFormat, Settings};
+use capsign::settings::Settings;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser};
-use tracing_subscriber::EnvFilter;
 
 /// A stateless capability signer for Ably. Configure it with environment variables (listed
 /// below and in the README); with none set it runs a demo on 127.0.0.1:3000.
@@ -95,11 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format);
-    JSON_LOGS.store(
-        settings.log_format == LogFormat::Json,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let _flushed = logging::init(settings.log_format);
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;
     let app = match App::build(settings) {
@@ -180,30 +178,6 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         }
     }
 }
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or one JSON object a line.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
-/// A line for the operator: `capsign: …` on stderr as text, or a log event in JSON mode (so
-/// every line of a JSON run parses).
-fn say(message: &str) {
-    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(target: "capsign", "{message}");
-    } else {
-        eprintln!("capsign: {message}");
-    }
-}
-
-static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

@@ -346,8 +346,13 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
         Some("support-case-4711"),
         "echoed, errors too"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // A graceful stop (SIGTERM), so the log writer flushes what it holds.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "a clean exit on SIGTERM");
 
     let text = std::fs::read_to_string(&log).unwrap();
     let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
