@@ -95,7 +95,12 @@ impl App {
         // One outbound client, built on first use: a deployment that never calls out never
         // loads the TLS roots.
         let client = HttpClient::new();
-        let metrics = Metrics::new();
+        // Recorded only when something serves them.
+        let metrics = if settings.server.metrics_listen.is_some() {
+            Metrics::new()
+        } else {
+            Metrics::disabled()
+        };
         let identity =
             IdentityService::build(&settings.identity, &settings.cookie.keys, &client, &metrics)?;
         let policy = Policy::build(&settings.policy, &client, &metrics)?;

@@ -196,7 +196,7 @@ impl Flow {
             policy,
             ably,
             settings,
-            metrics: Metrics::new(),
+            metrics: Metrics::disabled(),
         }
     }
 

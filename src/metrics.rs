@@ -112,11 +112,13 @@ impl CookieResult {
 
 /// A request in flight; counted down when dropped.
 #[derive(Debug)]
-pub struct InFlight(Gauge);
+pub struct InFlight(Option<Gauge>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(gauge) = &self.0 {
+            gauge.dec();
+        }
     }
 }
 
@@ -141,6 +143,9 @@ pub struct Metrics {
     clock_offset: Gauge,
     registry: std::sync::Arc<Registry>,
     families: std::sync::Arc<Vec<String>>,
+    /// Whether anything is recorded: off when nothing serves the metrics, so a deployment
+    /// without `CAPSIGN_METRICS_LISTEN` pays nothing for them.
+    enabled: bool,
 }
 
 impl fmt::Debug for Metrics {
@@ -323,6 +328,16 @@ impl Metrics {
             clock_offset,
             registry: std::sync::Arc::new(registry),
             families: std::sync::Arc::new(families),
+            enabled: true,
+        }
+    }
+
+    /// A registry that records nothing (every recording method returns at once); its
+    /// exposition shows the build info alone.
+    pub fn disabled() -> Metrics {
+        Metrics {
+            enabled: false,
+            ..Metrics::new()
         }
     }
 
@@ -343,8 +358,11 @@ impl Metrics {
     /// A request starts: in flight until the guard is dropped (also when the request is
     /// dropped half-way, as when its client disconnects).
     pub fn in_flight(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+        if self.enabled {
+            self.in_flight.inc();
+            return InFlight(Some(self.in_flight.clone()));
+        }
+        InFlight(None)
     }
 
     /// A request on `route` was answered with `status` after `took`; `refusal` is the Ably
@@ -356,6 +374,9 @@ impl Metrics {
         took: Duration,
         refusal: Option<u32>,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.requests
             .get_or_create(&RouteStatus { route, status })
             .inc();
@@ -369,6 +390,9 @@ impl Metrics {
 
     /// A credential of `format` (`jwt`, `tokenRequest`, `token`) of `bytes` was issued.
     pub fn credential(&self, format: &'static str, bytes: usize) {
+        if !self.enabled {
+            return;
+        }
         let label = FormatLabel { format };
         self.credentials.get_or_create(&label).inc();
         self.credential_bytes
@@ -378,6 +402,9 @@ impl Metrics {
 
     /// `n` requested grants were decided by `decider`, `allowed` or not.
     pub fn decisions(&self, decider: Decider, allowed: bool, n: usize) {
+        if !self.enabled {
+            return;
+        }
         if n == 0 {
             return;
         }
@@ -394,6 +421,9 @@ impl Metrics {
 
     /// A presented grant cookie (or header) came out as `result`; `key_id` when it opened.
     pub fn cookie(&self, result: CookieResult, key_id: Option<u8>) {
+        if !self.enabled {
+            return;
+        }
         self.cookies
             .get_or_create(&CookieResultLabel {
                 result: result.label(),
@@ -406,11 +436,17 @@ impl Metrics {
 
     /// A grant cookie of `bytes` was sealed.
     pub fn cookie_sealed(&self, bytes: usize) {
+        if !self.enabled {
+            return;
+        }
         self.cookie_bytes.observe(bytes as f64);
     }
 
     /// A webhook call took `took`; `error` names the kind of failure, if it failed.
     pub fn webhook_call(&self, took: Duration, error: Option<&'static str>) {
+        if !self.enabled {
+            return;
+        }
         self.webhook_duration.observe(took.as_secs_f64());
         if let Some(kind) = error {
             self.webhook_errors.get_or_create(&Kind { kind }).inc();
@@ -419,6 +455,9 @@ impl Metrics {
 
     /// An Ably REST call took `took`; `error` names the kind of failure, if it failed.
     pub fn ably_call(&self, took: Duration, error: Option<&'static str>) {
+        if !self.enabled {
+            return;
+        }
         self.ably_duration.observe(took.as_secs_f64());
         if let Some(kind) = error {
             self.ably_errors.get_or_create(&Kind { kind }).inc();
@@ -427,6 +466,9 @@ impl Metrics {
 
     /// A fetch of the JWKS URL ended, `ok` or not.
     pub fn jwks_refresh(&self, ok: bool) {
+        if !self.enabled {
+            return;
+        }
         let result = if ok { "ok" } else { "error" };
         self.jwks_refreshes
             .get_or_create(&CookieResultLabel { result })
@@ -435,6 +477,9 @@ impl Metrics {
 
     /// The clock correction applied at start-up.
     pub fn clock_offset(&self, offset_ms: i64) {
+        if !self.enabled {
+            return;
+        }
         self.clock_offset.set(offset_ms);
     }
 }

@@ -107,7 +107,7 @@ impl Policy {
             rules,
             webhook: None,
             patterns: PatternPolicy::Ask,
-            metrics: Metrics::new(),
+            metrics: Metrics::disabled(),
         }
     }
 

@@ -17,7 +17,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
     let hook = Fake::start(grant_all_but_secret).await;
-    let s = Server::start(&[("CAPSIGN_POLICY_URL", &hook.url("/decide"))]).await;
+    // The setting turns recording on; the test serves the metrics itself.
+    let s = Server::start(&[
+        ("CAPSIGN_POLICY_URL", &hook.url("/decide")),
+        ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     tokio::spawn(capsign::server::run_metrics(
