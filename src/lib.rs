@@ -30,6 +30,7 @@
 //! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
 //! - [`ably`]: the Ably key, Ably JWTs and TokenRequests; Ably's REST API.
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
+//! - [`metrics`]: one Prometheus registry per app and the handles each module records into.
 //! - `hs256`: HS256 JWTs with the key prepared once; `crypto`: keyed HMAC and HKDF; `json`:
 //!   JSON string helpers; `client`: outbound HTTP, bounded in time and size.
 //!
