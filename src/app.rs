@@ -6,7 +6,7 @@
 //! serving: the first fetch of a JWKS URL, and the clock correction from Ably's `/time` when
 //! `CAPSIGN_ABLY_TIME` is on. Request handlers get a `&App`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ably::{Ably, AblyError};
@@ -83,6 +83,19 @@ pub struct App {
     pub clock: Clock,
     /// This app's metrics (its own registry).
     pub metrics: Metrics,
+    /// Starting, ready or draining: what `/readyz` says.
+    state: AtomicU8,
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The start-up work (JWKS fetch, clock correction) is not done yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Shutting down: still serving, but load balancers should send no new traffic.
+    Draining,
 }
 
 impl App {
@@ -117,9 +130,31 @@ impl App {
             flow,
             clock: Clock::default(),
             metrics,
+            state: AtomicU8::new(0),
         };
         app.self_test()?;
         Ok(app)
+    }
+
+    /// What `/readyz` answers now.
+    pub fn readiness(&self) -> Readiness {
+        match self.state.load(Ordering::Acquire) {
+            0 => Readiness::Starting,
+            1 => Readiness::Ready,
+            _ => Readiness::Draining,
+        }
+    }
+
+    /// Ready to serve: [`App::prepare`] succeeded (it sets this itself).
+    pub fn set_ready(&self) {
+        let _ = self
+            .state
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Shutting down: `/readyz` answers 503 from now on, while requests are still served.
+    pub fn begin_drain(&self) {
+        self.state.store(2, Ordering::Release);
     }
 
     /// The request limits and cross-origin callers.
@@ -154,6 +189,7 @@ impl App {
         if let Some(n) = self.identity.prepare(self.clock.now_ms()).await? {
             notes.push(format!("{n} session keys fetched from the JWKS URL"));
         }
+        self.set_ready();
         Ok(notes)
     }
 

@@ -170,7 +170,21 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         Ok(addr) => say(&format!("listening on http://{addr}")),
         Err(e) => say(&format!("listening (address unknown: {e})")),
     }
-    match capsign::server::run(listener, app, shutdown_signal()).await {
+    // SIGTERM: /readyz turns 503 at once; requests are still served for the delay (a load
+    // balancer's health-check interval), then in-flight ones get the grace, then exit 0.
+    let draining = Arc::clone(&app);
+    let drain = async move {
+        shutdown_signal().await;
+        draining.begin_drain();
+        let delay = draining.server_settings().shutdown_delay;
+        if !delay.is_zero() {
+            say(&format!(
+                "draining: /readyz answers 503; serving {delay:?} more"
+            ));
+            tokio::time::sleep(delay).await;
+        }
+    };
+    match capsign::server::run(listener, app, drain).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("server error: {e}"));

@@ -35,8 +35,6 @@ use crate::app::App;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most headers one request may carry.
 pub const MAX_HEADERS: usize = 64;
-/// How long in-flight requests get to finish at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long the rest of a refused request body is read and discarded before the connection
 /// closes (nginx's `lingering_timeout` is 5 s).
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -68,8 +66,10 @@ fn shed_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (for at most [`SHUTDOWN_GRACE`]).
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish (for at most `CAPSIGN_SHUTDOWN_GRACE`; idle connections are
+/// closed at once). The caller's `shutdown` future holds the drain (`/readyz` 503 while still
+/// serving, for `CAPSIGN_SHUTDOWN_DELAY`).
 ///
 /// # Errors
 ///
@@ -134,11 +134,12 @@ pub async fn run(
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let grace = limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        tracing::warn!("connections still open after {grace:?}; closing them");
     }
     Ok(())
 }

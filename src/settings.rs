@@ -59,6 +59,21 @@ pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
+/// The settings of where and how capsign listens, logs and shuts down: giving them does not
+/// make a configuration a production one (they supply no identity, key or policy), so a demo
+/// can still be tried with them.
+const TRANSPORT: &[&str] = &[
+    "CAPSIGN_LISTEN",
+    "CAPSIGN_LOG_FORMAT",
+    "CAPSIGN_METRICS_LISTEN",
+    "CAPSIGN_HEADER_TIMEOUT",
+    "CAPSIGN_BODY_TIMEOUT",
+    "CAPSIGN_WRITE_TIMEOUT",
+    "CAPSIGN_MAX_CONNECTIONS",
+    "CAPSIGN_SHUTDOWN_DELAY",
+    "CAPSIGN_SHUTDOWN_GRACE",
+];
+
 /// One setting of [`TABLE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Def {
@@ -314,6 +329,12 @@ settings_table! {
     body_timeout: Duration = "CAPSIGN_BODY_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a client may take to send its request body.";
+    shutdown_delay: Duration = "CAPSIGN_SHUTDOWN_DELAY", default ("0s"), plain,
+        parse::up_to_ten_minutes,
+        "On SIGTERM, /readyz turns 503 at once and requests are still served this long.";
+    shutdown_grace: Duration = "CAPSIGN_SHUTDOWN_GRACE", default ("10s"), plain,
+        parse::up_to_ten_minutes,
+        "Then in-flight requests get this long to complete before capsign exits.";
     write_timeout: Duration = "CAPSIGN_WRITE_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a response may wait to be written (a client that never reads is cut off).";
@@ -826,6 +847,10 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Time a response may wait for the client to take it.
     pub write_timeout: Duration,
+    /// How long requests are still served after SIGTERM, `/readyz` answering 503.
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests then get to complete.
+    pub shutdown_grace: Duration,
     /// Most open connections.
     pub max_connections: usize,
 }
@@ -908,6 +933,18 @@ impl Settings {
         let file = file.map(read_file).transpose()?;
         let src = Source { env, file };
         let mut given = Given::read(&src)?;
+        // A container platform's PORT (Cloud Run, Fly.io, Knative), when CAPSIGN_LISTEN is
+        // unset: on all interfaces, except in demo mode (loopback only).
+        let port =
+            match (src.get("CAPSIGN_LISTEN"), env("PORT")) {
+                (None, Some(p)) => Some(p.trim().parse::<u16>().map_err(|_| {
+                    SettingsError::new("PORT", format!("{p:?} is not a port number"))
+                })?),
+                _ => None,
+            };
+        if let Some(port) = port {
+            given.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        }
         // On AWS Lambda with JSON logs configured for the function, log JSON by default.
         if given.log_format.is_none() && env("AWS_LAMBDA_LOG_FORMAT").as_deref() == Some("JSON") {
             given.log_format = Some(LogFormat::Json);
@@ -917,10 +954,14 @@ impl Settings {
         let configured: Vec<&'static str> = TABLE
             .iter()
             .map(|d| d.name)
-            .filter(|n| !matches!(*n, "CAPSIGN_LISTEN" | "CAPSIGN_IDENTITY"))
+            .filter(|n| !TRANSPORT.contains(n) && *n != "CAPSIGN_IDENTITY")
             .filter(|n| src.get(n).is_some())
             .collect();
-        Settings::from_given(given, &configured)
+        let mut settings = Settings::from_given(given, &configured)?;
+        if let Some(port) = port.filter(|_| !settings.is_demo()) {
+            settings.listen = SocketAddr::from(([0, 0, 0, 0], port));
+        }
+        Ok(settings)
     }
 
     /// The checks that span several settings, and the demo fallbacks (demo mode only:
@@ -1000,6 +1041,8 @@ impl Settings {
                 metrics_listen: g.metrics_listen,
                 header_timeout: g.header_timeout,
                 write_timeout: g.write_timeout,
+                shutdown_delay: g.shutdown_delay,
+                shutdown_grace: g.shutdown_grace,
                 max_connections: g.max_connections,
             },
             demo_defaults,
@@ -1324,6 +1367,15 @@ mod parse {
     pub(super) fn duration(s: &str) -> Result<Duration, String> {
         humantime::parse_duration(s)
             .map_err(|e| format!("{e}; write a duration such as 90s, 10m or 1h"))
+    }
+
+    /// A duration of at most ten minutes (zero allowed).
+    pub(super) fn up_to_ten_minutes(s: &str) -> Result<Duration, String> {
+        let d = duration(s)?;
+        if d > Duration::from_secs(600) {
+            return Err("expected a duration of at most 10m".into());
+        }
+        Ok(d)
     }
 
     /// A duration above 0 and at most a minute.

@@ -21,7 +21,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::app::App;
+use crate::app::{App, Readiness};
 use crate::capability::Resource;
 use crate::flow::{AuthParams, Credential, Presented};
 use crate::identity::{DemoIdentity, Presenting, check_client_id};
@@ -177,6 +177,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         (&Method::OPTIONS, "/auth") => "preflight",
         (_, "/auth") => "auth",
         (_, "/healthz") => "healthz",
+        (_, "/readyz") => "readyz",
         (_, "/login") => "login",
         (_, "/logout") => "logout",
         (_, "/") => "demo_page",
@@ -197,6 +198,11 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
         (&Method::GET | &Method::POST, "/auth") => Route::Auth,
         (&Method::OPTIONS, "/auth") => Route::Done(preflight(cors)?),
         (&Method::GET, "/healthz") => Route::Done(text(StatusCode::OK, "text/plain", "ok\n")),
+        (&Method::GET, "/readyz") => match app.readiness() {
+            Readiness::Ready => Route::Done(text(StatusCode::OK, "text/plain", "ready\n")),
+            Readiness::Starting => return Err(not_ready("starting")),
+            Readiness::Draining => return Err(not_ready("shutting down")),
+        },
         (&Method::GET, "/") if demo => {
             Route::Done(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
         }
@@ -204,7 +210,7 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
         (&Method::POST, "/logout") if demo => {
             Route::Done(redirect_home(&DemoIdentity::logout_cookie()))
         }
-        (_, "/auth" | "/healthz") => {
+        (_, "/auth" | "/healthz" | "/readyz") => {
             return Err(Reject::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 code::METHOD_NOT_ALLOWED,
@@ -213,6 +219,15 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
         }
         _ => return Err(Reject::not_found(path)),
     })
+}
+
+/// `/readyz` when not ready: 503 (50300), so a load balancer sends nothing new.
+fn not_ready(why: &str) -> Reject {
+    Reject::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code::UNAVAILABLE,
+        format!("not ready: {why}"),
+    )
 }
 
 /// Refuses a cookie-changing request that a page of another site made the browser send
@@ -259,7 +274,7 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
 /// liveness check is exempt: load balancers call it by address.
 fn check_host(app: &App, headers: &HeaderMap, path: &str) -> Result<(), Reject> {
     let allowed = &app.http_settings().allowed_hosts;
-    if allowed.is_empty() || path == "/healthz" {
+    if allowed.is_empty() || path == "/healthz" || path == "/readyz" {
         return Ok(());
     }
     let host = header_str(headers, &HOST).unwrap_or_default();

@@ -534,3 +534,66 @@ async fn the_operator_cli_on_a_real_session() {
     assert!(err.contains("step 3 of 3"), "{err}");
     assert!(step3.trim().starts_with("2:"), "{step3}");
 }
+
+/// Issue 13 (readiness and drain): `/readyz` is 200 when serving; on SIGTERM it turns 503 at
+/// once while requests are still served for `CAPSIGN_SHUTDOWN_DELAY`; `/healthz` stays 200;
+/// then the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_then_exits_cleanly() {
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("CAPSIGN_SHUTDOWN_DELAY", "1500ms");
+    let (mut child, addr, _) = start(c);
+    let get = |path: &'static str| {
+        send(
+            addr,
+            http::Request::get(path)
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(get("/readyz").await.status, 200);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.error_code()),
+        (503, 50300),
+        "{}",
+        ready.body
+    );
+    assert_eq!(get("/healthz").await.status, 200, "liveness is unaffected");
+    assert_eq!(get("/").await.status, 200, "still serving during the delay");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Issue 13 (containers): `PORT` is honoured when `CAPSIGN_LISTEN` is unset: on all
+/// interfaces in production, on loopback in demo mode.
+#[test]
+fn port_is_honoured_when_listen_is_unset() {
+    use capsign::settings::Settings;
+    let mut env = capsign::testing::env(&[("PORT", "8089")]);
+    env.remove("CAPSIGN_LISTEN");
+    let s = Settings::load(&|k| env.get(k).cloned(), None).unwrap();
+    assert_eq!(s.listen.to_string(), "0.0.0.0:8089");
+    let demo = Settings::load(&|k| (k == "PORT").then(|| "8089".to_owned()), None).unwrap();
+    assert_eq!(demo.listen.to_string(), "127.0.0.1:8089");
+    let mut both = capsign::testing::env(&[("PORT", "8089")]);
+    both.insert("CAPSIGN_LISTEN".into(), "127.0.0.1:7000".into());
+    let s = Settings::load(&|k| both.get(k).cloned(), None).unwrap();
+    assert_eq!(
+        s.listen.to_string(),
+        "127.0.0.1:7000",
+        "CAPSIGN_LISTEN wins"
+    );
+    let e = Settings::load(&|k| (k == "PORT").then(|| "http".to_owned()), None).unwrap_err();
+    assert_eq!(e.setting, "PORT");
+}
