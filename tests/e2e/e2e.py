@@ -40,7 +40,7 @@ def session(sub):
 
 
 # How many checks each SDK's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1}
+EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1, "deploy": 1}
 
 
 def start_capsign(binary, env, want_metrics=False):
@@ -149,6 +149,8 @@ def main():
                             ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
         results += run_step("metrics, read by the official parser", "metrics",
                             [python, os.path.join(HERE, "metrics_check.py")], test_env, EXPECTED["metrics"])
+        results += run_step("the Kubernetes manifest", "deploy",
+                            [python, os.path.join(HERE, "deploy_check.py")], test_env, EXPECTED["deploy"])
     finally:
         for p in (capsign, demo, cross, badkey):
             p.terminate()
