@@ -27,8 +27,33 @@ fn command() -> Command {
 
 /// Starts the binary and waits for its "listening on" line; returns the child, the address
 /// and everything it printed before.
-fn start(mut c: Command) -> (Child, std::net::SocketAddr, String) {
-    let mut child = c.spawn().unwrap();
+/// A started binary, killed (and reaped) when dropped: a test that fails half-way leaves no
+/// process behind.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Already gone when the test stopped it itself; then both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(mut c: Command) -> (Running, std::net::SocketAddr, String) {
+    let mut child = Running(c.spawn().unwrap());
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -272,7 +297,7 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
         .env("CAPSIGN_LOG_FORMAT", log_format)
         .env("RUST_LOG", "debug")
         .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = c.spawn().unwrap();
+    let mut child = Running(c.spawn().unwrap());
     let mut addr = None;
     for _ in 0..200 {
         let text = std::fs::read_to_string(&log).unwrap();
