@@ -38,7 +38,10 @@ static LOG_BUFFER: OnceLock<BatchedStderr> = OnceLock::new();
 /// waiting, every quarter of a second, for each operator line ([`say`]), and at exit. A
 /// request never waits for a write to stderr; a process killed with SIGKILL loses at most the
 /// last quarter of a second.
-pub(crate) fn init(format: LogFormat) -> Flushed {
+///
+/// With `emf` (Lambda), the access lines of a JSON log are also CloudWatch
+/// embedded-metric-format documents (see [`AccessLayer`]).
+pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
     let json = format == LogFormat::Json;
     JSON_LOGS.store(json, Ordering::Relaxed);
     let stderr = BatchedStderr::default();
@@ -67,6 +70,7 @@ pub(crate) fn init(format: LogFormat) -> Flushed {
     let access = AccessLayer {
         out: stderr.clone(),
         json,
+        emf: json && emf,
     };
     tracing_subscriber::registry()
         .with(env)
@@ -74,6 +78,15 @@ pub(crate) fn init(format: LogFormat) -> Flushed {
         .with(access)
         .init();
     Flushed(stderr)
+}
+
+/// Writes what waits in the log buffer now (`capsign-lambda` does after each invocation:
+/// the instance may be frozen until the next one).
+#[allow(dead_code, reason = "used by capsign-lambda only")]
+pub(crate) fn flush() {
+    if let Some(buffer) = LOG_BUFFER.get() {
+        buffer.flush_now();
+    }
 }
 
 /// Flushes the log buffer when dropped (at the end of `main`).
@@ -169,10 +182,21 @@ fn timestamp() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// The CloudWatch namespace of the embedded metrics.
+const EMF_NAMESPACE: &str = "capsign";
+
 /// Writes the access events (target `capsign::access`) as lines of their own.
+///
+/// With `emf` (on Lambda, with JSON logs) each access line is also a CloudWatch
+/// embedded-metric-format document: an `_aws` member declares, under the namespace `capsign`
+/// and the dimension `route`, the metrics `duration_ms` (every request), `held`, `new` and
+/// `denied` (grant counts; present when a credential was issued, so their sample count is
+/// the credentials issued) and `refusals` (1 on a refused request; the line's `code` says
+/// why). CloudWatch turns the line into metrics with no agent and no API call.
 struct AccessLayer {
     out: BatchedStderr,
     json: bool,
+    emf: bool,
 }
 
 impl<S: Subscriber> Layer<S> for AccessLayer {
@@ -188,10 +212,17 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         } else {
             write!(line, "{now}  {level} {ACCESS_TARGET}:")
         };
-        event.record(&mut Fields {
+        let mut fields = Fields {
             line: &mut line,
             json: self.json,
-        });
+            issued: false,
+            refused: false,
+        };
+        event.record(&mut fields);
+        let (issued, refused) = (fields.issued, fields.refused);
+        if self.emf {
+            emf_metadata(&mut line, issued, refused);
+        }
         if self.json {
             let _ = write!(line, ",\"target\":\"{ACCESS_TARGET}\"}}");
         }
@@ -199,15 +230,48 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
     }
 }
 
-/// Appends an event's fields to a line: `,"name":value` (JSON) or ` name=value` (text).
+/// Appends the `_aws` member that makes an access line an embedded-metric-format document.
+fn emf_metadata(line: &mut String, issued: bool, refused: bool) {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    if refused {
+        line.push_str(",\"refusals\":1");
+    }
+    let _ = write!(
+        line,
+        ",\"_aws\":{{\"Timestamp\":{millis},\"CloudWatchMetrics\":[{{\"Namespace\":\
+         \"{EMF_NAMESPACE}\",\"Dimensions\":[[\"route\"]],\"Metrics\":[\
+         {{\"Name\":\"duration_ms\",\"Unit\":\"Milliseconds\"}}"
+    );
+    if issued {
+        for name in ["held", "new", "denied"] {
+            let _ = write!(line, ",{{\"Name\":\"{name}\",\"Unit\":\"Count\"}}");
+        }
+    }
+    if refused {
+        line.push_str(",{\"Name\":\"refusals\",\"Unit\":\"Count\"}");
+    }
+    line.push_str("]}]}");
+}
+
+/// Appends an event's fields to a line: `,"name":value` (JSON) or ` name=value` (text),
+/// noting whether the request issued a credential (`format`) or was refused (`code`).
 struct Fields<'a> {
     line: &'a mut String,
     json: bool,
+    issued: bool,
+    refused: bool,
 }
 
 impl Fields<'_> {
     fn raw(&mut self, field: &Field, value: &dyn std::fmt::Display) {
         let name = field.name();
+        match name {
+            "format" => self.issued = true,
+            "code" => self.refused = true,
+            _ => {}
+        }
         let _ = if self.json {
             write!(self.line, ",\"{name}\":{value}")
         } else {
@@ -218,6 +282,11 @@ impl Fields<'_> {
     /// A string field: quoted and escaped for JSON, as it is for text.
     fn text(&mut self, field: &Field, value: &dyn std::fmt::Display) {
         let name = field.name();
+        match name {
+            "format" => self.issued = true,
+            "code" => self.refused = true,
+            _ => {}
+        }
         if self.json {
             let _ = write!(self.line, ",\"{name}\":\"");
             let _ = write!(JsonEscaped(self.line), "{value}");

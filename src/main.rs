@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _flushed = logging::init(settings.log_format);
+    let _flushed = logging::init(settings.log_format, false);
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;
     let app = match App::build(settings) {

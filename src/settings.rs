@@ -753,6 +753,9 @@ pub enum SessionKeySource {
         refresh: Duration,
         /// Least time between fetches caused by unknown `kid`s (URL only).
         min_refresh: Duration,
+        /// Whether the periodic refresh runs in a spawned task (true for a server; see
+        /// [`Settings::for_frozen_instances`]).
+        refresh_in_background: bool,
     },
 }
 
@@ -920,6 +923,56 @@ fn read_file(path: &Path) -> Result<(String, toml::Table), SettingsError> {
 }
 
 impl Settings {
+    /// Adapts the settings to AWS Lambda, whose instances are frozen between invocations and
+    /// come and go by the hundred: no spawned task may be relied on, so a JWKS fetched from a
+    /// URL is refreshed in the request that finds it due (bounded by its timeout, as the
+    /// unknown-`kid` fetch is). Refuses what cannot work there.
+    ///
+    /// # Errors
+    ///
+    /// Demo mode (its cookie key is random per cold start, so every instance would refuse
+    /// every other instance's cookies and each cold start would lose every client's grants)
+    /// and `header` identity (a Lambda event carries no peer address that a trusted proxy
+    /// could be checked against).
+    pub fn for_lambda(mut self) -> Result<Settings, SettingsError> {
+        if let Some(first) = self.demo_defaults.first() {
+            return Err(SettingsError::new(
+                "CAPSIGN_IDENTITY",
+                format!(
+                    "capsign-lambda does not run in demo mode (it would use a demo value for \
+                     {first}; a random cookie key per cold start loses every client's grants): \
+                     set ABLY_API_KEY, CAPSIGN_COOKIE_KEY, CAPSIGN_IDENTITY=jwt with its key, and \
+                     CAPSIGN_RULES or CAPSIGN_POLICY_URL"
+                ),
+            ));
+        }
+        match &mut self.identity {
+            IdentitySettings::Header { .. } => {
+                return Err(SettingsError::new(
+                    "CAPSIGN_IDENTITY",
+                    "header identity cannot work on Lambda: an event carries no peer address \
+                     to check CAPSIGN_TRUSTED_PROXIES against; use CAPSIGN_IDENTITY=jwt",
+                ));
+            }
+            IdentitySettings::Demo => {
+                return Err(SettingsError::new(
+                    "CAPSIGN_IDENTITY",
+                    "demo identity cannot work on Lambda; use CAPSIGN_IDENTITY=jwt",
+                ));
+            }
+            IdentitySettings::Jwt { key, .. } => {
+                if let SessionKeySource::Jwks {
+                    refresh_in_background,
+                    ..
+                } = key
+                {
+                    *refresh_in_background = false;
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// Reads and checks every setting from `env` (a lookup such as `std::env::var`) and the
     /// optional TOML `file`. Reads the file and nothing else.
     ///
@@ -1184,6 +1237,7 @@ impl Settings {
                             .unwrap_or_else(|| ASYMMETRIC.to_vec()),
                         refresh: g.session_jwks_refresh,
                         min_refresh: g.session_jwks_min_refresh,
+                        refresh_in_background: true,
                     },
                     _ => {
                         return Err(SettingsError::new(

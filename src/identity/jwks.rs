@@ -217,6 +217,10 @@ pub struct JwksState {
     refreshing: AtomicBool,
     refresh_every: Duration,
     min_interval: Duration,
+    /// Whether the periodic refresh runs in a spawned task (a server) or in the request that
+    /// finds the keys due (an instance frozen between requests, such as AWS Lambda's, where a
+    /// spawned task would stop mid-fetch).
+    in_background: bool,
     client: HttpClient,
     metrics: Option<Metrics>,
 }
@@ -316,8 +320,18 @@ impl JwksState {
             refreshing: AtomicBool::new(false),
             refresh_every,
             min_interval,
+            in_background: true,
             client,
             metrics: None,
+        }
+    }
+
+    /// The same state, refreshing in the request that finds the keys due rather than in a
+    /// spawned task (see [`JwksState::refresh_when_due`]).
+    pub(super) fn refreshing_in_requests(self) -> JwksState {
+        JwksState {
+            in_background: false,
+            ..self
         }
     }
 
@@ -410,18 +424,25 @@ impl JwksState {
         result.is_ok()
     }
 
-    /// Called on each request: starts a background refresh when the keys are older than the
-    /// refresh interval.
-    pub fn maybe_refresh_in_background(self: &Arc<Self>, now_ms: u64) {
+    /// Called on each request: when the keys are older than the refresh interval, refreshes
+    /// them in a spawned task (the request goes on with the current keys), or, for an
+    /// instance frozen between requests, in this request, bounded by the fetch's timeout (a
+    /// failed fetch keeps the current keys).
+    pub async fn refresh_when_due(self: &Arc<Self>, now_ms: u64) {
         let last = self.fetched_at_ms.load(Ordering::Relaxed);
         let every = u64::try_from(self.refresh_every.as_millis()).unwrap_or(u64::MAX);
-        if self.is_remote() && now_ms.saturating_sub(last) >= every {
+        if !self.is_remote() || now_ms.saturating_sub(last) < every {
+            return;
+        }
+        if !self.in_background {
+            self.refresh_if_due(now_ms, self.refresh_every).await;
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let state = Arc::clone(self);
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    state.refresh_if_due(now_ms, state.refresh_every).await;
-                });
-            }
+            handle.spawn(async move {
+                state.refresh_if_due(now_ms, state.refresh_every).await;
+            });
         }
     }
 

@@ -223,8 +223,9 @@ impl IdentityService {
                         algorithms,
                         refresh,
                         min_refresh,
+                        refresh_in_background,
                     } => {
-                        let state = jwks::JwksState::build(
+                        let mut state = jwks::JwksState::build(
                             location,
                             algorithms,
                             (*refresh, *min_refresh),
@@ -232,6 +233,9 @@ impl IdentityService {
                             |path| read("CAPSIGN_SESSION_JWKS", path),
                         )?
                         .with_metrics(metrics.clone());
+                        if !refresh_in_background {
+                            state = state.refreshing_in_requests();
+                        }
                         IdentityService::Jwks(JwksIdentity::new(
                             state,
                             claims,

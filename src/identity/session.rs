@@ -309,7 +309,7 @@ impl JwksIdentity {
     ) -> Result<Identity, IdentityError> {
         let token = self.session.token(p)?;
         let header = header_without_crit(token)?;
-        self.state.maybe_refresh_in_background(now_ms);
+        self.state.refresh_when_due(now_ms).await;
         let mut keys = self.state.current();
         if let Some(kid) = header.kid.as_deref() {
             if !keys.has_kid(kid) && self.state.refresh_for_unknown_kid(now_ms).await {

@@ -29,7 +29,7 @@ fn command() -> Command {
 /// and everything it printed before.
 /// A started binary, killed (and reaped) when dropped: a test that fails half-way leaves no
 /// process behind.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl std::ops::Deref for Running {
     type Target = Child;

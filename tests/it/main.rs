@@ -14,6 +14,7 @@ mod fuzz_replay;
 mod harness;
 mod hostile;
 mod http;
+mod lambda;
 mod laws;
 mod metrics;
 mod providers;

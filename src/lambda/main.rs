@@ -1,0 +1,192 @@
+//! `capsign-lambda`: capsign on AWS Lambda, behind a Function URL, API Gateway (HTTP API v2
+//! or REST v1) or an Application Load Balancer. The same [`capsign::http::handle`] as the
+//! server answers each event, through `lambda_http`; everything is configured by the
+//! environment, as for the server (the transport settings, such as `CAPSIGN_LISTEN`, do not
+//! apply).
+//!
+//! The lifecycle differs from a server's in three ways, each handled here:
+//!
+//! - An instance is frozen between invocations, so nothing may rely on a spawned task: a JWKS
+//!   fetched from a URL is refreshed in the request that finds it due
+//!   ([`Settings::for_lambda`]), and the log buffer is written after every invocation.
+//! - Instances come and go by the hundred: demo mode (a random cookie key per cold start) and
+//!   `header` identity (an event has no peer address to trust) are refused at start.
+//! - A start-up error (a bad setting, an unreachable JWKS) is reported to the Runtime API's
+//!   init-error endpoint, so the Lambda console and the invoking client see it, and the
+//!   process exits.
+
+#[path = "../logging.rs"]
+mod logging;
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use capsign::app::App;
+use capsign::settings::Settings;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http_body_util::BodyExt as _;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt as _, Response};
+use logging::say;
+
+/// Tells `lambda_http` to pass a body as text (`isBase64Encoded: false`) whatever its type.
+const TEXT_BODY: &str = "x-lambda-http-content-encoding";
+
+fn main() -> ExitCode {
+    // One invocation at a time per instance: a single-threaded runtime is all it needs.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsign-lambda: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
+    let settings = Settings::load(&|k| std::env::var(k).ok(), None).and_then(Settings::for_lambda);
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return init_failed("configuration error", &e.to_string()).await,
+    };
+    let _flushed = logging::init(settings.log_format, true);
+    let app = match App::build(settings) {
+        Ok(app) => app,
+        Err(e) => return init_failed("configuration error", &e.to_string()).await,
+    };
+    match app.prepare().await {
+        Ok(notes) => notes.iter().for_each(|n| say(n)),
+        Err(e) => return init_failed("start-up failed", &e.to_string()).await,
+    }
+    say("ready for invocations");
+    logging::flush();
+    let app = Arc::new(app);
+    let service = lambda_http::service_fn(move |req: Request| {
+        let app = Arc::clone(&app);
+        async move {
+            let response = answer(&app, req).await;
+            logging::flush();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    match lambda_http::run(service).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&format!("the Lambda runtime stopped: {e}"));
+            logging::flush();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One event: the path without its API Gateway stage, then [`capsign::http::handle`], then
+/// the body as `lambda_http` should pass it on.
+async fn answer(app: &App, req: Request) -> Response<Body> {
+    let req = without_stage(req);
+    let response = capsign::http::handle(app, req).await;
+    let (mut parts, body) = response.into_parts();
+    // `lambda_http` base64-encodes every body whose type it does not know as text, and API
+    // Gateway REST APIs pass such a body on still encoded unless `application/jwt` is among
+    // their binary media types. Every capsign body is text (JSON, a JWT, HTML), so it goes
+    // out as text: the client receives the bytes capsign wrote, whatever sits in front.
+    parts
+        .headers
+        .insert(TEXT_BODY, HeaderValue::from_static("text"));
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let body = match String::from_utf8(bytes.to_vec()) {
+        Ok(text) if text.is_empty() => Body::Empty,
+        Ok(text) => Body::Text(text),
+        Err(e) => {
+            // Not reached (capsign writes UTF-8); binary then, which every front door decodes
+            // but a REST API without binary media types.
+            parts.headers.remove(TEXT_BODY);
+            if !parts.headers.contains_key(CONTENT_TYPE) {
+                parts.headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+            }
+            Body::Binary(e.into_bytes())
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// API Gateway puts a named stage before the path (`/prod/auth`); capsign's routes are the
+/// paths after it.
+fn without_stage(mut req: Request) -> Request {
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
+        Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
+        _ => None,
+    };
+    let Some(stage) = stage.filter(|s| s != "$default") else {
+        return req;
+    };
+    let path = req.uri().path();
+    let Some(rest) = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(stage.as_str()))
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return req;
+    };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Says why the start failed, reports it to the Runtime API's init-error endpoint (Lambda
+/// then fails the invocation with this message and starts a new instance for the next),
+/// and exits.
+async fn init_failed(what: &str, error: &str) -> ExitCode {
+    let message = format!("{what}: {error}");
+    say(&message);
+    logging::flush();
+    if let Err(e) = report_init_error(&message).await {
+        say(&format!(
+            "could not report the error to the Runtime API: {e}"
+        ));
+        logging::flush();
+    }
+    ExitCode::from(2)
+}
+
+async fn report_init_error(message: &str) -> Result<(), lambda_http::Error> {
+    let client = lambda_runtime_api_client::Client::builder().build()?;
+    let body = serde_json::json!({
+        "errorMessage": message,
+        "errorType": "capsign.ConfigurationError",
+    })
+    .to_string();
+    let request = lambda_runtime_api_client::build_request()
+        .method(http::Method::POST)
+        .uri("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", "Runtime.InitError")
+        .header(CONTENT_TYPE, "application/json")
+        .body(lambda_runtime_api_client::body::Body::from(body))?;
+    let response = client.call(request).await?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the Runtime API answered {}", response.status()).into())
+    }
+}
