@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +40,9 @@ def session(sub):
     return f"{head}.{body}.{b64url(sig)}"
 
 
-# How many checks each SDK's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1, "deploy": 1}
+# How many checks each step's program reports; fewer is a failure.
+EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1, "deploy": 1,
+            "ably-js node, Lambda": 12, "ably-python, Lambda": 4}
 
 
 def start_capsign(binary, env, want_metrics=False):
@@ -63,22 +65,67 @@ def start_capsign(binary, env, want_metrics=False):
     raise SystemExit("e2e: capsign did not start")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_lambda(emulator, binary, env):
+    """Starts the official emulator (cargo-lambda, Runtime API and Function URL front door
+    only) and capsign-lambda against it; returns both processes and the function's URL."""
+    port = free_port()
+    emu = subprocess.Popen(
+        [emulator, "lambda", "watch", "--only-lambda-apis", "--disable-cors",
+         "-A", "127.0.0.1", "-P", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if emu.poll() is not None or time.monotonic() > deadline:
+                emu.kill()
+                raise SystemExit("e2e: the Lambda emulator did not start")
+            time.sleep(0.1)
+    fn_env = {k: v for k, v in env.items() if k != "CAPSIGN_LISTEN"}
+    fn_env.update({
+        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt",
+        "AWS_LAMBDA_FUNCTION_NAME": "_",
+        "AWS_LAMBDA_FUNCTION_VERSION": "1",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+    })
+    fn = subprocess.Popen([binary], env=fn_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while time.monotonic() < deadline:
+        line = fn.stderr.readline()
+        if not line:
+            break
+        if "ready for invocations" in line:
+            subprocess.Popen(["cat"], stdin=fn.stderr, stdout=subprocess.DEVNULL)
+            return emu, fn, f"http://127.0.0.1:{port}"
+    fn.kill()
+    emu.kill()
+    raise SystemExit("e2e: capsign-lambda did not start")
+
+
 def run_step(name, sdk, argv, env, expected):
-    """Runs one SDK's test program; its PASS/FAIL lines, plus a FAIL naming `sdk` when the
-    program dies or hangs without reporting one, or reports fewer than `expected` checks (a
-    program that reports nothing must not pass)."""
+    """Runs one step's test program; its PASS/FAIL lines (each tagged with `sdk`), plus a FAIL
+    when the program dies or hangs without reporting one, or reports fewer than `expected`
+    checks (a program that reports nothing must not pass)."""
     print(f"== {name}", flush=True)
     try:
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        line = f"FAIL {sdk}: no result within {STEP_TIMEOUT} s"
+        line = f"FAIL [{sdk}]: no result within {STEP_TIMEOUT} s"
         print("  " + line, flush=True)
         return [line]
     lines = [l for l in out.stdout.splitlines() if l.startswith(("PASS", "FAIL"))]
+    lines = [f"{l[:4]} [{sdk}]{l[4:]}" for l in lines]
     if out.returncode != 0 and not any(l.startswith("FAIL") for l in lines):
-        lines.append(f"FAIL {sdk}: exit {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
+        lines.append(f"FAIL [{sdk}]: exit {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
     if len(lines) < expected:
-        lines.append(f"FAIL {sdk}: {len(lines)} results reported, {expected} expected")
+        lines.append(f"FAIL [{sdk}]: {len(lines)} results reported, {expected} expected")
     if out.returncode != 0 and out.stderr.strip():
         print(out.stderr[-3000:], file=sys.stderr)
     for l in lines:
@@ -89,6 +136,8 @@ def run_step(name, sdk, argv, env, expected):
 def main():
     binary = sys.argv[1]
     python = sys.argv[2]
+    lambda_binary = sys.argv[3]
+    emulator = sys.argv[4]
     fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET})
     ably_port = fake.start()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSIGN_") and k != "ABLY_API_KEY"}
@@ -127,6 +176,10 @@ def main():
     badkey_env["ABLY_API_KEY"] = f"{ABLY_KEY_NAME}:not-the-secret-ably-knows"
     badkey, badkey_url = start_capsign(binary, badkey_env)
 
+    # The same production configuration on Lambda, behind the official emulator's Function
+    # URL front door.
+    emulator, function, lambda_url = start_lambda(emulator, lambda_binary, env)
+
     test_env = dict(os.environ)
     test_env.update({
         "CAPSIGN": url,
@@ -151,8 +204,15 @@ def main():
                             [python, os.path.join(HERE, "metrics_check.py")], test_env, EXPECTED["metrics"])
         results += run_step("the Kubernetes manifest", "deploy",
                             [python, os.path.join(HERE, "deploy_check.py")], test_env, EXPECTED["deploy"])
+        lambda_env = dict(test_env, CAPSIGN=lambda_url)
+        results += run_step("ably-js on Node, through capsign-lambda in the Lambda emulator",
+                            "ably-js node, Lambda", ["node", os.path.join(HERE, "node_test.mjs")],
+                            lambda_env, EXPECTED["ably-js node, Lambda"])
+        results += run_step("ably-python, through capsign-lambda in the Lambda emulator",
+                            "ably-python, Lambda", [python, os.path.join(HERE, "python_test.py")],
+                            lambda_env, EXPECTED["ably-python, Lambda"])
     finally:
-        for p in (capsign, demo, cross, badkey):
+        for p in (capsign, demo, cross, badkey, function, emulator):
             p.terminate()
             p.wait(timeout=10)
         fake.stop()
@@ -160,7 +220,7 @@ def main():
     print()
     print("e2e summary, per SDK:")
     for sdk in EXPECTED:
-        mine = [r for r in results if sdk in r]
+        mine = [r for r in results if f"[{sdk}]" in r]
         passed = sum(r.startswith("PASS") for r in mine)
         print(f"  {sdk}: {passed}/{len(mine)} passed")
     failed = [r for r in results if r.startswith("FAIL")]
