@@ -92,10 +92,12 @@ pub enum Credential {
 pub struct AuthOutcome {
     /// The credential.
     pub credential: Credential,
-    /// The sealed grants for the grant cookie (the value; `http` writes the `Set-Cookie`).
-    pub cookie: String,
-    /// The sealed grants for the `X-Capsign-Grants` header.
-    pub header_grants: String,
+    /// The sealed grants for the grant cookie (the value; `http` writes the `Set-Cookie`),
+    /// when the client should get a new one (see [`Flow::authorize`]).
+    pub cookie: Option<String>,
+    /// The sealed grants for the `X-Capsign-Grants` header, when the client should get a new
+    /// one.
+    pub header_grants: Option<String>,
     /// Resources asked for and refused (some or all of their operations).
     pub denied: Vec<Resource>,
     /// Resources dropped to keep the cookie within its budget.
@@ -188,6 +190,63 @@ fn list(resources: &[Resource]) -> String {
         .join(", ")
 }
 
+/// The sealed values for the cookie and the header (each when resealed), and the resources
+/// evicted to fit the budget.
+type Sealed = (Option<String>, Option<String>, Vec<Resource>);
+
+/// What became of one carrier of sealed grants (the cookie or the header) in a request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Carrier {
+    /// The client sent it (the client uses this carrier).
+    sent: bool,
+    /// It opened for this client.
+    opened: bool,
+    /// It opened, was sealed by the signing key, and is younger than half the maximum age.
+    current: bool,
+}
+
+impl Carrier {
+    fn of<T>(sent: bool, opened: Option<&(T, bool)>) -> Carrier {
+        Carrier {
+            sent,
+            opened: opened.is_some(),
+            current: opened.is_some_and(|(_, current)| *current),
+        }
+    }
+}
+
+/// The two carriers of one request.
+#[derive(Debug, Clone, Copy)]
+struct Carriers {
+    cookie: Carrier,
+    header: Carrier,
+}
+
+/// Which carriers get a new value.
+#[derive(Debug, Clone, Copy)]
+struct Reseal {
+    cookie: bool,
+    header: bool,
+}
+
+impl Carriers {
+    /// Both opened: the held set is their union, which neither holds alone.
+    fn both_opened(self) -> bool {
+        self.cookie.opened && self.header.opened
+    }
+
+    /// A carrier the client uses gets a new value when the set `changed` or its value is not
+    /// current; a client that sent neither gets both (it may keep either).
+    fn reseal(self, changed: bool) -> Reseal {
+        let neither = !self.cookie.sent && !self.header.sent;
+        let wants = |c: Carrier| (c.sent || neither) && (changed || !c.current);
+        Reseal {
+            cookie: wants(self.cookie),
+            header: wants(self.header),
+        }
+    }
+}
+
 impl Flow {
     /// The flow of the given services and settings.
     pub fn new(sealer: Sealer, policy: Policy, ably: Ably, settings: FlowSettings) -> Flow {
@@ -206,6 +265,15 @@ impl Flow {
     }
 
     /// Runs the flow for one request at `now_ms` (ms since the epoch).
+    ///
+    /// The grants are sealed again only when the client needs a new value: for each carrier
+    /// (the cookie, the `X-Capsign-Grants` header) the client uses, when the set changed (a
+    /// fresh set, a new grant, a re-check), when the value it sent did not open, was sealed by
+    /// a key that no longer signs, or is older than half the grant maximum age (so an active
+    /// client's cookie never reaches its `Max-Age`). A client uses the cookie when it sent one,
+    /// the header when it sent one, and both when it sent neither. A renewal that asks for
+    /// nothing new therefore gets no `Set-Cookie` and no `X-Capsign-Grants`: it keeps what it
+    /// has.
     ///
     /// # Errors
     ///
@@ -227,13 +295,15 @@ impl Flow {
         let now = now_ms / 1000;
 
         // 1. What the client verifiably holds.
-        let (mut held, fresh) = self.open_presented(who, presented, now);
+        let (mut held, carriers) = self.open_presented(who, presented, now);
+        let fresh = !carriers.cookie.opened && !carriers.header.opened;
         if fresh {
             held.add(&self.policy.defaults(who), now);
         }
 
         // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
         let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after_s));
+        let rechecked = !stale.is_empty();
         let requested = params.capability.unwrap_or_default();
         // Bounded before any comparison: the covering check costs at most this many lookups.
         if requested.len() > self.sealer.max_grants() {
@@ -262,9 +332,12 @@ impl Flow {
             return Err(FlowError::Denied(denied));
         }
 
-        // 4. Merge, seal within budget, mint.
+        // 4. Merge, seal within budget (for the carriers that need a new value), mint.
+        let changed = fresh || rechecked || !granted.is_empty() || carriers.both_opened();
         held.add(&granted, now);
-        let (cookie, header_grants, evicted) = self.seal_within_budget(who, &mut held, now)?;
+        let reseal = carriers.reseal(changed);
+        let (cookie, header_grants, evicted) =
+            self.seal_within_budget(who, &mut held, now, reseal)?;
         let mut capability = held.capabilities();
         if let Some(key) = &self.ably.key_capability {
             capability = capability.intersect(key);
@@ -282,7 +355,9 @@ impl Flow {
             Credential::Token(details) => ("token", details.len()),
         };
         self.metrics.credential(format_label, bytes);
-        self.metrics.cookie_sealed(cookie.len());
+        if let Some(cookie) = &cookie {
+            self.metrics.cookie_sealed(cookie.len());
+        }
         Ok(AuthOutcome {
             held: held_count,
             new: new.len(),
@@ -355,26 +430,30 @@ impl Flow {
         }
     }
 
-    /// Opens every presented value for this client; returns the union and whether none
-    /// opened.
+    /// Opens every presented value for this client; returns the union and what became of
+    /// each carrier.
     fn open_presented(
         &self,
         who: &Identity,
         presented: Presented<'_>,
         now: u64,
-    ) -> (GrantSet, bool) {
+    ) -> (GrantSet, Carriers) {
         let limits = OpenLimits {
             now,
             max_age: self.settings.grant_max_age_s,
             future_skew: COOKIE_FUTURE_SKEW_S,
         };
         let mut held = GrantSet::new();
-        let mut fresh = true;
+        // Resealed from this age on, so that an active client's cookie never expires.
+        let reseal_after = self.settings.grant_max_age_s / 2;
+        let signing = self.sealer.signing_key_id();
         let open = |purpose, value| match self.sealer.open(purpose, value, &who.client_id, limits) {
             Ok(opened) => {
                 self.metrics
                     .cookie(CookieResult::Opened, Some(opened.key_id));
-                Some(opened.grants)
+                let current =
+                    opened.key_id == signing && now.saturating_sub(opened.issued_at) < reseal_after;
+                Some((opened.grants, current))
             }
             Err(e) => {
                 self.metrics.cookie(cookie_result(&e), None);
@@ -393,33 +472,45 @@ impl Flow {
         if presented.cookies.is_empty() && presented.header.is_none() {
             self.metrics.cookie(CookieResult::Absent, None);
         }
-        for grants in [cookie, header].into_iter().flatten() {
+        let carriers = Carriers {
+            cookie: Carrier::of(!presented.cookies.is_empty(), cookie.as_ref()),
+            header: Carrier::of(presented.header.is_some(), header.as_ref()),
+        };
+        for (grants, _) in [cookie, header].into_iter().flatten() {
             held.merge(grants);
-            fresh = false;
         }
         // Grants past their maximum age need no special case: regrant_after <= grant_max_age,
         // so they are among those re-checked, and gone unless the policy approves them again.
-        (held, fresh)
+        (held, carriers)
     }
 
-    /// Seals `held` for the cookie and the header, applying the overflow policy when the
-    /// `Set-Cookie` would exceed its budget.
+    /// Seals `held` for the carriers in `reseal`, applying the overflow policy when the
+    /// `Set-Cookie` would exceed its budget (measured for every client, so that a client can
+    /// move between the header and the cookie). Nothing is encoded when nothing is resealed.
     fn seal_within_budget(
         &self,
         who: &Identity,
         held: &mut GrantSet,
         now: u64,
-    ) -> Result<(String, String, Vec<Resource>), FlowError> {
+        reseal: Reseal,
+    ) -> Result<Sealed, FlowError> {
         let mut evicted = Vec::new();
+        if !reseal.cookie && !reseal.header {
+            return Ok((None, None, evicted));
+        }
         let overflow = self.settings.overflow;
         loop {
             let held_now = held.len();
             let (excess, refusal) = match self.sealer.encode(&who.client_id, now, held) {
                 Ok(payload) => {
-                    let cookie = self.sealer.seal(Purpose::Cookie, &payload);
-                    let set_cookie_len = self.sealer.set_cookie_len(cookie.len());
+                    let set_cookie_len =
+                        self.sealer.set_cookie_len(self.sealer.sealed_len(&payload));
                     if set_cookie_len < SET_COOKIE_BUDGET {
-                        let header = self.sealer.seal(Purpose::Header, &payload);
+                        let seal = |wanted: bool, purpose| {
+                            wanted.then(|| self.sealer.seal(purpose, &payload))
+                        };
+                        let cookie = seal(reseal.cookie, Purpose::Cookie);
+                        let header = seal(reseal.header, Purpose::Header);
                         return Ok((cookie, header, evicted));
                     }
                     // Evict in proportion to the excess, at least one grant, then measure
@@ -547,7 +638,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(app.flow.policy.evaluated(), 1);
-        let jar = [a.cookie.clone()];
+        let jar = [a.cookie.clone().unwrap()];
         let jar: Vec<&str> = jar.iter().map(String::as_str).collect();
         let b = authorize(
             &app,
@@ -566,7 +657,7 @@ mod tests {
             r#"{"doc:a":["subscribe"],"doc:b":["subscribe"],"home:alice":["subscribe"]}"#
         );
         // Nothing new: no policy call at all.
-        let jar2 = [b.cookie.clone()];
+        let jar2 = [b.cookie.clone().unwrap()];
         let jar2: Vec<&str> = jar2.iter().map(String::as_str).collect();
         authorize(
             &app,
@@ -621,7 +712,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [out.cookie.clone()];
+        let v = [out.cookie.clone().unwrap()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
         let before = app.flow.policy.evaluated();
         app.clock.advance(2 * 3600 * 1000);
@@ -659,7 +750,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [out.cookie.clone()];
+        let v = [out.cookie.clone().unwrap()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
         app.clock.advance(90 * 60 * 1000);
         let p = AuthParams {

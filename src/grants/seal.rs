@@ -380,6 +380,17 @@ impl Sealer {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
+    /// The length of [`Sealer::seal`]'s value for `payload`, without computing its MAC.
+    pub fn sealed_len(&self, payload: &Payload) -> usize {
+        // Unpadded base64 of the payload and the MAC; `None` only past `usize::MAX / 4 * 3`.
+        base64::encoded_len(payload.0.len() + MAC_LEN, false).unwrap_or(usize::MAX)
+    }
+
+    /// The id of the key that seals (a value opened by another key is resealed).
+    pub fn signing_key_id(&self) -> u8 {
+        self.keys.signing.id
+    }
+
     /// Encodes and seals in one step.
     ///
     /// # Errors
@@ -687,6 +698,24 @@ mod tests {
             .unwrap();
         assert_eq!(opened.grants, g);
         assert_eq!(opened.issued_at, 1000);
+    }
+
+    #[test]
+    fn sealed_len_is_the_length_of_the_sealed_value() {
+        let s = sealer();
+        let mut g = GrantSet::new();
+        for n in 0..40 {
+            let payload = s.encode("alice", 1000, &g).unwrap();
+            assert_eq!(
+                s.sealed_len(&payload),
+                s.seal(Purpose::Cookie, &payload).len(),
+                "{n} grants"
+            );
+            g.add(
+                &CapabilitySet::from_json(&format!(r#"{{"chat:{n}":["publish"]}}"#)).unwrap(),
+                990,
+            );
+        }
     }
 
     #[test]

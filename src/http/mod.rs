@@ -364,8 +364,12 @@ where
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);
-    insert_owned(h, SET_COOKIE, sealer.set_cookie(&outcome.cookie));
-    insert_owned(h, X_CAPSIGN_GRANTS, outcome.header_grants);
+    if let Some(cookie) = &outcome.cookie {
+        insert_owned(h, SET_COOKIE, sealer.set_cookie(cookie));
+    }
+    if let Some(grants) = outcome.header_grants {
+        insert_owned(h, X_CAPSIGN_GRANTS, grants);
+    }
     if !outcome.denied.is_empty() {
         insert(h, X_CAPSIGN_DENIED, &resource_list(&outcome.denied));
     }

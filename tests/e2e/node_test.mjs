@@ -112,7 +112,13 @@ function client({ format = 'jwt', keep = 'cookie', session = ALICE } = {}) {
         jar.store(res);
         grants = res.headers.get('x-capsign-grants') ?? grants;
         const body = await res.text();
-        calls.push({ status: res.status, asked: q.get('capability'), denied: res.headers.get('x-capsign-denied') });
+        calls.push({
+          status: res.status,
+          asked: q.get('capability'),
+          denied: res.headers.get('x-capsign-denied'),
+          setCookie: res.headers.get('set-cookie') !== null,
+          grantsHeader: res.headers.get('x-capsign-grants') !== null,
+        });
         if (!res.ok) {
           const err = JSON.parse(body).error;
           return callback(new Ably.ErrorInfo(err.message, err.code, err.statusCode), null);
@@ -148,12 +154,18 @@ async function publishFails(rest, channel, code) {
 
 for (const format of ['jwt', 'tokenRequest']) {
   for (const keep of ['cookie', 'header']) {
-    await check(`${format}, grants kept in a ${keep === 'cookie' ? 'cookie jar' : 'X-Capsign-Grants header'}: one channel, then only a second, publish to both`, async () => {
+    await check(`${format}, grants kept in a ${keep === 'cookie' ? 'cookie jar' : 'X-Capsign-Grants header'}: one channel, then only a second, a renewal that reseals nothing, publish to both`, async () => {
       const { rest, calls } = client({ format, keep });
       await rest.auth.authorize({ capability: { 'chat:one': ['publish', 'subscribe'] } });
       await rest.auth.authorize({ capability: { 'doc:two': ['history', 'publish'] } });
       assert.equal(calls.length, 2);
       assert.deepEqual(JSON.parse(calls[1].asked), { 'doc:two': ['history', 'publish'] }, 'the second call asks only for the new channel');
+      // The first call sent neither carrier and got both; the second only the one it uses.
+      assert.deepEqual([calls[0].setCookie, calls[0].grantsHeader], [true, true]);
+      assert.deepEqual([calls[1].setCookie, calls[1].grantsHeader], [keep === 'cookie', keep === 'header']);
+      // A renewal asking for nothing new: nothing resealed, the client keeps what it has.
+      await rest.auth.authorize({ capability: { 'chat:one': ['publish'] } });
+      assert.deepEqual([calls[2].setCookie, calls[2].grantsHeader], [false, false], 'a renewal reseals nothing');
       const cap = heldCapability(rest);
       assert.deepEqual(Object.keys(cap).sort(), ['chat:one', 'doc:two'], JSON.stringify(cap));
       await publish(rest, 'chat:one');

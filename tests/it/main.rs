@@ -18,6 +18,7 @@ mod lambda;
 mod laws;
 mod metrics;
 mod providers;
+mod renewal;
 mod rotation;
 mod vectors;
 mod web;
