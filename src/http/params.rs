@@ -82,9 +82,38 @@ impl<'de> serde::Deserialize<'de> for Members {
 #[derive(Debug, Default)]
 pub(super) struct RawParams {
     capability: Option<Value>,
-    client_id: Option<String>,
+    /// The value and the name it came under (`clientId` or `client_id`).
+    client_id: Option<(String, &'static str)>,
     ttl: Option<Value>,
     format: Option<String>,
+}
+
+/// `clientId` and `client_id` name one parameter (SDKs and apps send either, some both): the
+/// same value under both names is that value; different values, or either name twice, are
+/// refused.
+fn set_client_id(
+    slot: &mut Option<(String, &'static str)>,
+    name: &str,
+    value: String,
+) -> Result<(), Reject> {
+    let name = if name == "clientId" {
+        "clientId"
+    } else {
+        "client_id"
+    };
+    match slot {
+        None => {
+            *slot = Some((value, name));
+            Ok(())
+        }
+        Some((_, first)) if *first == name => Err(Reject::bad(format!(
+            "parameter {name} given more than once"
+        ))),
+        Some((first_value, _)) if *first_value == value => Ok(()),
+        Some(_) => Err(Reject::bad(
+            "parameters clientId and client_id differ; send one clientId",
+        )),
+    }
 }
 
 fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Reject> {
@@ -102,9 +131,7 @@ impl RawParams {
         for (k, v) in form_urlencoded::parse(bytes) {
             match &*k {
                 "capability" => set_once(&mut self.capability, &k, Value::String(v.into_owned()))?,
-                "clientId" | "client_id" => {
-                    set_once(&mut self.client_id, "clientId", v.into_owned())?
-                }
+                "clientId" | "client_id" => set_client_id(&mut self.client_id, &k, v.into_owned())?,
                 "ttl" => set_once(&mut self.ttl, &k, Value::String(v.into_owned()))?,
                 "format" => set_once(&mut self.format, &k, v.into_owned())?,
                 _ => {}
@@ -140,7 +167,7 @@ impl RawParams {
                     Value::String(raw.get().to_owned()),
                 )?,
                 "capability" => set_once(&mut self.capability, &k, value()?)?,
-                "clientId" | "client_id" => set_once(&mut self.client_id, "clientId", string()?)?,
+                "clientId" | "client_id" => set_client_id(&mut self.client_id, &k, string()?)?,
                 "ttl" => set_once(&mut self.ttl, &k, value()?)?,
                 "format" => set_once(&mut self.format, &k, string()?)?,
                 _ => {}
@@ -189,7 +216,8 @@ impl RawParams {
                     .map_err(|_| Reject::bad("format must be jwt, tokenRequest, token or auto"))?,
             ),
         };
-        if let Some(id) = &self.client_id {
+        let client_id = self.client_id.map(|(id, _)| id);
+        if let Some(id) = &client_id {
             check_client_id(id).map_err(|e| {
                 Reject::new(
                     StatusCode::BAD_REQUEST,
@@ -200,7 +228,7 @@ impl RawParams {
         }
         Ok(AuthParams {
             capability,
-            client_id: self.client_id,
+            client_id,
             ttl_ms,
             format,
         })

@@ -309,6 +309,49 @@ async fn post_bodies_form_and_json() {
         )
         .await;
     assert_eq!(r.capability(), r#"{"chat:b":["publish"]}"#);
+    // clientId and client_id with the same value (as some SDKs and apps send through
+    // authParams) are one parameter, in a query, a form and a JSON body.
+    let r = s
+        .send(status_get(
+            &s,
+            "clientId=alice&client_id=alice&capability=%7B%22chat%3Ac%22%3A%5B%22subscribe%22%5D%7D",
+            true,
+        ))
+        .await;
+    assert_eq!(r.capability(), r#"{"chat:c":["subscribe"]}"#);
+    for (content_type, body) in [
+        (
+            "application/x-www-form-urlencoded",
+            "client_id=alice&clientId=alice&capability=%7B%22chat%3Ad%22%3A%5B%22subscribe%22%5D%7D"
+                .to_owned(),
+        ),
+        (
+            "application/json",
+            json!({"clientId": "alice", "client_id": "alice", "capability": {"chat:d": ["subscribe"]}})
+                .to_string(),
+        ),
+    ] {
+        let r = s
+            .send(
+                s.post("/auth")
+                    .header("authorization", &bearer)
+                    .header("content-type", content_type)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.capability(), r#"{"chat:d":["subscribe"]}"#, "{content_type}");
+    }
+    // Different values name both.
+    let r = s
+        .send(status_get(&s, "clientId=alice&client_id=bob", true))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("clientId and client_id differ"),
+        "{}",
+        r.body
+    );
     s.stop().await;
 }
 
@@ -435,6 +478,10 @@ error_statuses! {
     status_client_id_mismatch: deny "omit", |s| status_get(&s, "clientId=bob", true) => 403, 40102;
     status_client_id_snake_case_mismatch: deny "omit",
         |s| status_get(&s, "client_id=bob", true) => 403, 40102;
+    status_client_id_and_client_id_differ: deny "omit",
+        |s| status_get(&s, "clientId=alice&client_id=bob", true) => 400, 40000;
+    status_client_id_twice: deny "omit",
+        |s| status_get(&s, "clientId=alice&clientId=alice", true) => 400, 40000;
     status_client_id_control_character: deny "omit",
         |s| status_get(&s, "clientId=%01", true) => 400, 40012;
     status_nothing_granted_for_a_denied_channel: deny "omit", |s| status_get(
