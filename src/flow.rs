@@ -23,7 +23,7 @@ use crate::grants::{
 use crate::identity::Identity;
 use crate::metrics::{CookieResult, Decider, Metrics};
 use crate::policy::{Policy, WebhookError};
-use crate::settings::{DenyMode, FlowSettings, Format, Overflow};
+use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
 
 /// JWTs above this size are sent as TokenRequests by `format=auto`: they travel in URLs and
 /// headers, where about 8 KB is the practical limit.
@@ -85,6 +85,9 @@ pub enum Credential {
     TokenRequest(String),
     /// Ably's TokenDetails, as Ably sent them (`application/json`).
     Token(bytes::Bytes),
+    /// The app's own JWT with the Ably credential in its `x-ably-token` header
+    /// (`application/jwt`).
+    Embedded(String),
 }
 
 /// A successful request.
@@ -170,6 +173,22 @@ pub enum FlowError {
     /// A bug or a broken backend: minting failed.
     #[error(transparent)]
     Mint(#[from] TokenError),
+    /// `format=embedded` asked of a capsign without `CAPSIGN_EMBEDDED_SECRET`.
+    #[error("format embedded is not configured here (CAPSIGN_EMBEDDED_SECRET); ask for jwt")]
+    EmbeddedNotConfigured,
+}
+
+/// The token and its expiry (Unix seconds, rounded down: never later than Ably's) from Ably's
+/// TokenDetails.
+fn token_and_expiry(details: &[u8]) -> Result<(String, u64), FlowError> {
+    #[derive(serde::Deserialize)]
+    struct Details {
+        token: String,
+        expires: u64,
+    }
+    let d: Details = serde_json::from_slice(details)
+        .map_err(|e| AblyError::Malformed(format!("TokenDetails: {e}")))?;
+    Ok((d.token, d.expires / 1000))
 }
 
 /// What a failure to open sealed grants counts as.
@@ -353,6 +372,7 @@ impl Flow {
             Credential::Jwt(jwt) => ("jwt", jwt.len()),
             Credential::TokenRequest(tr) => ("tokenRequest", tr.len()),
             Credential::Token(details) => ("token", details.len()),
+            Credential::Embedded(jwt) => ("embedded", jwt.len()),
         };
         self.metrics.credential(format_label, bytes);
         if let Some(cookie) = &cookie {
@@ -407,7 +427,8 @@ impl Flow {
     }
 
     /// The credential in `format`: minted here, or for `format=token`, the TokenRequest
-    /// minted here exchanged with Ably for its TokenDetails.
+    /// minted here exchanged with Ably for its TokenDetails; for `format=embedded`, either of
+    /// those (`CAPSIGN_EMBEDDED_INNER`) inside the app's own JWT.
     async fn credential(
         &self,
         format: Format,
@@ -416,18 +437,59 @@ impl Flow {
         ttl_ms: u64,
         now_ms: u64,
     ) -> Result<Credential, FlowError> {
+        if format == Format::Embedded {
+            return self
+                .embedded_credential(capability, who, ttl_ms, now_ms)
+                .await;
+        }
         let credential = self.mint(format, capability, who, ttl_ms, now_ms)?;
         match credential {
             Credential::TokenRequest(tr) if format == Format::Token => {
-                let key_name = self.ably.key.key_name();
-                let started = std::time::Instant::now();
-                let answer = self.ably.rest.request_token(key_name, tr).await;
-                let error = answer.as_ref().err().map(AblyError::kind);
-                self.metrics.ably_call(started.elapsed(), error);
-                Ok(Credential::Token(answer?))
+                Ok(Credential::Token(self.exchange(tr).await?))
             }
             other => Ok(other),
         }
+    }
+
+    /// Exchanges a TokenRequest with Ably for its TokenDetails.
+    async fn exchange(&self, token_request: String) -> Result<bytes::Bytes, FlowError> {
+        let key_name = self.ably.key.key_name();
+        let started = std::time::Instant::now();
+        let answer = self.ably.rest.request_token(key_name, token_request).await;
+        let error = answer.as_ref().err().map(AblyError::kind);
+        self.metrics.ably_call(started.elapsed(), error);
+        Ok(answer?)
+    }
+
+    /// `format=embedded`: the inner credential, then the app's JWT around it, expiring with
+    /// it and carrying the session's `sub` (the clientId when the session has none).
+    async fn embedded_credential(
+        &self,
+        capability: &CapabilitySet,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Credential, FlowError> {
+        let embedded = self
+            .ably
+            .embedded
+            .as_ref()
+            .ok_or(FlowError::EmbeddedNotConfigured)?;
+        let (inner, exp) = match embedded.inner {
+            EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms),
+            EmbeddedInner::Token => {
+                let tr = self.token_request(capability, who, ttl_ms, now_ms)?;
+                let details = self.exchange(tr).await?;
+                token_and_expiry(&details)?
+            }
+        };
+        let sub = who
+            .claims()
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&who.client_id);
+        let iat = (now_ms / 1000).saturating_sub(IAT_BACKDATE_S).min(exp);
+        Ok(Credential::Embedded(embedded.wrap(&inner, sub, iat, exp)))
     }
 
     /// Opens every presented value for this client; returns the union and what became of
@@ -564,25 +626,15 @@ impl Flow {
         ttl_ms: u64,
         now_ms: u64,
     ) -> Result<Credential, FlowError> {
-        let key = &self.ably.key;
-        let client_id = Some(who.client_id.as_str());
         let token_request = || -> Result<Credential, FlowError> {
-            Ok(Credential::TokenRequest(key.token_request(
-                Some(ttl_ms),
-                Some(&capability.to_json()),
-                client_id,
-                now_ms,
-                &ably::nonce(),
-            )?))
+            Ok(Credential::TokenRequest(
+                self.token_request(capability, who, ttl_ms, now_ms)?,
+            ))
         };
         match format {
             Format::TokenRequest | Format::Token => token_request(),
-            Format::Jwt | Format::Auto => {
-                let now = now_ms / 1000;
-                let iat = now.saturating_sub(IAT_BACKDATE_S);
-                // Within Ably's limit even counting the back-dating.
-                let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
-                let jwt = key.jwt(capability, client_id, iat, exp);
+            Format::Jwt | Format::Auto | Format::Embedded => {
+                let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms);
                 if format == Format::Auto && jwt.len() > JWT_BUDGET {
                     token_request()
                 } else {
@@ -590,6 +642,42 @@ impl Flow {
                 }
             }
         }
+    }
+
+    /// A signed TokenRequest's JSON.
+    fn token_request(
+        &self,
+        capability: &CapabilitySet,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<String, FlowError> {
+        Ok(self.ably.key.token_request(
+            Some(ttl_ms),
+            Some(&capability.to_json()),
+            Some(who.client_id.as_str()),
+            now_ms,
+            &ably::nonce(),
+        )?)
+    }
+
+    /// An Ably JWT and its `exp` (Unix seconds).
+    fn ably_jwt(
+        &self,
+        capability: &CapabilitySet,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> (String, u64) {
+        let now = now_ms / 1000;
+        let iat = now.saturating_sub(IAT_BACKDATE_S);
+        // Within Ably's limit even counting the back-dating.
+        let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
+        let jwt = self
+            .ably
+            .key
+            .jwt(capability, Some(who.client_id.as_str()), iat, exp);
+        (jwt, exp)
     }
 }
 

@@ -280,7 +280,16 @@ settings_table! {
         "Largest webhook answer, in bytes.";
     format: Format = "CAPSIGN_FORMAT", default ("jwt"), plain,
         Format::parse,
-        "Default credential: jwt, tokenRequest, token or auto.";
+        "Default credential: jwt, tokenRequest, token, auto or embedded.";
+    embedded_secret: Secret<String> = "CAPSIGN_EMBEDDED_SECRET", default [""], secret,
+        parse::shared_secret,
+        "format=embedded: the app's HS256 secret that signs the outer JWT (at least 32 characters).";
+    embedded_inner: EmbeddedInner = "CAPSIGN_EMBEDDED_INNER", default ("jwt"), plain,
+        EmbeddedInner::parse,
+        "format=embedded: the Ably credential inside, jwt or token (a native token from Ably).";
+    embedded_claims: EmbeddedClaims = "CAPSIGN_EMBEDDED_CLAIMS", default [""], plain,
+        EmbeddedClaims::parse,
+        "format=embedded: claims added to the outer JWT, a JSON object (e.g. iss, aud).";
     ably_rest_url: Uri = "CAPSIGN_ABLY_REST_URL", default ("https://main.realtime.ably.net"),
         plain, parse::url,
         "Ably's REST API, for format=token and CAPSIGN_ABLY_TIME.";
@@ -369,6 +378,16 @@ macro_rules! keywords {
 }
 
 keywords! {
+    /// `CAPSIGN_EMBEDDED_INNER`.
+    EmbeddedInner {
+        /// An Ably JWT minted here.
+        Jwt = "jwt",
+        /// A native Ably token: capsign's TokenRequest exchanged with Ably.
+        Token = "token",
+    }
+}
+
+keywords! {
     /// Which credential `/auth` mints when the request does not say.
     Format {
         /// `jwt`: an Ably JWT.
@@ -379,6 +398,9 @@ keywords! {
         Token = "token",
         /// `auto`: a JWT unless it would be over 8 KB, then a TokenRequest.
         Auto = "auto",
+        /// `embedded`: the app's own JWT with the Ably credential in its `x-ably-token`
+        /// header.
+        Embedded = "embedded",
     }
 }
 
@@ -698,6 +720,50 @@ pub struct AblySettings {
     pub timeout: Duration,
     /// Whether to correct the clock from Ably's `/time` at start-up.
     pub correct_clock: bool,
+    /// `format=embedded`, when configured.
+    pub embedded: Option<EmbeddedSettings>,
+}
+
+/// The settings of `format=embedded`: the app's own JWT around the Ably credential.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSettings {
+    /// Signs the outer JWT (HS256).
+    pub secret: Secret<String>,
+    /// The Ably credential inside.
+    pub inner: EmbeddedInner,
+    /// Claims added to the outer JWT.
+    pub claims: EmbeddedClaims,
+}
+
+/// Claims added to the outer JWT of `format=embedded`: a JSON object without the claims
+/// capsign sets (`iat`, `exp`, `sub`) and without Ably's reserved `x-ably-` names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmbeddedClaims(serde_json::Map<String, serde_json::Value>);
+
+impl EmbeddedClaims {
+    /// Parses the JSON object.
+    ///
+    /// # Errors
+    ///
+    /// Not a JSON object, or a claim capsign sets or Ably reserves.
+    pub fn parse(s: &str) -> Result<EmbeddedClaims, String> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s)
+            .map_err(|e| format!("expected a JSON object of claims: {e}"))?;
+        for name in map.keys() {
+            if matches!(name.as_str(), "iat" | "exp" | "sub") {
+                return Err(format!("{name} is set by capsign"));
+            }
+            if name.starts_with("x-ably-") {
+                return Err(format!("{name}: names beginning with x-ably- are Ably's"));
+            }
+        }
+        Ok(EmbeddedClaims(map))
+    }
+
+    /// The claims.
+    pub fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
 }
 
 /// The settings of the grant cookie (the `grants` module).
@@ -1055,6 +1121,17 @@ impl Settings {
         });
         let rules = Settings::rules(g.rules, webhook.is_some(), demo, &mut demo_defaults)?;
         let (key, keys) = Settings::keys(g.ably_api_key, g.cookie_key, demo, &mut demo_defaults)?;
+        let embedded = g.embedded_secret.map(|secret| EmbeddedSettings {
+            secret,
+            inner: g.embedded_inner,
+            claims: g.embedded_claims.unwrap_or_default(),
+        });
+        if embedded.is_none() && g.format == Format::Embedded {
+            return Err(SettingsError::new(
+                "CAPSIGN_FORMAT",
+                "embedded needs CAPSIGN_EMBEDDED_SECRET (the app's secret for the outer JWT)",
+            ));
+        }
         Ok(Settings {
             listen: g.listen,
             log_format: g.log_format.unwrap_or(LogFormat::Text),
@@ -1064,6 +1141,7 @@ impl Settings {
                 rest_url: g.ably_rest_url,
                 timeout: g.ably_timeout,
                 correct_clock: g.ably_time,
+                embedded,
             },
             cookie: CookieSettings {
                 keys,

@@ -6,6 +6,7 @@
 //! vectors reproduce in tests. What to put in a credential (capability, clientId, ttl) is
 //! decided by the flow.
 
+pub(crate) mod embedded;
 pub(crate) mod rest;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::hs256::Hs256Key;
 use crate::json::push_json_string;
 use crate::settings::{AblyApiKey, AblySettings};
 
+pub use embedded::EmbeddedJwt;
 pub use rest::{AblyError, AblyRest};
 
 /// Length of the nonces capsign generates (Ably requires at least 16).
@@ -38,6 +40,8 @@ pub struct Ably {
     pub key_capability: Option<CapabilitySet>,
     /// Ably's REST API.
     pub rest: AblyRest,
+    /// Wraps credentials for `format=embedded`, when configured.
+    pub embedded: Option<EmbeddedJwt>,
 }
 
 impl Ably {
@@ -47,6 +51,7 @@ impl Ably {
             key: AblyKey::new(&settings.key),
             key_capability: settings.key_capability.clone(),
             rest: AblyRest::new(settings.rest_url.clone(), settings.timeout, client),
+            embedded: settings.embedded.as_ref().map(EmbeddedJwt::new),
         }
     }
 }

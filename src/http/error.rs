@@ -118,7 +118,8 @@ impl From<FlowError> for Reject {
             FlowError::TooManyNewGrants { .. }
             | FlowError::TooManyRequested { .. }
             | FlowError::TooManyGrants { .. }
-            | FlowError::CookieFull { .. } => Reject::bad(e.to_string()),
+            | FlowError::CookieFull { .. }
+            | FlowError::EmbeddedNotConfigured => Reject::bad(e.to_string()),
             FlowError::PolicyUnavailable(inner) => {
                 tracing::warn!("{inner}");
                 Reject::new(

@@ -353,6 +353,7 @@ where
         Credential::Jwt(jwt) => ("application/jwt", "jwt", Bytes::from(jwt)),
         Credential::TokenRequest(json) => ("application/json", "tokenRequest", Bytes::from(json)),
         Credential::Token(details) => ("application/json", "token", details),
+        Credential::Embedded(jwt) => ("application/jwt", "embedded", Bytes::from(jwt)),
     };
     let mut resp = Response::new(Full::new(body));
     resp.extensions_mut().insert(AccessInfo {

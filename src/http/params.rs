@@ -211,10 +211,9 @@ impl RawParams {
         }
         let format = match self.format.as_deref() {
             None => None,
-            Some(f) => Some(
-                Format::parse(f)
-                    .map_err(|_| Reject::bad("format must be jwt, tokenRequest, token or auto"))?,
-            ),
+            Some(f) => Some(Format::parse(f).map_err(|_| {
+                Reject::bad("format must be jwt, tokenRequest, token, auto or embedded")
+            })?),
         };
         let client_id = self.client_id.map(|(id, _)| id);
         if let Some(id) = &client_id {

@@ -41,8 +41,8 @@ def session(sub):
 
 
 # How many checks each step's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 12, "ably-python": 4, "ably-js chromium": 5, "metrics": 1, "deploy": 1,
-            "ably-js node, Lambda": 12, "ably-python, Lambda": 4}
+EXPECTED = {"ably-js node": 15, "ably-python": 6, "ably-js chromium": 5, "metrics": 1, "deploy": 1,
+            "ably-js node, Lambda": 15, "ably-python, Lambda": 6}
 
 
 def start_capsign(binary, env, want_metrics=False):
@@ -149,6 +149,8 @@ def main():
         "CAPSIGN_COOKIE_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "CAPSIGN_SESSION_SECRET": SESSION_SECRET,
         "CAPSIGN_RULES": os.path.join(HERE, "rules.toml"),
+        "CAPSIGN_EMBEDDED_SECRET": secrets.token_hex(32),
+        "CAPSIGN_EMBEDDED_CLAIMS": '{"iss":"https://app.example.test"}',
         "CAPSIGN_ABLY_REST_URL": f"http://127.0.0.1:{ably_port}",
         "RUST_LOG": "warn",
     })

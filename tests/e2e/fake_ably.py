@@ -181,6 +181,11 @@ class FakeAbly:
 
     def verify_jwt(self, jwt, now_s=None):
         """An Ably JWT: HS256 under the key its kid names; returns (capability, clientId)."""
+        capability, client_id, _ = self.verify_jwt_expiry(jwt, now_s)
+        return capability, client_id
+
+    def verify_jwt_expiry(self, jwt, now_s=None):
+        """verify_jwt, also returning the JWT's exp."""
         try:
             head_b64, body_b64, sig_b64 = jwt.split(".")
             header = json.loads(b64url_decode(head_b64))
@@ -205,7 +210,46 @@ class FakeAbly:
         if exp <= now_s:
             raise AblyError(401, 40142, "Token expired")
         capability = parse_capability(claims.get("x-ably-capability", '{"*":["*"]}'))
-        return capability, claims.get("x-ably-clientId")
+        return capability, claims.get("x-ably-clientId"), exp
+
+    def verify_embedded(self, jwt, now_s=None):
+        """A JWT of the app's own carrying an Ably token in `x-ably-token` (its JOSE header, or a
+        claim): the inner token is the authority; the outer signature is not Ably's to check,
+        but the outer exp must not be later than the inner token's expiry. Returns
+        (capability, clientId), or None when `jwt` carries no `x-ably-token`."""
+        try:
+            head_b64, body_b64, _ = jwt.split(".")
+            header = json.loads(b64url_decode(head_b64))
+            claims = json.loads(b64url_decode(body_b64))
+        except (ValueError, TypeError):
+            raise AblyError(401, 40144, "invalid JWT")
+        inner = header.get("x-ably-token", claims.get("x-ably-token"))
+        if inner is None:
+            return None
+        if not isinstance(inner, str):
+            raise AblyError(401, 40144, "x-ably-token must be a string")
+        now_s = self.now() // 1000 if now_s is None else now_s
+        if inner.count(".") == 2:
+            capability, client_id, inner_exp = self.verify_jwt_expiry(inner, now_s)
+        else:
+            capability, client_id, expires_ms = self.native_token(inner)
+            inner_exp = expires_ms // 1000
+        exp = claims.get("exp")
+        if not isinstance(exp, int):
+            raise AblyError(401, 40144, "JWT needs exp")
+        if exp > inner_exp:
+            raise AblyError(401, 40144, "JWT exp is later than the embedded token's expiry")
+        if exp <= now_s:
+            raise AblyError(401, 40142, "Token expired")
+        return capability, client_id
+
+    def native_token(self, token):
+        entry = self.tokens.get(token)
+        if entry is None:
+            raise AblyError(401, 40143, "Token unrecognised")
+        if entry["expires"] <= self.now():
+            raise AblyError(401, 40142, "Token expired")
+        return entry["capability"], entry["clientId"], entry["expires"]
 
     def authenticate(self, authorization):
         if not authorization or not authorization.startswith("Bearer "):
@@ -215,13 +259,10 @@ class FakeAbly:
         except (ValueError, UnicodeDecodeError):
             raise AblyError(401, 40140, "malformed token")
         if token.count(".") == 2:
-            return self.verify_jwt(token)
-        entry = self.tokens.get(token)
-        if entry is None:
-            raise AblyError(401, 40143, "Token unrecognised")
-        if entry["expires"] <= self.now():
-            raise AblyError(401, 40142, "Token expired")
-        return entry["capability"], entry["clientId"]
+            embedded = self.verify_embedded(token)
+            return embedded if embedded is not None else self.verify_jwt(token)
+        capability, client_id, _ = self.native_token(token)
+        return capability, client_id
 
     # ----- HTTP -----
 

@@ -1,5 +1,5 @@
 """ably-python (the `ably` PyPI package) against the real capsign and the fake Ably: the core
-flow with a cookie jar, both formats, and a denied channel.
+flow with a cookie jar, in the jwt, tokenRequest and embedded formats, and a denied channel.
 Environment: CAPSIGN, ABLY_PORT, SESSION_ALICE. Prints PASS/FAIL lines; exit 1 on a failure."""
 
 import asyncio
@@ -52,7 +52,7 @@ class Capsign:
         except urllib.error.HTTPError as e:
             err = json.loads(e.read())["error"]
             raise AblyException(err["message"], err["statusCode"], err["code"])
-        return body if self.fmt == "jwt" else json.loads(body)
+        return json.loads(body) if self.fmt == "tokenRequest" else body
 
 
 def held(client):
@@ -60,9 +60,17 @@ def held(client):
     if td.capability:
         cap = td.capability
         return json.loads(cap) if isinstance(cap, str) else dict(cap)
-    payload = td.token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    token = td.token
+    header = json.loads(b64url_decode(token.split(".")[0]))
+    if "x-ably-token" in header:
+        # format=embedded: the Ably JWT is inside the app's own.
+        token = header["x-ably-token"]
+    claims = json.loads(b64url_decode(token.split(".")[1]))
     return json.loads(claims["x-ably-capability"])
+
+
+def b64url_decode(part):
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
 def rest(capsign):
@@ -79,7 +87,7 @@ async def check(name, fn):
 
 
 async def main():
-    for fmt in ("jwt", "tokenRequest"):
+    for fmt in ("jwt", "tokenRequest", "embedded"):
         async def flow(fmt=fmt):
             cs = Capsign(fmt)
             client = rest(cs)

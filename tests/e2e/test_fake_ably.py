@@ -132,6 +132,32 @@ class Http(unittest.TestCase):
         forged = jwt({"iat": now, "exp": now + 60, "x-ably-capability": '{"*":["*"]}'}, secret="wrong")
         self.assertEqual(self.call("POST", "/channels/doc:1/messages", {}, forged)[1]["error"]["code"], 40144)
 
+    def test_embedded_jwt(self):
+        now = int(time.time())
+        inner = jwt({"iat": now, "exp": now + 60, "x-ably-capability": '{"doc:*":["publish"]}'})
+
+        def outer(exp, secret="the app's own secret", where="header"):
+            head = {"typ": "JWT", "alg": "HS256"}
+            claims = {"iat": now, "exp": exp, "sub": "alice"}
+            (head if where == "header" else claims)["x-ably-token"] = inner
+            h, b = b64url(json.dumps(head).encode()), b64url(json.dumps(claims).encode())
+            sig = hmac.new(secret.encode(), f"{h}.{b}".encode(), hashlib.sha256).digest()
+            return f"{h}.{b}.{b64url(sig)}"
+
+        # The inner token is the authority; the outer signature is the app's, not checked.
+        for where in ("header", "claim"):
+            self.assertEqual(self.call("POST", "/channels/doc:2/messages", {"data": 1}, outer(now + 60, where=where))[0], 201)
+        self.assertEqual(self.call("POST", "/channels/doc:2/messages", {}, outer(now + 30, secret="other"))[0], 201)
+        # An outer exp later than the inner token's is refused; the inner capability holds.
+        self.assertEqual(self.call("POST", "/channels/doc:2/messages", {}, outer(now + 61))[1]["error"]["code"], 40144)
+        self.assertEqual(self.call("POST", "/channels/chat:2/messages", {}, outer(now + 60))[1]["error"]["code"], 40160)
+        # A native token inside.
+        status, details = self.call("POST", f"/keys/{KEY}/requestToken", self.token_request(capability='{"doc:*":["publish"]}'))
+        self.assertEqual(status, 200)
+        inner = details["token"]  # noqa: F841 (read by outer())
+        self.assertEqual(self.call("POST", "/channels/doc:3/messages", {}, outer(details["expires"] // 1000))[0], 201)
+        self.assertEqual(self.call("POST", "/channels/doc:3/messages", {}, outer(details["expires"] // 1000 + 1))[1]["error"]["code"], 40144)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -9,6 +9,7 @@
 
 mod binary;
 mod capacity;
+mod embedded;
 mod fakes;
 mod fuzz_replay;
 mod harness;
