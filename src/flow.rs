@@ -673,10 +673,14 @@ impl Flow {
         let iat = now.saturating_sub(IAT_BACKDATE_S);
         // Within Ably's limit even counting the back-dating.
         let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
-        let jwt = self
-            .ably
-            .key
-            .jwt(capability, Some(who.client_id.as_str()), iat, exp);
+        let claims = self.policy.claims(who, capability);
+        let jwt = self.ably.key.jwt_with_claims(
+            capability,
+            Some(who.client_id.as_str()),
+            iat,
+            exp,
+            &claims,
+        );
         (jwt, exp)
     }
 }

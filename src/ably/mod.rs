@@ -106,6 +106,19 @@ impl AblyKey {
         iat: u64,
         exp: u64,
     ) -> String {
+        self.jwt_with_claims(capability, client_id, iat, exp, &[])
+    }
+
+    /// [`AblyKey::jwt`] with more claims after the others, each a JSON string: user claims
+    /// (`ably.room.…`, `ably.channel.…`).
+    pub fn jwt_with_claims(
+        &self,
+        capability: &CapabilitySet,
+        client_id: Option<&str>,
+        iat: u64,
+        exp: u64,
+        claims: &[(String, String)],
+    ) -> String {
         // The claims in serde_json's order and bytes, written into one buffer.
         let mut json = String::with_capacity(128);
         let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
@@ -117,6 +130,12 @@ impl AblyKey {
         if let Some(id) = client_id {
             json.push_str(",\"x-ably-clientId\":");
             push_json_string(&mut json, id);
+        }
+        for (name, value) in claims {
+            json.push(',');
+            push_json_string(&mut json, name);
+            json.push(':');
+            push_json_string(&mut json, value);
         }
         json.push('}');
         self.jwt.sign(json.as_bytes())

@@ -116,6 +116,11 @@ impl Policy {
         self.rules.defaults(who)
     }
 
+    /// The user claims of the rules for a minted `capability` (see [`rules`]).
+    pub fn claims(&self, who: &Identity, capability: &CapabilitySet) -> Vec<(String, String)> {
+        self.rules.claims(who, capability)
+    }
+
     /// Decides `ask` (non-empty) at `now` (Unix seconds): by the rules alone, or, with a
     /// webhook, by the rules for what they match and by the webhook, in one call, for the
     /// rest (without the patterns, with `CAPSIGN_POLICY_PATTERNS=deny`). Returns the granted

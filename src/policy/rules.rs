@@ -11,7 +11,29 @@
 //! resource = "private:{clientId}:*"
 //! ops = ["*"]
 //! default = true                      # granted to every fresh set without being asked
+//!
+//! [groups]                            # named operation lists, expanded at load
+//! reader = ["subscribe", "history"]
+//!
+//! [[rule]]
+//! resource = "support:*"              # Chat rooms are capabilities on the room name
+//! ops = ["@chat", "@reader"]          # @chat: every Chat feature (built in)
+//! claim = '{"role":"{claims.role}"}'  # a user claim Ably copies onto messages
+//! claim_scope = "room"                # ably.room.<resource> (or "channel": ably.channel.…)
 //! ```
+//!
+//! **Operation groups**: `@NAME` in `ops` stands for the operations of a group: one of the
+//! file's `[groups]` or the built-in `@chat`, which is every Ably Chat feature
+//! ([`CHAT_OPERATIONS`]). A group names operations, not other groups.
+//!
+//! **User claims**: a rule with a `claim` sets, in every Ably JWT minted for a set that holds a
+//! resource the rule covers, the top-level claim `ably.room.<resource>` or
+//! `ably.channel.<resource>` (by `claim_scope`) to the rendered template, a string (Ably copies
+//! it onto messages, and for rooms onto presence, typing and reactions). Only held resources
+//! get claims, each from the first rule with a claim that covers it. In a claim template only
+//! `{clientId}` and `{claims.NAME}` are placeholders (other braces are text, so JSON templates
+//! read as written), and each value is escaped as JSON string content, so a value cannot break
+//! out of the string it is placed in; a client without the claim gets no claim from that rule.
 //!
 //! A requested grant `(resource, ops)` is allowed for the operations that the rules whose
 //! pattern covers `resource` allow together (covering as in [`crate::capability`]); the rest
@@ -62,11 +84,28 @@ pub enum RulesError {
     Empty,
 }
 
+/// The built-in operation group `@chat`: every feature of Ably Chat (messages, their edits and
+/// deletions by their author, reactions as annotations, presence, typing and occupancy through
+/// channel metadata, history).
+pub(crate) const CHAT_OPERATIONS: [&str; 9] = [
+    "publish",
+    "subscribe",
+    "presence",
+    "history",
+    "channel-metadata",
+    "annotation-publish",
+    "annotation-subscribe",
+    "message-update-own",
+    "message-delete-own",
+];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +115,24 @@ struct RawRule {
     ops: Vec<String>,
     #[serde(default)]
     default: bool,
+    claim: Option<String>,
+    claim_scope: Option<String>,
+}
+
+/// Where a rule's user claim goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimScope {
+    /// `ably.room.<resource>` (Ably Chat).
+    Room,
+    /// `ably.channel.<resource>`.
+    Channel,
+}
+
+/// A rule's user claim: its scope and template.
+#[derive(Debug, Clone)]
+struct Claim {
+    scope: ClaimScope,
+    template: Vec<Piece>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +149,7 @@ struct Rule {
     fixed: Option<Resource>,
     ops: OpSet,
     default: bool,
+    claim: Option<Claim>,
 }
 
 /// The compiled rules plus counters of their use (for tests and, later, metrics).
@@ -130,8 +188,15 @@ impl Rules {
             // The pattern must be valid with any safe value in its templates.
             Resource::new(render(&pieces, |_| Some("x".to_owned())).unwrap_or_default())
                 .map_err(cap_err)?;
-            let ops = OpSet::from_names(&r.resource, r.ops.iter().map(String::as_str))
-                .map_err(cap_err)?;
+            let template_err = |problem: String| RulesError::Template {
+                index,
+                resource: r.resource.clone(),
+                problem,
+            };
+            let names = expand_groups(&r.ops, &raw.groups).map_err(template_err)?;
+            let ops = OpSet::from_names(&r.resource, names.iter().copied()).map_err(cap_err)?;
+            let claim = compile_claim(r.claim.as_deref(), r.claim_scope.as_deref())
+                .map_err(template_err)?;
             let fixed = if pieces.iter().all(|p| matches!(p, Piece::Literal(_))) {
                 Some(
                     Resource::new(render(&pieces, |_| None).unwrap_or_default())
@@ -145,6 +210,7 @@ impl Rules {
                 fixed,
                 ops,
                 default: r.default,
+                claim,
             });
         }
         Ok(Rules {
@@ -214,6 +280,40 @@ impl Rules {
         (mine, rest)
     }
 
+    /// The user claims for a minted `capability` (the resources a set holds): for each
+    /// resource, the claim of the first rule with a claim whose pattern covers it, as
+    /// `(ably.room.<resource> | ably.channel.<resource>, value)`.
+    pub fn claims(&self, who: &Identity, capability: &CapabilitySet) -> Vec<(String, String)> {
+        if self.rules.iter().all(|r| r.claim.is_none()) {
+            return Vec::new();
+        }
+        let with_claims: Vec<(Resource, &Claim)> = self
+            .rules
+            .iter()
+            .filter_map(|rule| {
+                let claim = rule.claim.as_ref()?;
+                let pattern = match &rule.fixed {
+                    Some(r) => r.clone(),
+                    None => render(&rule.pieces, |p| substitution(who, p))
+                        .and_then(|s| Resource::new(s).ok())?,
+                };
+                Some((pattern, claim))
+            })
+            .collect();
+        capability
+            .iter()
+            .filter_map(|(resource, _)| {
+                let (_, claim) = with_claims.iter().find(|(p, _)| p.covers(resource))?;
+                let value = render_claim(&claim.template, who)?;
+                let scope = match claim.scope {
+                    ClaimScope::Room => "room",
+                    ClaimScope::Channel => "channel",
+                };
+                Some((format!("ably.{scope}.{}", resource.as_str()), value))
+            })
+            .collect()
+    }
+
     /// How many times the policy was asked (one per request that had new grants).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
@@ -223,6 +323,125 @@ impl Rules {
     pub fn evaluated(&self) -> u64 {
         self.evaluated.load(Ordering::Relaxed)
     }
+}
+
+/// The operation names of `ops` with each `@group` replaced by its operations.
+fn expand_groups<'a>(
+    ops: &'a [String],
+    groups: &'a std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<&'a str>, String> {
+    let mut names = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Some(group) = op.strip_prefix('@') else {
+            names.push(op.as_str());
+            continue;
+        };
+        match (groups.get(group), group) {
+            (Some(members), _) => {
+                if let Some(nested) = members.iter().find(|m| m.starts_with('@')) {
+                    return Err(format!(
+                        "group {group:?} names the group {nested:?}; a group lists operations"
+                    ));
+                }
+                names.extend(members.iter().map(String::as_str));
+            }
+            (None, "chat") => names.extend(CHAT_OPERATIONS),
+            (None, _) => {
+                return Err(format!(
+                    "unknown operation group @{group}; define it under [groups] or use @chat"
+                ));
+            }
+        }
+    }
+    // A group and a name may repeat an operation; each counts once.
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+fn compile_claim(template: Option<&str>, scope: Option<&str>) -> Result<Option<Claim>, String> {
+    let scope = match (template, scope) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err("claim_scope without a claim".into()),
+        (Some(_), None) => return Err("a claim needs claim_scope = \"room\" or \"channel\"".into()),
+        (Some(_), Some("room")) => ClaimScope::Room,
+        (Some(_), Some("channel")) => ClaimScope::Channel,
+        (Some(_), Some(other)) => {
+            return Err(format!(
+                "claim_scope {other:?}; use \"room\" or \"channel\""
+            ));
+        }
+    };
+    let text = template.unwrap_or_default();
+    Ok(Some(Claim {
+        scope,
+        template: parse_claim_template(text),
+    }))
+}
+
+/// A claim template: `{clientId}` and `{claims.NAME}` are placeholders, any other text (JSON
+/// braces included) is literal.
+fn parse_claim_template(text: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let (lit, tail) = rest.split_at(open);
+        literal.push_str(lit);
+        let placeholder = tail.find('}').and_then(|close| {
+            let name = tail.get(1..close)?;
+            let piece = match name {
+                "clientId" => Piece::ClientId,
+                _ => {
+                    let claim = name.strip_prefix("claims.")?;
+                    let ok = !claim.is_empty()
+                        && claim
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                    if !ok {
+                        return None;
+                    }
+                    Piece::Claim(claim.to_owned())
+                }
+            };
+            Some((piece, close))
+        });
+        match placeholder {
+            Some((piece, close)) => {
+                if !literal.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                }
+                pieces.push(piece);
+                rest = tail.get(close + 1..).unwrap_or_default();
+            }
+            None => {
+                literal.push('{');
+                rest = tail.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    pieces
+}
+
+/// Renders a claim template for `who`, each value escaped as JSON string content; `None` when
+/// a value is missing.
+fn render_claim(pieces: &[Piece], who: &Identity) -> Option<String> {
+    let mut out = String::new();
+    for p in pieces {
+        match p {
+            Piece::Literal(s) => out.push_str(s),
+            other => {
+                let value = substitution(who, other)?;
+                let quoted = serde_json::Value::String(value).to_string();
+                out.push_str(quoted.get(1..quoted.len() - 1).unwrap_or_default());
+            }
+        }
+    }
+    Some(out)
 }
 
 fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
@@ -372,6 +591,88 @@ mod tests {
             p.decide(&who("bob"), &caps(r#"{"team:red:x":["subscribe"]}"#))
                 .is_empty()
         );
+    }
+
+    const CHAT_RULES: &str = r#"
+        [groups]
+        reader = ["subscribe", "history"]
+
+        [[rule]]
+        resource = "support:*"
+        ops = ["@chat"]
+        claim = '{"role":"{claims.role}","name":"{clientId}"}'
+        claim_scope = "room"
+
+        [[rule]]
+        resource = "news:*"
+        ops = ["@reader", "subscribe"]
+        claim = 'reader'
+        claim_scope = "channel"
+
+        [[rule]]
+        resource = "*"
+        ops = ["subscribe"]
+    "#;
+
+    #[test]
+    fn operation_groups_expand_at_load() {
+        let p = Rules::from_toml(CHAT_RULES).unwrap();
+        let got = p.decide(
+            &who("alice"),
+            &caps(r#"{"support:1":["*"],"news:a":["*"]}"#),
+        );
+        assert_eq!(
+            got.to_json(),
+            r#"{"news:a":["history","subscribe"],"support:1":["annotation-publish","annotation-subscribe","channel-metadata","history","message-delete-own","message-update-own","presence","publish","subscribe"]}"#
+        );
+        for (ops, why) in [
+            (r#"["@nope"]"#, "unknown operation group @nope"),
+            (r#"["@loop"]"#, "a group lists operations"),
+        ] {
+            let text = format!(
+                "[groups]\nloop = [\"@reader\"]\nreader = [\"subscribe\"]\n[[rule]]\nresource = \"a\"\nops = {ops}\n"
+            );
+            let e = Rules::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn claims_only_for_held_resources_escaped() {
+        let p = Rules::from_toml(CHAT_RULES).unwrap();
+        let mut claims = serde_json::Map::new();
+        claims.insert("role".into(), r#"mod","admin":"yes"#.into());
+        let alice = Identity::new("al\"ice".into(), claims);
+        let held =
+            caps(r#"{"support:1":["publish"],"news:a":["subscribe"],"other":["subscribe"]}"#);
+        let got = p.claims(&alice, &held);
+        assert_eq!(
+            got,
+            vec![
+                ("ably.channel.news:a".to_owned(), "reader".to_owned()),
+                (
+                    "ably.room.support:1".to_owned(),
+                    r#"{"role":"mod\",\"admin\":\"yes","name":"al\"ice"}"#.to_owned()
+                ),
+            ]
+        );
+        // The value is still one JSON object with two members: nothing broke out.
+        let v: serde_json::Value = serde_json::from_str(&got[1].1).unwrap();
+        assert_eq!(v["role"], r#"mod","admin":"yes"#);
+        assert_eq!(v.as_object().unwrap().len(), 2);
+        // Without the claim the rule sets nothing; a set without the resources gets nothing.
+        assert_eq!(
+            p.claims(&who("bob"), &caps(r#"{"support:1":["publish"]}"#)),
+            vec![]
+        );
+        assert_eq!(
+            p.claims(&alice, &caps(r#"{"other":["subscribe"]}"#)),
+            vec![]
+        );
+        let e = Rules::from_toml("[[rule]]\nresource = \"a\"\nops = [\"*\"]\nclaim = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("claim_scope"), "{e}");
     }
 
     #[test]

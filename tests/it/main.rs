@@ -9,6 +9,7 @@
 
 mod binary;
 mod capacity;
+mod chat;
 mod embedded;
 mod fakes;
 mod fuzz_replay;
