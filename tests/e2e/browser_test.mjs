@@ -14,6 +14,7 @@ const CROSS = process.env.CAPSIGN_CROSS;
 const ABLY_PORT = Number(process.env.ABLY_PORT);
 const SCREENSHOT = process.env.SCREENSHOT;
 const BUNDLE = fileURLToPath(new URL('./node_modules/ably/build/ably.min.js', import.meta.url));
+const HELPER = fileURLToPath(new URL('../../clients/js/index.js', import.meta.url));
 const LABEL = 'ably-js chromium';
 
 const results = [];
@@ -93,6 +94,35 @@ try {
       }
     });
     assert.equal(out, 40160);
+  });
+
+  await step('the client helper (clients/js) auto-acquires 3 channels with the browser\'s cookie jar, one call each', async () => {
+    // The helper, unbundled, as an ES module of the page's origin.
+    await context.route('**/capsign-ably.js', (route) =>
+      route.fulfill({ path: HELPER, contentType: 'text/javascript' }));
+    const out = await page.evaluate(async (port) => {
+      const m = await import('/capsign-ably.js');
+      const capsign = m.createCapsign({ url: '/auth' });
+      const rest = new Ably.Rest({ restHost: '127.0.0.1', port, tls: false, useBinaryProtocol: false,
+        authCallback: capsign.authCallback });
+      for (const name of ['chat:b0', 'chat:b1', 'chat:b2']) {
+        await capsign.channel(rest, name).publish('m', `from the helper to ${name}`);
+      }
+      let denied = null;
+      try {
+        await capsign.channel(rest, 'admin:b').publish('m', 'x');
+      } catch (e) {
+        denied = e.code;
+      }
+      return { calls: capsign.calls, grants: capsign.grants, denied,
+        held: Object.keys(m.capabilityOf(rest.auth.tokenDetails)).sort() };
+    }, ABLY_PORT);
+    assert.equal(out.calls, 4, JSON.stringify(out));
+    assert.equal(out.grants, null, 'in a browser the jar keeps the grants, not the helper');
+    assert.equal(out.denied, 40160);
+    for (const name of ['chat:b0', 'chat:b1', 'chat:b2', 'chat:lobby', 'doc:42']) {
+      assert.ok(out.held.includes(name), JSON.stringify(out));
+    }
   });
 
   await step('a cross-origin authUrl gets cookies only with an "authorization" authHeader (lower case)', async () => {

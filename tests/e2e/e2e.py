@@ -32,16 +32,18 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def session(sub):
+def session(sub, lifetime=3600):
     now = int(time.time())
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64url(json.dumps({"sub": sub, "iat": now, "exp": now + 3600}).encode())
+    claims = {"sub": sub, "iat": now - max(0, -lifetime) - 60, "exp": now + lifetime, "role": "moderator"}
+    body = b64url(json.dumps(claims).encode())
     sig = hmac.new(SESSION_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64url(sig)}"
 
 
 # How many checks each step's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 15, "ably-python": 6, "ably-js chromium": 5, "metrics": 1, "deploy": 1,
+EXPECTED = {"ably-js node": 15, "ably-python": 6, "ably-js chromium": 6, "metrics": 1, "deploy": 1,
+            "helper node": 5,
             "ably-js node, Lambda": 15, "ably-python, Lambda": 6}
 
 
@@ -192,6 +194,7 @@ def main():
         "ABLY_PORT": str(ably_port),
         "SESSION_ALICE": session("alice"),
         "SESSION_BOB": session("bob"),
+        "SESSION_EXPIRED": session("alice", lifetime=-60),
         "SCREENSHOT": os.environ.get("SCREENSHOT", os.path.join(ROOT, "target", "e2e-browser.png")),
     })
     results = []
@@ -200,6 +203,8 @@ def main():
                             ["node", os.path.join(HERE, "node_test.mjs")], test_env, EXPECTED["ably-js node"])
         results += run_step("ably-python", "ably-python",
                             [python, os.path.join(HERE, "python_test.py")], test_env, EXPECTED["ably-python"])
+        results += run_step("the client helper (clients/js) with ably-js on Node", "helper node",
+                            ["node", os.path.join(HERE, "helper_test.mjs")], test_env, EXPECTED["helper node"])
         results += run_step("ably-js in Chromium", "ably-js chromium",
                             ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
         results += run_step("metrics, read by the official parser", "metrics",

@@ -113,6 +113,28 @@ def allows(capability, channel, op):
     )
 
 
+CHAT_SUFFIX = "::$chat"
+
+
+def user_claim(user_claims, channel, room):
+    """The user claim Ably copies onto a message: of `ably.room.<pattern>` claims for a Chat
+    room's channel, `ably.channel.<pattern>` otherwise; the most specific match (an exact name,
+    else the pattern with the most literal characters)."""
+    prefix, name = ("ably.room.", room) if room is not None else ("ably.channel.", channel)
+    best = None
+    for key, value in user_claims.items():
+        if not key.startswith(prefix):
+            continue
+        pattern = key[len(prefix):]
+        if pattern == name:
+            return value
+        if matches(pattern, name):
+            score = len(pattern.replace("*", ""))
+            if best is None or score > best[0]:
+                best = (score, value)
+    return best[1] if best else None
+
+
 class FakeAbly:
     def __init__(self, keys, time_offset_ms=0):
         """`keys`: {keyName: secret}."""
@@ -181,7 +203,7 @@ class FakeAbly:
 
     def verify_jwt(self, jwt, now_s=None):
         """An Ably JWT: HS256 under the key its kid names; returns (capability, clientId)."""
-        capability, client_id, _ = self.verify_jwt_expiry(jwt, now_s)
+        capability, client_id, _, _ = self.verify_jwt_expiry(jwt, now_s)
         return capability, client_id
 
     def verify_jwt_expiry(self, jwt, now_s=None):
@@ -210,7 +232,9 @@ class FakeAbly:
         if exp <= now_s:
             raise AblyError(401, 40142, "Token expired")
         capability = parse_capability(claims.get("x-ably-capability", '{"*":["*"]}'))
-        return capability, claims.get("x-ably-clientId"), exp
+        user_claims = {k: v for k, v in claims.items()
+                       if k.startswith(("ably.channel.", "ably.room.")) and isinstance(v, str)}
+        return capability, claims.get("x-ably-clientId"), exp, user_claims
 
     def verify_embedded(self, jwt, now_s=None):
         """A JWT of the app's own carrying an Ably token in `x-ably-token` (its JOSE header, or a
@@ -230,10 +254,10 @@ class FakeAbly:
             raise AblyError(401, 40144, "x-ably-token must be a string")
         now_s = self.now() // 1000 if now_s is None else now_s
         if inner.count(".") == 2:
-            capability, client_id, inner_exp = self.verify_jwt_expiry(inner, now_s)
+            capability, client_id, inner_exp, user_claims = self.verify_jwt_expiry(inner, now_s)
         else:
             capability, client_id, expires_ms = self.native_token(inner)
-            inner_exp = expires_ms // 1000
+            inner_exp, user_claims = expires_ms // 1000, {}
         exp = claims.get("exp")
         if not isinstance(exp, int):
             raise AblyError(401, 40144, "JWT needs exp")
@@ -241,7 +265,7 @@ class FakeAbly:
             raise AblyError(401, 40144, "JWT exp is later than the embedded token's expiry")
         if exp <= now_s:
             raise AblyError(401, 40142, "Token expired")
-        return capability, client_id
+        return capability, client_id, user_claims
 
     def native_token(self, token):
         entry = self.tokens.get(token)
@@ -260,9 +284,12 @@ class FakeAbly:
             raise AblyError(401, 40140, "malformed token")
         if token.count(".") == 2:
             embedded = self.verify_embedded(token)
-            return embedded if embedded is not None else self.verify_jwt(token)
+            if embedded is not None:
+                return embedded
+            capability, client_id, _, user_claims = self.verify_jwt_expiry(token)
+            return capability, client_id, user_claims
         capability, client_id, _ = self.native_token(token)
-        return capability, client_id
+        return capability, client_id, {}
 
     # ----- HTTP -----
 
@@ -328,18 +355,23 @@ class FakeAbly:
                         return self.reply(200, fake.request_token(parts[1], self.body_json()))
                     if len(parts) == 3 and parts[0] == "channels" and parts[2] == "messages":
                         channel = parts[1]
-                        capability, client_id = fake.authenticate(self.headers.get("Authorization"))
+                        capability, client_id, user_claims = fake.authenticate(self.headers.get("Authorization"))
                         op = "publish" if method == "POST" else "history"
-                        if not allows(capability, channel, op):
+                        # A Chat room's channel is `<room>::$chat`; capabilities name the room.
+                        room = channel[: -len(CHAT_SUFFIX)] if channel.endswith(CHAT_SUFFIX) else None
+                        if not allows(capability, room if room is not None else channel, op):
                             raise AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {channel}")
                         if method == "POST":
                             msgs = self.body_json()
                             msgs = msgs if isinstance(msgs, list) else [msgs]
                             with fake.lock:
+                                claim = user_claim(user_claims, channel, room)
                                 for m in msgs:
                                     if isinstance(m, dict):
                                         m.setdefault("clientId", client_id)
                                         m.setdefault("timestamp", fake.now())
+                                        if claim is not None:
+                                            m.setdefault("extras", {})["userClaim"] = claim
                                 fake.channels.setdefault(channel, []).extend(msgs)
                             return self.reply(201, {"channel": channel, "messageId": secrets.token_hex(8)})
                         with fake.lock:

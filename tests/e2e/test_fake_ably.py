@@ -132,6 +132,21 @@ class Http(unittest.TestCase):
         forged = jwt({"iat": now, "exp": now + 60, "x-ably-capability": '{"*":["*"]}'}, secret="wrong")
         self.assertEqual(self.call("POST", "/channels/doc:1/messages", {}, forged)[1]["error"]["code"], 40144)
 
+    def test_chat_rooms_and_user_claims(self):
+        now = int(time.time())
+        token = jwt({"iat": now, "exp": now + 60, "x-ably-capability": '{"rooms:*":["publish","history"],"feed:*":["publish","history"]}',
+                     "ably.room.rooms:*": "any room", "ably.room.rooms:7": "room seven",
+                     "ably.channel.feed:*": "a feed"})
+        # A room's channel is checked against the room's capability.
+        self.assertEqual(self.call("POST", "/channels/rooms:7::$chat/messages", {"data": 1}, token)[0], 201)
+        self.assertEqual(self.call("POST", "/channels/rooms:8::$chat/messages", {"data": 1}, token)[0], 201)
+        self.assertEqual(self.call("POST", "/channels/other::$chat/messages", {}, token)[1]["error"]["code"], 40160)
+        self.assertEqual(self.call("POST", "/channels/feed:x/messages", {"data": 1}, token)[0], 201)
+        # The most specific claim is copied onto the message.
+        for channel, claim in (("rooms:7::$chat", "room seven"), ("rooms:8::$chat", "any room"), ("feed:x", "a feed")):
+            status, msgs = self.call("GET", f"/channels/{channel}/messages", None, token)
+            self.assertEqual(msgs[0]["extras"]["userClaim"], claim, channel)
+
     def test_embedded_jwt(self):
         now = int(time.time())
         inner = jwt({"iat": now, "exp": now + 60, "x-ably-capability": '{"doc:*":["publish"]}'})
