@@ -123,7 +123,9 @@ function client({ format = 'jwt', keep = 'cookie', session = ALICE } = {}) {
           const err = JSON.parse(body).error;
           return callback(new Ably.ErrorInfo(err.message, err.code, err.statusCode), null);
         }
-        callback(null, format === 'tokenRequest' ? JSON.parse(body) : body);
+        // A TokenRequest or TokenDetails comes as JSON; a JWT (jwt, auto, embedded) as text.
+        const json = (res.headers.get('content-type') || '').startsWith('application/json');
+        callback(null, json ? JSON.parse(body) : body);
       })().catch((e) => callback(e, null));
     },
   });
@@ -156,7 +158,7 @@ async function publishFails(rest, channel, code) {
   assert.fail(`publish to ${channel} should have failed with ${code}`);
 }
 
-for (const format of ['jwt', 'tokenRequest', 'embedded']) {
+for (const format of ['jwt', 'tokenRequest', 'token', 'auto', 'embedded']) {
   for (const keep of ['cookie', 'header']) {
     await check(`${format}, grants kept in a ${keep === 'cookie' ? 'cookie jar' : 'X-Capsign-Grants header'}: one channel, then only a second, a renewal that reseals nothing, publish to both`, async () => {
       const { rest, calls } = client({ format, keep });

@@ -1,5 +1,6 @@
 """ably-python (the `ably` PyPI package) against the real capsign and the fake Ably: the core
-flow with a cookie jar, in the jwt, tokenRequest and embedded formats, and a denied channel.
+flow with a cookie jar, in every format (jwt, tokenRequest, token, auto, embedded), and a denied
+channel.
 Environment: CAPSIGN, ABLY_PORT, SESSION_ALICE. Prints PASS/FAIL lines; exit 1 on a failure."""
 
 import asyncio
@@ -46,13 +47,15 @@ class Capsign:
         try:
             with urllib.request.urlopen(req, timeout=10) as res:
                 body = res.read().decode()
+                is_json = (res.headers.get("Content-Type") or "").startswith("application/json")
                 for sc in res.headers.get_all("Set-Cookie") or []:
                     name, _, rest = sc.partition("=")
                     self.jar[name] = rest.split(";", 1)[0]
         except urllib.error.HTTPError as e:
             err = json.loads(e.read())["error"]
             raise AblyException(err["message"], err["statusCode"], err["code"])
-        return json.loads(body) if self.fmt == "tokenRequest" else body
+        # A TokenRequest or TokenDetails comes as JSON; a JWT (jwt, auto, embedded) as text.
+        return json.loads(body) if is_json else body
 
 
 def held(client):
@@ -87,7 +90,7 @@ async def check(name, fn):
 
 
 async def main():
-    for fmt in ("jwt", "tokenRequest", "embedded"):
+    for fmt in ("jwt", "tokenRequest", "token", "auto", "embedded"):
         async def flow(fmt=fmt):
             cs = Capsign(fmt)
             client = rest(cs)
