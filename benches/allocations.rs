@@ -20,6 +20,15 @@ fn main() {
     for (_, stage) in &stages {
         stage();
     }
+    if let Ok(path) = std::env::var("CAPSIGN_DHAT_PROFILE") {
+        // Where the whole handler's allocations come from: a dhat profile of one request
+        // (view it with dhat's viewer, or `bench/alloc-sites PATH`).
+        let handler = stages.last().expect("the handler stage");
+        let profiler = dhat::Profiler::builder().file_name(&path).build();
+        (handler.1)();
+        drop(profiler);
+        return;
+    }
     let _profiler = dhat::Profiler::builder().testing().build();
     println!("| stage | allocations | bytes |");
     println!("| --- | ---: | ---: |");
