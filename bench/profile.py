@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where capsign's time goes under the benchmark's load. Run it with `bench/profile`.
 
-It builds capsign, starts it pinned to core 0 with the benchmark's configuration, prepares the
-benchmark's request (10 held grants, one new), drives it with wrk on core 1 (64 connections)
+It builds capsign, starts it pinned to core 0 with the benchmark's configuration, prepares one of
+the benchmark's requests (`--request acquire`: 10 held grants, one new; `renewal`: nothing new),
+drives it with wrk on core 1 (64 connections)
 while `perf record` samples the server, and prints: the user and system CPU time per request
 (from /proc, so it needs no perf), then the functions with the most samples, inclusive of what
 they call, and the share of user space and kernel. Nothing here talks to anything but 127.0.0.1.
@@ -38,6 +39,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5, help="seconds of load (default 5)")
     ap.add_argument("--top", type=int, default=40, help="functions to list (default 40)")
+    ap.add_argument("--request", choices=["acquire", "renewal"], default="acquire",
+                    help="which of the benchmark's requests (default acquire)")
+    ap.add_argument("--observe", action="store_true",
+                    help="with metrics and JSON access logs on, as bench/run --observe runs them")
     args = ap.parse_args()
     if not 1 <= args.seconds <= 60:
         raise SystemExit("profile: keep --seconds between 1 and 60")
@@ -50,9 +55,12 @@ def main():
 
     tmp, bearer = bench.setup("capsign-profile-")
 
-    server = bench.Server("capsign", [capsign_bin], bench.capsign_env(), "0")
+    env = bench.capsign_env()
+    if args.observe:
+        env.update(RUST_LOG="info", CAPSIGN_LOG_FORMAT="json", CAPSIGN_METRICS_LISTEN="127.0.0.1:0")
+    server = bench.Server("capsign", [capsign_bin], env, "0")
     try:
-        path, headers, _ = bench.prepare_capsign_request(server.port, bearer)
+        path, headers, _ = bench.prepare_capsign_request(server.port, bearer)[args.request]
         bench.wrk(server.port, path, headers, 64, 1, "1")  # warm-up
         perf = None
         if ensure_perf():

@@ -205,13 +205,21 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
             return;
         }
         let mut line = String::with_capacity(320);
-        let now = humantime::format_rfc3339_micros(SystemTime::now());
-        let level = event.metadata().level();
-        let _ = if self.json {
-            write!(line, "{{\"timestamp\":\"{now}\",\"level\":\"{level}\"")
+        let level = event.metadata().level().as_str();
+        if self.json {
+            line.push_str("{\"timestamp\":\"");
+            push_timestamp(&mut line, SystemTime::now());
+            line.push_str("\",\"level\":\"");
+            line.push_str(level);
+            line.push('"');
         } else {
-            write!(line, "{now}  {level} {ACCESS_TARGET}:")
-        };
+            push_timestamp(&mut line, SystemTime::now());
+            line.push_str("  ");
+            line.push_str(level);
+            line.push(' ');
+            line.push_str(ACCESS_TARGET);
+            line.push(':');
+        }
         let mut fields = Fields {
             line: &mut line,
             json: self.json,
@@ -224,10 +232,51 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
             emf_metadata(&mut line, issued, refused);
         }
         if self.json {
-            let _ = write!(line, ",\"target\":\"{ACCESS_TARGET}\"}}");
+            line.push_str(",\"target\":\"");
+            line.push_str(ACCESS_TARGET);
+            line.push_str("\"}");
         }
         self.out.line(&line, false);
     }
+}
+
+/// Appends `time` as RFC 3339 with microseconds (`2026-12-03T13:20:01.123456Z`), as
+/// `humantime` writes it, without `fmt`: the date and time to the second are formatted once a
+/// second (per thread) and the microseconds appended by hand. An access line is written per
+/// request; this keeps the timestamp off its cost.
+fn push_timestamp(line: &mut String, time: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, micros) = (since.as_secs(), since.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            // "…T13:20:01Z": kept without the zone, which follows the fraction.
+            cached.1 = text.trim_end_matches('Z').to_owned();
+            cached.0 = secs;
+        }
+        line.push_str(&cached.1);
+    });
+    line.push('.');
+    push_padded(line, u64::from(micros), 6);
+    line.push('Z');
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_padded(line: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        line.push('0');
+    }
+    line.push_str(digits);
 }
 
 /// Appends the `_aws` member that makes an access line an embedded-metric-format document.
@@ -314,21 +363,67 @@ impl std::fmt::Write for JsonEscaped<'_> {
     }
 }
 
+impl Fields<'_> {
+    /// The field's name and separator: `,"name":` (JSON) or ` name=` (text).
+    fn name(&mut self, field: &Field) {
+        let name = field.name();
+        match name {
+            "format" => self.issued = true,
+            "code" => self.refused = true,
+            _ => {}
+        }
+        if self.json {
+            self.line.push_str(",\"");
+            self.line.push_str(name);
+            self.line.push_str("\":");
+        } else {
+            self.line.push(' ');
+            self.line.push_str(name);
+            self.line.push('=');
+        }
+    }
+}
+
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, &value);
+        // Without `fmt`: the common value needs no escaping and is copied whole.
+        self.name(field);
+        if !self.json {
+            self.line.push_str(value);
+        } else if value.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\') {
+            self.line.push('"');
+            self.line.push_str(value);
+            self.line.push('"');
+        } else {
+            self.line.push('"');
+            let _ = JsonEscaped(self.line).write_str(value);
+            self.line.push('"');
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.raw(field, &value);
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.raw(field, &value);
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.raw(field, &format_args!("{value:.3}"));
+        // Three decimals (durations in ms to the µs), by integer arithmetic.
+        if !(0.0..1e15).contains(&value) {
+            self.raw(field, &format_args!("{value:.3}"));
+            return;
+        }
+        self.name(field);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let thousandths = (value * 1000.0).round() as u64;
+        self.line
+            .push_str(itoa::Buffer::new().format(thousandths / 1000));
+        self.line.push('.');
+        push_padded(self.line, thousandths % 1000, 3);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -343,6 +438,55 @@ impl Visit for Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_humantime() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_304_001);
+        for micros in [0, 7, 123_456, 999_999, 1_000_123, 86_400_000_001] {
+            let t = base + Duration::from_micros(micros);
+            let mut line = String::new();
+            push_timestamp(&mut line, t);
+            assert_eq!(line, humantime::format_rfc3339_micros(t).to_string());
+        }
+    }
+
+    #[test]
+    fn access_fields_match_fmt() {
+        let mut line = String::new();
+        for v in [0.0, 0.0004, 0.0005, 1.25, 12.3456, 999.9999] {
+            line.clear();
+            let mut f = Fields {
+                line: &mut line,
+                json: true,
+                issued: false,
+                refused: false,
+            };
+            tracing::field::Visit::record_f64(&mut f, &FIELD, v);
+            assert_eq!(line, format!(",\"duration_ms\":{v:.3}"), "{v}");
+        }
+    }
+
+    static FIELD: std::sync::LazyLock<Field> = std::sync::LazyLock::new(|| {
+        struct Cs;
+        impl tracing::Callsite for Cs {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &tracing::Metadata<'_> {
+                &META
+            }
+        }
+        static CS: Cs = Cs;
+        static META: tracing::Metadata<'static> = tracing::Metadata::new(
+            "test",
+            "capsign::access",
+            tracing::Level::INFO,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&["duration_ms"], tracing::callsite::Identifier(&CS)),
+            tracing::metadata::Kind::EVENT,
+        );
+        META.fields().field("duration_ms").unwrap()
+    });
 
     #[test]
     fn escaped_strings_parse_back() {

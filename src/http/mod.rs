@@ -128,8 +128,8 @@ where
     let info = response.extensions_mut().remove::<AccessInfo>();
     tracing::info!(
         target: "capsign::access",
-        request_id = %request_id,
-        method = %method,
+        request_id = request_id.as_str(),
+        method = method.as_str(),
         route,
         status = status.as_u16(),
         code = refusal,
