@@ -8,11 +8,13 @@
 //! module imports nothing of capsign's.
 
 use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
@@ -110,6 +112,51 @@ impl CookieResult {
     }
 }
 
+/// How many label sets of one family [`Hot`] keeps handles for.
+const HOT_SLOTS: usize = 16;
+
+/// A family with the handles of its first label sets kept in slots written once: a request's
+/// update compares its labels with each slot's (a few `&'static str` and number comparisons)
+/// instead of hashing them under the family's read lock. The handles share the family's
+/// metrics (a `prometheus-client` counter or histogram clone is the same metric), so the
+/// exposition is unchanged. Label sets past the slots go to the family as before.
+#[derive(Clone)]
+struct Hot<S, M, C = fn() -> M> {
+    family: Family<S, M, C>,
+    slots: Arc<[OnceLock<(S, M)>; HOT_SLOTS]>,
+}
+
+impl<S, M, C> Hot<S, M, C>
+where
+    S: Clone + Hash + Eq,
+    M: Clone,
+    C: MetricConstructor<M>,
+{
+    fn new(family: Family<S, M, C>) -> Hot<S, M, C> {
+        Hot {
+            family,
+            slots: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    /// Runs `update` on the metric of `labels`.
+    fn with(&self, labels: S, update: impl FnOnce(&M)) {
+        for slot in self.slots.iter() {
+            let (held, metric) = match slot.get() {
+                Some(entry) => entry,
+                None => slot.get_or_init(|| {
+                    let metric = self.family.get_or_create(&labels).clone();
+                    (labels.clone(), metric)
+                }),
+            };
+            if *held == labels {
+                return update(metric);
+            }
+        }
+        update(&self.family.get_or_create(&labels));
+    }
+}
+
 /// A request in flight; counted down when dropped.
 #[derive(Debug)]
 pub struct InFlight(Option<Gauge>);
@@ -125,16 +172,16 @@ impl Drop for InFlight {
 /// Every metric capsign exports. Cloning shares the same metrics (each is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
-    requests: Family<RouteStatus, Counter>,
-    request_duration: Family<Route, Histogram>,
+    requests: Hot<RouteStatus, Counter>,
+    request_duration: Hot<Route, Histogram>,
     in_flight: Gauge,
-    credentials: Family<FormatLabel, Counter>,
-    decisions: Family<Decision, Counter>,
-    refusals: Family<Code, Counter>,
-    cookies: Family<CookieResultLabel, Counter>,
-    cookie_keys: Family<KeyId, Counter>,
+    credentials: Hot<FormatLabel, Counter>,
+    decisions: Hot<Decision, Counter>,
+    refusals: Hot<Code, Counter>,
+    cookies: Hot<CookieResultLabel, Counter>,
+    cookie_keys: Hot<KeyId, Counter>,
     cookie_bytes: Histogram,
-    credential_bytes: Family<FormatLabel, Histogram>,
+    credential_bytes: Hot<FormatLabel, Histogram>,
     webhook_duration: Histogram,
     webhook_errors: Family<Kind, Counter>,
     ably_duration: Histogram,
@@ -310,16 +357,16 @@ impl Metrics {
             })
             .set(1);
         Metrics {
-            requests,
-            request_duration,
+            requests: Hot::new(requests),
+            request_duration: Hot::new(request_duration),
             in_flight,
-            credentials,
-            decisions,
-            refusals,
-            cookies,
-            cookie_keys,
+            credentials: Hot::new(credentials),
+            decisions: Hot::new(decisions),
+            refusals: Hot::new(refusals),
+            cookies: Hot::new(cookies),
+            cookie_keys: Hot::new(cookie_keys),
             cookie_bytes,
-            credential_bytes,
+            credential_bytes: Hot::new(credential_bytes),
             webhook_duration,
             webhook_errors,
             ably_duration,
@@ -377,14 +424,15 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        self.requests
-            .get_or_create(&RouteStatus { route, status })
-            .inc();
+        self.requests.with(RouteStatus { route, status }, |c| {
+            c.inc();
+        });
         self.request_duration
-            .get_or_create(&Route { route })
-            .observe(took.as_secs_f64());
+            .with(Route { route }, |h| h.observe(took.as_secs_f64()));
         if let Some(code) = refusal {
-            self.refusals.get_or_create(&Code { code }).inc();
+            self.refusals.with(Code { code }, |c| {
+                c.inc();
+            });
         }
     }
 
@@ -393,11 +441,11 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let label = FormatLabel { format };
-        self.credentials.get_or_create(&label).inc();
+        self.credentials.with(FormatLabel { format }, |c| {
+            c.inc();
+        });
         self.credential_bytes
-            .get_or_create(&label)
-            .observe(bytes as f64);
+            .with(FormatLabel { format }, |h| h.observe(bytes as f64));
     }
 
     /// `n` requested grants were decided by `decider`, `allowed` or not.
@@ -414,9 +462,9 @@ impl Metrics {
             Decider::Webhook => "webhook",
         };
         let outcome = if allowed { "allowed" } else { "denied" };
-        self.decisions
-            .get_or_create(&Decision { decider, outcome })
-            .inc_by(n as u64);
+        self.decisions.with(Decision { decider, outcome }, |c| {
+            c.inc_by(n as u64);
+        });
     }
 
     /// A presented grant cookie (or header) came out as `result`; `key_id` when it opened.
@@ -424,13 +472,14 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        self.cookies
-            .get_or_create(&CookieResultLabel {
-                result: result.label(),
-            })
-            .inc();
+        let result = result.label();
+        self.cookies.with(CookieResultLabel { result }, |c| {
+            c.inc();
+        });
         if let Some(key_id) = key_id {
-            self.cookie_keys.get_or_create(&KeyId { key_id }).inc();
+            self.cookie_keys.with(KeyId { key_id }, |c| {
+                c.inc();
+            });
         }
     }
 
@@ -487,6 +536,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_handles_count_into_the_family_past_their_slots_and_across_threads() {
+        let m = Metrics::new();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for code in 0..(2 * HOT_SLOTS as u32) {
+                        for _ in 0..=code % 3 {
+                            m.request_done("auth", 400, Duration::ZERO, Some(40_000 + code));
+                        }
+                    }
+                });
+            }
+        });
+        let text = m.encode();
+        for code in 0..(2 * HOT_SLOTS as u32) {
+            let want = format!(
+                "capsign_refusals_total{{code=\"{}\"}} {}\n",
+                40_000 + code,
+                4 * (code % 3 + 1)
+            );
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
+        let total: u32 = (0..(2 * HOT_SLOTS as u32)).map(|c| 4 * (c % 3 + 1)).sum();
+        assert!(text.contains(&format!(
+            "capsign_http_requests_total{{route=\"auth\",status=\"400\"}} {total}\n"
+        )));
+    }
 
     #[test]
     fn exposition_names_every_family_once_with_bounded_labels() {
