@@ -126,8 +126,11 @@ where
     app.metrics
         .request_done(route, status.as_u16(), took, refusal);
     let info = response.extensions_mut().remove::<AccessInfo>();
+    // Every value a `&str` or a number, so the access layer writes the line without `fmt`
+    // (the message too: a field, not format arguments).
     tracing::info!(
         target: "capsign::access",
+        message = "request",
         request_id = request_id.as_str(),
         method = method.as_str(),
         route,
@@ -138,7 +141,6 @@ where
         held = info.as_ref().map(|i| i.held),
         new = info.as_ref().map(|i| i.new),
         denied = info.as_ref().map(|i| i.denied),
-        "request"
     );
     insert_owned(response.headers_mut(), X_REQUEST_ID, request_id);
     response
