@@ -27,6 +27,7 @@ struct Setup {
     held: GrantSet,
     new: CapabilitySet,
     query: String,
+    renew_query: String,
 }
 
 fn setup() -> Setup {
@@ -70,6 +71,14 @@ fn setup() -> Setup {
         "/auth?capability={}",
         percent_encoding::utf8_percent_encode(&new.to_json(), percent_encoding::NON_ALPHANUMERIC)
     );
+    // A renewal: a held grant asked again.
+    let renew_query = format!(
+        "/auth?capability={}",
+        percent_encoding::utf8_percent_encode(
+            r#"{"doc:00000000":["subscribe"]}"#,
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
     Setup {
         app,
         bearer,
@@ -77,6 +86,7 @@ fn setup() -> Setup {
         held,
         new,
         query,
+        renew_query,
     }
 }
 
@@ -253,7 +263,24 @@ impl Fixture {
                 }),
             ),
             (
-                "handler: GET /auth, whole request in memory",
+                "handler: a renewal (a held grant asked again), whole request",
+                Box::new(move || {
+                    let req = http::Request::get(s.renew_query.as_str())
+                        .header("authorization", format!("Bearer {}", s.bearer))
+                        .header("cookie", self.cookie_header.as_str())
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let res = self.rt.block_on(capsign::http::handle(&s.app, req));
+                    assert_eq!(res.status(), 200);
+                    assert!(
+                        res.headers().get("set-cookie").is_none(),
+                        "nothing resealed"
+                    );
+                    black_box(res);
+                }),
+            ),
+            (
+                "handler: an acquire (one new grant), whole request",
                 Box::new(move || {
                     let res = self
                         .rt

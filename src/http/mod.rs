@@ -95,8 +95,12 @@ where
         }
     });
     let result = result.and_then(|()| route(app, &method, path, cors.is_some()));
+    let mut info = None;
     let result = match result {
-        Ok(Route::Auth) => auth(app, req).await,
+        Ok(Route::Auth) => auth(app, req).await.map(|(resp, access)| {
+            info = Some(access);
+            resp
+        }),
         Ok(Route::Login) => login(app, req).await,
         Ok(Route::Done(resp)) => Ok(resp),
         Err(e) => Err(e),
@@ -125,7 +129,6 @@ where
     let took = started.elapsed();
     app.metrics
         .request_done(route, status.as_u16(), took, refusal);
-    let info = response.extensions_mut().remove::<AccessInfo>();
     // Every value a `&str` or a number, so the access layer writes the line without `fmt`
     // (the message too: a field, not format arguments).
     tracing::info!(
@@ -146,8 +149,8 @@ where
     response
 }
 
-/// What the access log says of a successful `/auth`, passed from the handler in the
-/// response's extensions.
+/// What the access log says of a successful `/auth`, returned by its handler with the
+/// response.
 #[derive(Debug, Clone, Copy)]
 struct AccessInfo {
     format: &'static str,
@@ -314,7 +317,7 @@ fn preflight(allow_listed: bool) -> Result<Response<Body>, Reject> {
     Ok(resp)
 }
 
-async fn auth<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>
+async fn auth<B>(app: &App, req: Request<B>) -> Result<(Response<Body>, AccessInfo), Reject>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -358,12 +361,12 @@ where
         Credential::Embedded(jwt) => ("application/jwt", "embedded", Bytes::from(jwt)),
     };
     let mut resp = Response::new(Full::new(body));
-    resp.extensions_mut().insert(AccessInfo {
+    let access = AccessInfo {
         format,
         held: outcome.held,
         new: outcome.new,
         denied: outcome.denied.len(),
-    });
+    };
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);
@@ -379,7 +382,7 @@ where
     if !outcome.evicted.is_empty() {
         insert(h, X_CAPSIGN_EVICTED, &resource_list(&outcome.evicted));
     }
-    Ok(resp)
+    Ok((resp, access))
 }
 
 /// The `/auth` parameters of the query and, for `POST`, of the form or JSON body (whose

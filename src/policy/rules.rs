@@ -221,24 +221,34 @@ impl Rules {
 
     /// What the rules allow `who`: one pattern per applicable rule (a template that cannot be
     /// filled for `who` applies to no one).
-    fn allowed(&self, who: &Identity, defaults_only: bool) -> Vec<(Resource, OpSet)> {
+    ///
+    /// Evaluated as needed: a fixed pattern is lent, not copied, and only templated ones are
+    /// rendered (one small allocation each, none for a short result).
+    fn allowed<'a>(
+        &'a self,
+        who: &'a Identity,
+        defaults_only: bool,
+    ) -> impl Iterator<Item = (std::borrow::Cow<'a, Resource>, OpSet)> + 'a {
         self.rules
             .iter()
-            .filter(|r| r.default || !defaults_only)
-            .filter_map(|rule| {
+            .filter(move |r| r.default || !defaults_only)
+            .filter_map(move |rule| {
                 let resource = match &rule.fixed {
-                    Some(r) => r.clone(),
-                    None => render(&rule.pieces, |p| substitution(who, p))
-                        .and_then(|s| Resource::new(s).ok())?,
+                    Some(r) => std::borrow::Cow::Borrowed(r),
+                    None => std::borrow::Cow::Owned(
+                        render(&rule.pieces, |p| substitution(who, p))
+                            .and_then(|s| Resource::new(s).ok())?,
+                    ),
                 };
                 Some((resource, rule.ops))
             })
-            .collect()
     }
 
     /// The grants given to every fresh set.
     pub fn defaults(&self, who: &Identity) -> CapabilitySet {
-        self.allowed(who, true).into_iter().collect()
+        self.allowed(who, true)
+            .map(|(r, ops)| (r.into_owned(), ops))
+            .collect()
     }
 
     /// Decides `requested` for `who`: the granted part, a subset of `requested`. A resource
@@ -247,7 +257,7 @@ impl Rules {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.evaluated
             .fetch_add(requested.len() as u64, Ordering::Relaxed);
-        let allowed = self.allowed(who, false);
+        let allowed: Vec<_> = self.allowed(who, false).collect();
         requested
             .iter()
             .map(|(r, ops)| {
@@ -267,7 +277,7 @@ impl Rules {
         who: &Identity,
         requested: &CapabilitySet,
     ) -> (CapabilitySet, CapabilitySet) {
-        let allowed = self.allowed(who, false);
+        let allowed: Vec<_> = self.allowed(who, false).collect();
         let mut mine = CapabilitySet::new();
         let mut rest = CapabilitySet::new();
         for (r, ops) in requested.iter() {
