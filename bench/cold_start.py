@@ -12,14 +12,11 @@ RUNS runs. Usage: cold_start.py CAPSIGN CAPSIGN_LAMBDA [RUNS]
 """
 
 import base64
-import hashlib
-import hmac
 import http.client
 import http.server
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,26 +25,16 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import free_port, hs256  # noqa: E402
+
 SESSION_SECRET = secrets.token_hex(32)
 LIMIT_S = 10
 
 
-def b64url(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 def session(sub):
     now = int(time.time())
-    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64url(json.dumps({"sub": sub, "iat": now, "exp": now + 3600}).encode())
-    sig = hmac.new(SESSION_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64url(sig)}"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return hs256({"sub": sub, "iat": now, "exp": now + 3600}, SESSION_SECRET)
 
 
 def peak_rss_kib(pid):

@@ -314,22 +314,27 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// A value written as it displays (numbers, booleans).
     fn raw(&mut self, field: &Field, value: &dyn std::fmt::Display) {
-        let name = field.name();
-        match name {
-            "format" => self.issued = true,
-            "code" => self.refused = true,
-            _ => {}
-        }
-        let _ = if self.json {
-            write!(self.line, ",\"{name}\":{value}")
-        } else {
-            write!(self.line, " {name}={value}")
-        };
+        self.name(field);
+        let _ = write!(self.line, "{value}");
     }
 
     /// A string field: quoted and escaped for JSON, as it is for text.
     fn text(&mut self, field: &Field, value: &dyn std::fmt::Display) {
+        self.name(field);
+        if self.json {
+            self.line.push('"');
+            let _ = write!(JsonEscaped(self.line), "{value}");
+            self.line.push('"');
+        } else {
+            let _ = write!(self.line, "{value}");
+        }
+    }
+
+    /// The field's name and separator: `,"name":` (JSON) or ` name=` (text), noting whether
+    /// the request issued a credential (`format`) or was refused (`code`).
+    fn name(&mut self, field: &Field) {
         let name = field.name();
         match name {
             "format" => self.issued = true,
@@ -337,11 +342,13 @@ impl Fields<'_> {
             _ => {}
         }
         if self.json {
-            let _ = write!(self.line, ",\"{name}\":\"");
-            let _ = write!(JsonEscaped(self.line), "{value}");
-            self.line.push('"');
+            self.line.push_str(",\"");
+            self.line.push_str(name);
+            self.line.push_str("\":");
         } else {
-            let _ = write!(self.line, " {name}={value}");
+            self.line.push(' ');
+            self.line.push_str(name);
+            self.line.push('=');
         }
     }
 }
@@ -360,27 +367,6 @@ impl std::fmt::Write for JsonEscaped<'_> {
             }
         }
         Ok(())
-    }
-}
-
-impl Fields<'_> {
-    /// The field's name and separator: `,"name":` (JSON) or ` name=` (text).
-    fn name(&mut self, field: &Field) {
-        let name = field.name();
-        match name {
-            "format" => self.issued = true,
-            "code" => self.refused = true,
-            _ => {}
-        }
-        if self.json {
-            self.line.push_str(",\"");
-            self.line.push_str(name);
-            self.line.push_str("\":");
-        } else {
-            self.line.push(' ');
-            self.line.push_str(name);
-            self.line.push('=');
-        }
     }
 }
 
