@@ -187,6 +187,7 @@ pub struct Metrics {
     ably_duration: Histogram,
     ably_errors: Family<Kind, Counter>,
     jwks_refreshes: Family<CookieResultLabel, Counter>,
+    connections_shed: Counter,
     clock_offset: Gauge,
     registry: std::sync::Arc<Registry>,
     families: std::sync::Arc<Vec<String>>,
@@ -341,6 +342,13 @@ impl Metrics {
             "Fetches of the JWKS URL, by result (ok, error)",
             jwks_refreshes.clone(),
         );
+        let connections_shed = Counter::default();
+        named("connections_shed", None);
+        registry.register(
+            "connections_shed",
+            "Connections answered 503 and closed because CAPSIGN_MAX_CONNECTIONS were open",
+            connections_shed.clone(),
+        );
         let clock_offset = Gauge::default();
         named("clock_offset_milliseconds", None);
         registry.register(
@@ -372,6 +380,7 @@ impl Metrics {
             ably_duration,
             ably_errors,
             jwks_refreshes,
+            connections_shed,
             clock_offset,
             registry: std::sync::Arc::new(registry),
             families: std::sync::Arc::new(families),
@@ -480,6 +489,13 @@ impl Metrics {
             self.cookie_keys.with(KeyId { key_id }, |c| {
                 c.inc();
             });
+        }
+    }
+
+    /// A connection was shed at the connection limit.
+    pub fn connection_shed(&self) {
+        if self.enabled {
+            self.connections_shed.inc();
         }
     }
 

@@ -105,6 +105,7 @@ pub async fn run(
                 };
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     tracing::warn!("connection limit reached; shedding a new connection");
+                    app.metrics.connection_shed();
                     shed(stream, &shedding, &shed_response);
                     continue;
                 };

@@ -669,7 +669,11 @@ async fn health(s: &Server) -> u16 {
 /// connection gets a clean 503 envelope; when one closes, service resumes.
 #[tokio::test]
 async fn connections_over_the_limit_are_shed_with_503() {
-    let s = Server::start(&[("CAPSIGN_MAX_CONNECTIONS", "3")]).await;
+    let s = Server::start(&[
+        ("CAPSIGN_MAX_CONNECTIONS", "3"),
+        ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(s.addr).await.unwrap());
@@ -682,6 +686,15 @@ async fn connections_over_the_limit_are_shed_with_503() {
     assert!(
         text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"
+    );
+    // Operators see it: the shed connection is counted.
+    assert!(
+        s.app
+            .metrics
+            .encode()
+            .contains("capsign_connections_shed_total 1\n"),
+        "{}",
+        s.app.metrics.encode()
     );
     drop(held.pop());
     let mut served = 0;
