@@ -156,6 +156,8 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Some rule sets a user claim (known at load, so minting without claims looks at no rule).
+    has_claims: bool,
     calls: AtomicU64,
     evaluated: AtomicU64,
 }
@@ -214,6 +216,7 @@ impl Rules {
             });
         }
         Ok(Rules {
+            has_claims: rules.iter().any(|r| r.claim.is_some()),
             rules,
             ..Rules::default()
         })
@@ -294,7 +297,7 @@ impl Rules {
     /// resource, the claim of the first rule with a claim whose pattern covers it, as
     /// `(ably.room.<resource> | ably.channel.<resource>, value)`.
     pub fn claims(&self, who: &Identity, capability: &CapabilitySet) -> Vec<(String, String)> {
-        if self.rules.iter().all(|r| r.claim.is_none()) {
+        if !self.has_claims {
             return Vec::new();
         }
         let with_claims: Vec<(Resource, &Claim)> = self

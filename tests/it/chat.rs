@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, auth_request, verify_ably_jwt};
+use crate::harness::{Server, auth_path, auth_request, bearer_request, verify_ably_jwt};
 
 const RULES: &str = r#"
 [[rule]]
@@ -34,17 +34,7 @@ fn session_request(
     cookie: Option<&str>,
 ) -> http::Request<http_body_util::Full<bytes::Bytes>> {
     let token = capsign::testing::session_jwt("alice", capsign::testing::now_s() + 3600, claims);
-    let mut b = s
-        .get(&format!(
-            "/auth?capability={}",
-            percent_encoding::utf8_percent_encode(cap, percent_encoding::NON_ALPHANUMERIC)
-        ))
-        .header("authorization", format!("Bearer {token}"));
-    if let Some(c) = cookie {
-        b = b.header("cookie", format!("__Host-capsign={c}"));
-    }
-    b.body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap()
+    bearer_request(s, &token, &auth_path(Some(cap)), cookie)
 }
 
 fn user_claims(claims: &Value) -> Vec<(String, String)> {

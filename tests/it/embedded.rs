@@ -9,7 +9,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::fakes::fake_ably;
-use crate::harness::{Server, auth_request, session, verify_ably_jwt};
+use crate::harness::{Server, auth_path, auth_request, bearer_request, session, verify_ably_jwt};
 
 const APP_SECRET: &str = "the-apps-own-secret-0123456789abcdef";
 
@@ -27,19 +27,8 @@ fn verify_outer(jwt: &str) -> (Value, Value) {
 }
 
 fn embedded_request(s: &Server, cap: &str, cookie: Option<&str>) -> http::Request<Full<Bytes>> {
-    let mut b = s
-        .get(&format!(
-            "/auth?format=embedded&capability={}",
-            percent_encoding::utf8_percent_encode(cap, percent_encoding::NON_ALPHANUMERIC)
-        ))
-        .header(
-            "authorization",
-            format!("Bearer {}", session("alice", Value::Null)),
-        );
-    if let Some(c) = cookie {
-        b = b.header("cookie", format!("__Host-capsign={c}"));
-    }
-    b.body(Full::new(Bytes::new())).unwrap()
+    let path = format!("{}&format=embedded", auth_path(Some(cap)));
+    bearer_request(s, &session("alice", Value::Null), &path, cookie)
 }
 
 #[tokio::test]

@@ -265,6 +265,17 @@ pub fn session(sub: &str, extra: Value) -> String {
     capsign::testing::session_jwt(sub, capsign::testing::now_s() + 7 * 86_400, &extra)
 }
 
+/// `/auth`, with `?capability=…` (percent-encoded) when one is given.
+pub fn auth_path(capability: Option<&str>) -> String {
+    match capability {
+        Some(c) => format!(
+            "/auth?capability={}",
+            percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => "/auth".to_owned(),
+    }
+}
+
 /// `/auth?capability=…` with the session of `who` and an optional grant cookie.
 pub fn auth_request(
     server: &Server,
@@ -272,18 +283,20 @@ pub fn auth_request(
     capability: Option<&str>,
     cookie: Option<&str>,
 ) -> Request<Full<Bytes>> {
-    let mut path = "/auth".to_owned();
-    if let Some(c) = capability {
-        path.push_str("?capability=");
-        path.push_str(
-            &percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
-        );
-    }
-    let mut b = server.get(&path).header(
-        "authorization",
-        format!("Bearer {}", session(who, Value::Null)),
-    );
+    let session = session(who, Value::Null);
+    bearer_request(server, &session, &auth_path(capability), cookie)
+}
+
+/// GET `path` with the session JWT `session` and an optional grant cookie.
+pub fn bearer_request(
+    server: &Server,
+    session: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut b = server
+        .get(path)
+        .header("authorization", format!("Bearer {session}"));
     if let Some(c) = cookie {
         b = b.header("cookie", format!("__Host-capsign={c}"));
     }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::harness::{Reply, Server, auth_request, session};
+use crate::harness::{Reply, Server, auth_path, auth_request, session};
 
 /// A browser's jar of the one grant cookie: it forgets the cookie at its `Max-Age`.
 struct Jar {
@@ -133,15 +133,7 @@ async fn grants_are_sealed_only_for_the_carriers_a_client_uses() {
     // A header client: a new grant comes back in the header only.
     let bearer = format!("Bearer {}", session("alice", serde_json::Value::Null));
     let header_client = |grants: String, cap: Option<&str>| {
-        let mut path = "/auth".to_owned();
-        if let Some(c) = cap {
-            path.push_str("?capability=");
-            path.push_str(
-                &percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string(),
-            );
-        }
-        s.get(&path)
+        s.get(&auth_path(cap))
             .header("authorization", &bearer)
             .header("x-capsign-grants", grants)
             .body(Full::new(Bytes::new()))
