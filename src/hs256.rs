@@ -11,6 +11,7 @@
 //! parser refuse duplicates or take the last; refusing leaves two readers nothing to disagree
 //! on). The claims are returned as signed, for the caller to read and check.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
@@ -18,12 +19,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac as _;
 use serde::Serialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
+use smallvec::SmallVec;
 
 use crate::crypto::{HmacSha256, keyed_hmac};
 use crate::json::JsonStr;
 
 /// Base64url length (no padding) of a SHA-256 MAC.
 const SIG_B64_LEN: usize = 43;
+/// Decoded headers up to this many bytes are decoded on the stack.
+const SMALL_HEADER: usize = 384;
 
 /// Why an HS256 token was refused. The messages name the check, never the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,10 +128,15 @@ impl Hs256Key {
         mac.update(signed.as_bytes());
         mac.verify_slice(&tag).map_err(|_| Hs256Error::Signature)?;
 
-        // Only verified bytes from here on.
-        let header = URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| Hs256Error::Shape)?;
+        // Only verified bytes from here on. A header of the usual size is decoded on the stack.
+        let mut small = [0u8; SMALL_HEADER];
+        let header = if header.len() <= SMALL_HEADER / 3 * 4 {
+            let n = (URL_SAFE_NO_PAD.decode_slice(header, &mut small))
+                .map_err(|_| Hs256Error::Shape)?;
+            Cow::Borrowed(small.get(..n).unwrap_or_default())
+        } else {
+            Cow::Owned((URL_SAFE_NO_PAD.decode(header)).map_err(|_| Hs256Error::Shape)?)
+        };
         if !header_acceptable(&header) {
             return Err(Hs256Error::Header);
         }
@@ -148,7 +157,7 @@ fn header_acceptable(header: &[u8]) -> bool {
             f.write_str("a JOSE header object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut names = Vec::new();
+            let mut names: SmallVec<[Cow<'de, str>; 8]> = SmallVec::new();
             let (mut hs256, mut crit) = (false, false);
             while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
                 match &*name {

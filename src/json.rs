@@ -64,6 +64,54 @@ impl<'de> de::Deserialize<'de> for JsonStr<'de> {
     }
 }
 
+/// Any JSON value, checked as serde_json reads it into a `serde_json::Value` (strings decoded,
+/// a lone surrogate refused, numbers in range, nesting within the parser's depth) but kept
+/// nowhere: nothing is allocated for text without escapes.
+pub(crate) struct Checked;
+
+impl<'de> de::Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +147,34 @@ mod tests {
                 format!("prefix{}", serde_json::to_string(&s).unwrap()),
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn checked_accepts_what_serde_json_values_accept() {
+        let samples = [
+            r#"{"a":1}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"\udc00":1}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":-1e400}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":[1,2,{"b":null}],"c":true}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":"x\u0000y"}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1,}"#,
+            r#"[1]"#,
+            r#""s""#,
+            r#"{"a":1} x"#,
+        ];
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for text in samples.iter().copied().chain([deep.as_str()]) {
+            let value = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            let checked = serde_json::from_str::<Checked>(text).is_ok();
+            assert_eq!(checked, value, "{text}");
         }
     }
 }

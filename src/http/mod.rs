@@ -20,6 +20,7 @@ use http::header::{
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use smallvec::SmallVec;
 
 use crate::app::{App, Readiness};
 use crate::capability::Resource;
@@ -67,14 +68,13 @@ where
 {
     let started = std::time::Instant::now();
     let _in_flight = app.metrics.in_flight();
-    let request_id = request_id(req.headers());
-    let method = req.method().clone();
-    // A `Uri` clone shares its bytes: the path stays readable after `req` moves on.
-    let uri = req.uri().clone();
-    let path = uri.path();
+    let (parts, body) = req.into_parts();
+    let request_id = request_id(&parts.headers);
+    let method = &parts.method;
+    let path = parts.uri.path();
     // An allow-listed Origin gets CORS headers on every answer, errors included, so ably-js
     // can read the error code of a cross-origin failure.
-    let cors = header_str(req.headers(), &ORIGIN)
+    let cors = header_str(&parts.headers, &ORIGIN)
         .filter(|o| {
             app.http_settings()
                 .cors_origins
@@ -83,25 +83,25 @@ where
         })
         .and_then(|o| HeaderValue::from_str(o).ok());
     let changes_cookie = matches!(
-        (req.method(), req.uri().path()),
+        (method, path),
         (&Method::GET | &Method::POST, "/auth") | (&Method::POST, "/login" | "/logout")
     );
-    let result = check_host(app, req.headers(), path);
+    let result = check_host(app, &parts.headers, path);
     let result = result.and_then(|()| {
         if changes_cookie {
-            refuse_cross_site(req.headers(), cors.is_some())
+            refuse_cross_site(&parts.headers, cors.is_some())
         } else {
             Ok(())
         }
     });
-    let result = result.and_then(|()| route(app, &method, path, cors.is_some()));
+    let result = result.and_then(|()| route(app, method, path, cors.is_some()));
     let mut info = None;
     let result = match result {
-        Ok(Route::Auth) => auth(app, req).await.map(|(resp, access)| {
+        Ok(Route::Auth) => auth(app, &parts, body).await.map(|(resp, access)| {
             info = Some(access);
             resp
         }),
-        Ok(Route::Login) => login(app, req).await,
+        Ok(Route::Login) => login(app, &parts, body).await,
         Ok(Route::Done(resp)) => Ok(resp),
         Err(e) => Err(e),
     };
@@ -125,7 +125,7 @@ where
         );
     }
     let status = response.status();
-    let route = route_label(&method, path);
+    let route = route_label(method, path);
     let took = started.elapsed();
     app.metrics
         .request_done(route, status.as_u16(), took, refusal);
@@ -134,7 +134,7 @@ where
     tracing::info!(
         target: "capsign::access",
         message = "request",
-        request_id = request_id.as_str(),
+        request_id = request_id.to_str().unwrap_or_default(),
         method = method.as_str(),
         route,
         status = status.as_u16(),
@@ -145,7 +145,7 @@ where
         new = info.as_ref().map(|i| i.new),
         denied = info.as_ref().map(|i| i.denied),
     );
-    insert_owned(response.headers_mut(), X_REQUEST_ID, request_id);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
     response
 }
 
@@ -160,19 +160,25 @@ struct AccessInfo {
 }
 
 /// The request id: the client's or proxy's `X-Request-Id` when it is 1 to 128 characters of
-/// letters, digits and `-_.:/+=`, else a new random one. Echoed in every response, so a
-/// user's failed `authorize()` can be found in the log.
-fn request_id(headers: &HeaderMap) -> String {
-    match header_str(headers, &X_REQUEST_ID) {
+/// letters, digits and `-_.:/+=`, else a new random one (32 hex digits). Echoed in every
+/// response, so a user's failed `authorize()` can be found in the log.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
         Some(id)
             if (1..=128).contains(&id.len())
                 && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b)) =>
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b)) =>
         {
-            id.to_owned()
+            id.clone()
         }
-        _ => format!("{:032x}", rand::random::<u128>()),
+        _ => {
+            let mut hex = [0u8; 32];
+            // 16 bytes always fit 32 hex digits.
+            let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut hex);
+            HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
     }
 }
 
@@ -317,13 +323,16 @@ fn preflight(allow_listed: bool) -> Result<Response<Body>, Reject> {
     Ok(resp)
 }
 
-async fn auth<B>(app: &App, req: Request<B>) -> Result<(Response<Body>, AccessInfo), Reject>
+async fn auth<B>(
+    app: &App,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<(Response<Body>, AccessInfo), Reject>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
-    let params = read_params(&parts, body, app.http_settings()).await?;
+    let params = read_params(parts, body, app.http_settings()).await?;
 
     let jar = request_cookies(&parts.headers);
     let lookup = |name: &str| jar.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -339,7 +348,7 @@ where
         .await?;
 
     let sealer = &app.flow.sealer;
-    let cookies: Vec<&str> = jar
+    let cookies: SmallVec<[&str; 4]> = jar
         .iter()
         .filter(|(n, _)| *n == sealer.cookie_name())
         .map(|(_, v)| *v)
@@ -445,7 +454,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Every cookie of every `Cookie` header, as (name, value). Malformed pairs are skipped.
-fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
+fn request_cookies(headers: &HeaderMap) -> SmallVec<[(&str, &str); 8]> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -504,7 +513,11 @@ fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> R
 }
 
 /// `POST /login` in demo mode: any valid user name gets a demo session cookie.
-async fn login<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Reject>
+async fn login<B>(
+    app: &App,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Response<Body>, Reject>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -512,7 +525,6 @@ where
     let Some(demo) = app.identity.demo() else {
         return Err(Reject::not_found("/login"));
     };
-    let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, 1024, app.http_settings().body_timeout).await?;
     let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")

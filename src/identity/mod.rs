@@ -14,6 +14,7 @@ pub(crate) mod session;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
@@ -33,14 +34,26 @@ pub const MAX_CLIENT_ID_LEN: usize = 256;
 pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;
 
 /// An authenticated user.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     /// The Ably clientId: who the credential is for.
     pub client_id: String,
     /// When the app's session ends (Unix seconds), for sessions that say (`exp` of a session
     /// JWT): no credential outlives it unless the settings allow.
     pub session_expires_at: Option<u64>,
-    claims: Map<String, Value>,
+    /// The session's claims as signed (JSON text, read whole and found sound when the session
+    /// was checked), when they have not been made a map yet.
+    claims_text: Option<String>,
+    /// The claims as a map, made on first use.
+    claims: OnceLock<Map<String, Value>>,
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Identity) -> bool {
+        self.client_id == other.client_id
+            && self.session_expires_at == other.session_expires_at
+            && self.claims() == other.claims()
+    }
 }
 
 impl Identity {
@@ -49,15 +62,36 @@ impl Identity {
         Identity {
             client_id,
             session_expires_at: None,
-            claims,
+            claims_text: None,
+            claims: OnceLock::from(claims),
+        }
+    }
+
+    /// An identity whose claims are the JSON object `text`, which the caller has read whole
+    /// with serde_json (so making it a map cannot fail); the map is made only if
+    /// [`Identity::claims`] is called. Most requests never need it.
+    pub(crate) fn with_claims_text(client_id: String, text: String) -> Identity {
+        Identity {
+            client_id,
+            session_expires_at: None,
+            claims_text: Some(text),
+            claims: OnceLock::new(),
         }
     }
 
     /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
-    /// header modes). Parsed whole, by one reader, when the session was checked: a session
+    /// header modes). Read whole, by one reader, when the session was checked: a session
     /// whose claims do not parse is refused, never read as an empty map.
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
+        self.claims.get_or_init(|| {
+            let text = self.claims_text.as_deref().unwrap_or("{}");
+            serde_json::from_str(text).unwrap_or_else(|e| {
+                // Unreachable: the text was read whole by serde_json when the session was
+                // checked (`json::Checked` accepts exactly what a `Value` does).
+                tracing::error!("session claims that were read once no longer parse: {e}");
+                Map::new()
+            })
+        })
     }
 }
 

@@ -6,12 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::{MapAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use super::jwks::JwksState;
 use super::{Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting, check_client_id};
 use crate::hs256::Hs256Key;
+use crate::json::{Checked, JsonStr};
 use crate::settings::SessionSettings;
 
 /// Seconds of clock difference tolerated on `exp` and `nbf` of session JWTs.
@@ -57,31 +59,33 @@ impl SessionClaims {
         Ok(token)
     }
 
-    /// Reads the verified claims object `text`, whole, with the one JSON reader every later
-    /// use of the claims sees (a claim a template or the webhook reads is never silently
-    /// dropped: a lone surrogate, a number out of range or nesting past the parser's depth
-    /// refuses the session). Then checks `exp` (required) and `nbf` against `now`, and
-    /// `iss`/`aud` when `iss_aud` is given (the JWT library checked them otherwise), and takes
-    /// the clientId.
+    /// Reads the verified claims object `text`, whole, as the one JSON reader every later use
+    /// of the claims sees (a claim a template or the webhook reads is never silently dropped:
+    /// a lone surrogate, a number out of range or nesting past the parser's depth refuses the
+    /// session), keeping only what every request needs: `exp`, `nbf`, `iss` and `aud` (when
+    /// `iss_aud` is given; the JWT library checked them otherwise) and the clientId. The text
+    /// itself is kept; the claims become a map only when a template or the webhook asks.
+    /// Then checks `exp` (required) and `nbf` against `now` and takes the clientId.
     fn identity(
         &self,
-        text: &str,
+        text: String,
         now: u64,
         iss_aud: Option<&Validation>,
     ) -> Result<Identity, IdentityError> {
-        let claims: Map<String, Value> = serde_json::from_str(text)
+        let read = read_claims(&text, &self.claim, iss_aud.is_some())
             .map_err(|e| IdentityError::Invalid(format!("claims are not a JSON object: {e}")))?;
         if let Some(validation) = iss_aud {
-            check_iss_aud(claims.get("iss"), claims.get("aud"), validation)?;
+            check_iss_aud(read.iss.as_ref(), read.aud.as_ref(), validation)?;
         }
-        let exp = claims
-            .get("exp")
+        let exp = read
+            .exp
+            .as_ref()
             .and_then(Value::as_u64)
             .ok_or_else(|| IdentityError::Invalid("no numeric exp claim".into()))?;
         if exp.saturating_add(self.leeway) <= now {
             return Err(IdentityError::Expired);
         }
-        if let Some(nbf) = claims.get("nbf") {
+        if let Some(nbf) = &read.nbf {
             let nbf = nbf
                 .as_u64()
                 .ok_or_else(|| IdentityError::Invalid("nbf is not a number".into()))?;
@@ -89,14 +93,67 @@ impl SessionClaims {
                 return Err(IdentityError::NotYetValid);
             }
         }
-        let Some(Value::String(client_id)) = claims.get(&self.claim) else {
+        let Some(Value::String(client_id)) = read.client_id else {
             return Err(IdentityError::NoClientId(self.claim.clone()));
         };
-        check_client_id(client_id).map_err(IdentityError::BadClientId)?;
-        let mut who = Identity::new(client_id.clone(), claims);
+        check_client_id(&client_id).map_err(IdentityError::BadClientId)?;
+        let mut who = Identity::with_claims_text(client_id, text);
         who.session_expires_at = Some(exp);
         Ok(who)
     }
+}
+
+/// The claims every request reads, as `serde_json::Value`s (a repeated member: the last, as
+/// a map would keep it).
+#[derive(Default)]
+struct ReadClaims {
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    iss: Option<Value>,
+    aud: Option<Value>,
+    client_id: Option<Value>,
+}
+
+/// Reads a claims object whole (every member checked as `serde_json::Value` would read it,
+/// see [`Checked`]) and keeps the members of [`ReadClaims`]; `iss` and `aud` only when
+/// `iss_aud`.
+fn read_claims(
+    text: &str,
+    client_id: &str,
+    iss_aud: bool,
+) -> Result<ReadClaims, serde_json::Error> {
+    struct Reader<'a> {
+        client_id: &'a str,
+        iss_aud: bool,
+    }
+    impl<'de> Visitor<'de> for Reader<'_> {
+        type Value = ReadClaims;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object of claims")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadClaims, A::Error> {
+            let mut read = ReadClaims::default();
+            while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
+                let slot = match &*name {
+                    n if n == self.client_id => &mut read.client_id,
+                    "exp" => &mut read.exp,
+                    "nbf" => &mut read.nbf,
+                    "iss" if self.iss_aud => &mut read.iss,
+                    "aud" if self.iss_aud => &mut read.aud,
+                    _ => {
+                        map.next_value::<Checked>()?;
+                        continue;
+                    }
+                };
+                *slot = Some(map.next_value::<Value>()?);
+            }
+            Ok(read)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = serde::Deserializer::deserialize_map(&mut de, Reader { client_id, iss_aud })?;
+    de.end()?;
+    Ok(read)
 }
 
 /// The header of a session JWT verified with a public key, refused when it names `crit`
@@ -257,7 +314,7 @@ impl JwtIdentity {
                 let claims = key
                     .verify(token)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-                let text = std::str::from_utf8(&claims)
+                let text = String::from_utf8(claims)
                     .map_err(|_| IdentityError::Invalid("claims are not UTF-8".into()))?;
                 self.session.identity(text, now, Some(&self.validation))
             }
@@ -266,7 +323,8 @@ impl JwtIdentity {
                 let claims = jsonwebtoken::decode::<Box<RawValue>>(token, key, &self.validation)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?
                     .claims;
-                self.session.identity(claims.get(), now, None)
+                self.session
+                    .identity(Box::<str>::from(claims).into_string(), now, None)
             }
         }
     }
@@ -328,8 +386,11 @@ impl JwksIdentity {
             base_validation(header.alg, self.issuer.as_deref(), self.audience.as_deref());
         let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation)
             .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        self.session
-            .identity(data.claims.get(), now_ms / 1000, None)
+        self.session.identity(
+            Box::<str>::from(data.claims).into_string(),
+            now_ms / 1000,
+            None,
+        )
     }
 }
 
