@@ -18,7 +18,7 @@
 use crate::ably::{self, Ably, AblyError, TokenError};
 use crate::capability::{CapabilitySet, Resource};
 use crate::grants::{
-    GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer,
+    GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, SetCookie,
 };
 use crate::identity::Identity;
 use crate::metrics::{CookieResult, Decider, Metrics};
@@ -95,9 +95,9 @@ pub enum Credential {
 pub struct AuthOutcome {
     /// The credential.
     pub credential: Credential,
-    /// The sealed grants for the grant cookie (the value; `http` writes the `Set-Cookie`),
-    /// when the client should get a new one (see [`Flow::authorize`]).
-    pub cookie: Option<String>,
+    /// The sealed grants for the grant cookie, as its `Set-Cookie` value, when the client
+    /// should get a new one (see [`Flow::authorize`]).
+    pub cookie: Option<SetCookie>,
     /// The sealed grants for the `X-Capsign-Grants` header, when the client should get a new
     /// one.
     pub header_grants: Option<String>,
@@ -211,7 +211,7 @@ fn list(resources: &[Resource]) -> String {
 
 /// The sealed values for the cookie and the header (each when resealed), and the resources
 /// evicted to fit the budget.
-type Sealed = (Option<String>, Option<String>, Vec<Resource>);
+type Sealed = (Option<SetCookie>, Option<String>, Vec<Resource>);
 
 /// What became of one carrier of sealed grants (the cookie or the header) in a request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -376,7 +376,7 @@ impl Flow {
         };
         self.metrics.credential(format_label, bytes);
         if let Some(cookie) = &cookie {
-            self.metrics.cookie_sealed(cookie.len());
+            self.metrics.cookie_sealed(cookie.value().len());
         }
         Ok(AuthOutcome {
             held: held_count,
@@ -568,11 +568,9 @@ impl Flow {
                     let set_cookie_len =
                         self.sealer.set_cookie_len(self.sealer.sealed_len(&payload));
                     if set_cookie_len < SET_COOKIE_BUDGET {
-                        let seal = |wanted: bool, purpose| {
-                            wanted.then(|| self.sealer.seal(purpose, &payload))
-                        };
-                        let cookie = seal(reseal.cookie, Purpose::Cookie);
-                        let header = seal(reseal.header, Purpose::Header);
+                        let cookie = reseal.cookie.then(|| self.sealer.seal_cookie(&payload));
+                        let header =
+                            (reseal.header).then(|| self.sealer.seal(Purpose::Header, &payload));
                         return Ok((cookie, header, evicted));
                     }
                     // Evict in proportion to the excess, at least one grant, then measure
@@ -730,7 +728,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(app.flow.policy.evaluated(), 1);
-        let jar = [a.cookie.clone().unwrap()];
+        let jar = [a.cookie.clone().unwrap().value().to_owned()];
         let jar: Vec<&str> = jar.iter().map(String::as_str).collect();
         let b = authorize(
             &app,
@@ -749,7 +747,7 @@ mod tests {
             r#"{"doc:a":["subscribe"],"doc:b":["subscribe"],"home:alice":["subscribe"]}"#
         );
         // Nothing new: no policy call at all.
-        let jar2 = [b.cookie.clone().unwrap()];
+        let jar2 = [b.cookie.clone().unwrap().value().to_owned()];
         let jar2: Vec<&str> = jar2.iter().map(String::as_str).collect();
         authorize(
             &app,
@@ -804,7 +802,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [out.cookie.clone().unwrap()];
+        let v = [out.cookie.clone().unwrap().value().to_owned()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
         let before = app.flow.policy.evaluated();
         app.clock.advance(2 * 3600 * 1000);
@@ -842,7 +840,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let v = [out.cookie.clone().unwrap()];
+        let v = [out.cookie.clone().unwrap().value().to_owned()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
         app.clock.advance(90 * 60 * 1000);
         let p = AuthParams {

@@ -93,9 +93,10 @@ impl Hs256Key {
 
     /// The compact JWS of `claims` (JSON text) under this key's header.
     pub(crate) fn sign(&self, claims: &[u8]) -> String {
-        let mut out = String::with_capacity(
-            self.header_b64.len() + 2 + claims.len().div_ceil(3) * 4 + SIG_B64_LEN,
-        );
+        // Exactly: a string whose capacity is its length becomes a response body without a
+        // copy or another allocation.
+        let claims_b64 = base64::encoded_len(claims.len(), false).unwrap_or(0);
+        let mut out = String::with_capacity(self.header_b64.len() + 2 + claims_b64 + SIG_B64_LEN);
         out.push_str(&self.header_b64);
         out.push('.');
         let claims_at = out.len();

@@ -57,6 +57,7 @@ pub mod identity;
 pub(crate) mod json;
 pub mod metrics;
 pub mod policy;
+pub(crate) mod scratch;
 pub mod server;
 pub mod settings;
 #[cfg(any(test, feature = "fuzzing"))]

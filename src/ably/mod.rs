@@ -119,26 +119,27 @@ impl AblyKey {
         exp: u64,
         claims: &[(String, String)],
     ) -> String {
-        // The claims in serde_json's order and bytes, written into one buffer.
-        let mut json = String::with_capacity(128);
-        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
-        for part in ["{\"iat\":", a.format(iat), ",\"exp\":", b.format(exp)] {
-            json.push_str(part);
-        }
-        json.push_str(",\"x-ably-capability\":");
-        capability.push_json_literal(&mut json);
-        if let Some(id) = client_id {
-            json.push_str(",\"x-ably-clientId\":");
-            push_json_string(&mut json, id);
-        }
-        for (name, value) in claims {
-            json.push(',');
-            push_json_string(&mut json, name);
-            json.push(':');
-            push_json_string(&mut json, value);
-        }
-        json.push('}');
-        self.jwt.sign(json.as_bytes())
+        // The claims in serde_json's order and bytes, written into the thread's scratch buffer.
+        crate::scratch::with_text(|json| {
+            let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+            for part in ["{\"iat\":", a.format(iat), ",\"exp\":", b.format(exp)] {
+                json.push_str(part);
+            }
+            json.push_str(",\"x-ably-capability\":");
+            capability.push_json_literal(json);
+            if let Some(id) = client_id {
+                json.push_str(",\"x-ably-clientId\":");
+                push_json_string(json, id);
+            }
+            for (name, value) in claims {
+                json.push(',');
+                push_json_string(json, name);
+                json.push(':');
+                push_json_string(json, value);
+            }
+            json.push('}');
+            self.jwt.sign(json.as_bytes())
+        })
     }
 
     /// Signs a TokenRequest (`docs/ably-protocol.md` §1) and returns its JSON: the seven fields,

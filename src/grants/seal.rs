@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac as _;
 
 use super::{Grant, GrantSet};
-use crate::capability::{OpSet, Resource};
+use crate::capability::{MAX_RESOURCE_LEN, OpSet, Resource};
 use crate::crypto::{HmacSha256, hkdf, keyed_hmac};
 use crate::settings::{CookieKeys, CookieSettings, SameSite};
 
@@ -240,6 +240,30 @@ pub struct Sealer {
 /// The encoded payload of a grant set, before the MAC: sealed once per purpose.
 pub struct Payload(Vec<u8>);
 
+/// A sealed grant cookie as its `Set-Cookie` header value, built in one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    header: String,
+    value: std::ops::Range<usize>,
+}
+
+impl SetCookie {
+    /// The sealed value (what the client's `Cookie` header will carry).
+    pub fn value(&self) -> &str {
+        self.header.get(self.value.clone()).unwrap_or_default()
+    }
+
+    /// The whole `Set-Cookie` header value.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// The `Set-Cookie` header value, owned.
+    pub fn into_header(self) -> String {
+        self.header
+    }
+}
+
 impl Sealer {
     /// A sealer for `cookie_name` (at most 255 bytes; the settings check at most 64), whose
     /// cookie is `SameSite=Lax` with a `Max-Age` of a day.
@@ -279,13 +303,18 @@ impl Sealer {
     /// same bytes as the `cookie` crate writes (a test checks), without its intermediate
     /// strings: the name was checked at start-up and the value is base64url.
     pub fn set_cookie(&self, value: &str) -> String {
+        self.write_set_cookie(value.len(), |out| out.push_str(value))
+    }
+
+    /// The `Set-Cookie` value with a value of `value_len` bytes that `value` appends.
+    fn write_set_cookie(&self, value_len: usize, value: impl FnOnce(&mut String)) -> String {
         let mut max_age = itoa::Buffer::new();
         let max_age = max_age.format(self.max_age_s.min(i64::MAX as u64));
-        let mut out = String::with_capacity(self.set_cookie_len(value.len()));
+        let mut out = String::with_capacity(self.set_cookie_len(value_len));
+        out.push_str(&self.cookie_name);
+        out.push('=');
+        value(&mut out);
         for part in [
-            self.cookie_name.as_str(),
-            "=",
-            value,
             "; HttpOnly; SameSite=",
             self.same_site.as_str(),
             "; Secure; Path=/; Max-Age=",
@@ -330,54 +359,93 @@ impl Sealer {
                 max: self.max_grants,
             });
         }
-        let mut body = Vec::with_capacity(32 + client_id.len() + grants.len() * 16);
-        put_varint(&mut body, issued_at);
-        put_bytes(&mut body, client_id.as_bytes());
-        put_varint(&mut body, grants.len() as u64);
+        let key_id = self.keys.signing.id;
+        // The header first (the version byte is the purpose's; `seal` writes it), then the
+        // body, in the one buffer that becomes the payload unless deflating pays.
+        let mut out = Vec::with_capacity(HEADER_LEN + 32 + client_id.len() + grants.len() * 16);
+        out.extend_from_slice(&[0, key_id, 0]);
+        let body = &mut out;
+        put_varint(body, issued_at);
+        put_bytes(body, client_id.as_bytes());
+        put_varint(body, grants.len() as u64);
         let mut prev: &[u8] = &[];
         for (r, g) in grants.iter() {
             let name = r.as_str().as_bytes();
             let shared = name.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            put_varint(&mut body, shared as u64);
-            put_bytes(&mut body, name.get(shared..).unwrap_or_default());
-            put_varint(&mut body, u64::from(g.ops.bits()));
-            put_varint(&mut body, issued_at.saturating_sub(g.approved_at));
+            put_varint(body, shared as u64);
+            put_bytes(body, name.get(shared..).unwrap_or_default());
+            put_varint(body, u64::from(g.ops.bits()));
+            put_varint(body, issued_at.saturating_sub(g.approved_at));
             prev = name;
         }
-        if body.len() > MAX_BODY_LEN {
-            return Err(SealError::TooLarge { bytes: body.len() });
+        let body_len = out.len() - HEADER_LEN;
+        if body_len > MAX_BODY_LEN {
+            return Err(SealError::TooLarge { bytes: body_len });
         }
-        let key_id = self.keys.signing.id;
-        let deflated = (body.len() >= DEFLATE_FROM)
-            .then(|| deflate(&body))
-            .flatten()
-            .filter(|d| d.len() < body.len());
-        let (flags, body) = match &deflated {
-            Some(d) => (FLAG_DEFLATE, d),
-            None => (0, &body),
-        };
-        let raw_len = HEADER_LEN + body.len() + MAC_LEN;
+        if body_len >= DEFLATE_FROM {
+            let deflated =
+                deflate(out.get(HEADER_LEN..).unwrap_or_default()).filter(|d| d.len() < body_len);
+            if let Some(d) = deflated {
+                out.truncate(HEADER_LEN);
+                out.extend_from_slice(&d);
+                if let Some(flags) = out.get_mut(2) {
+                    *flags = FLAG_DEFLATE;
+                }
+            }
+        }
+        let raw_len = out.len() + MAC_LEN;
         let sealed_len = (4 * raw_len).div_ceil(3);
         if sealed_len > MAX_SEALED_LEN {
             return Err(SealError::TooLarge { bytes: sealed_len });
         }
-        let mut out = Vec::with_capacity(raw_len);
-        // The version byte is the purpose's; `seal` writes it.
-        out.extend_from_slice(&[0, key_id, flags]);
-        out.extend_from_slice(body);
         Ok(Payload(out))
     }
 
     /// The sealed text of `payload` for `purpose`.
     pub fn seal(&self, purpose: Purpose, payload: &Payload) -> String {
-        let mut raw = Vec::with_capacity(payload.0.len() + MAC_LEN);
-        raw.extend_from_slice(&payload.0);
-        if let Some(version) = raw.first_mut() {
+        let mut out = String::with_capacity(self.sealed_len(payload));
+        self.seal_into(purpose, payload, &mut out);
+        out
+    }
+
+    /// The grant cookie for `payload`, sealed straight into its `Set-Cookie` value (see
+    /// [`Sealer::set_cookie`]).
+    pub fn seal_cookie(&self, payload: &Payload) -> SetCookie {
+        let value_len = self.sealed_len(payload);
+        let header = self.write_set_cookie(value_len, |out| {
+            self.seal_into(Purpose::Cookie, payload, out);
+        });
+        SetCookie {
+            value: self.cookie_name.len() + 1..self.cookie_name.len() + 1 + value_len,
+            header,
+        }
+    }
+
+    /// Appends the sealed text of `payload` for `purpose` to `out`: base64url of the header
+    /// (with the purpose's version byte), the body and the MAC, written in three runs at
+    /// multiples of three bytes, so nothing is copied first.
+    fn seal_into(&self, purpose: Purpose, payload: &Payload, out: &mut String) {
+        let mut head = [0u8; HEADER_LEN];
+        for (h, b) in head.iter_mut().zip(&payload.0) {
+            *h = *b;
+        }
+        if let Some(version) = head.first_mut() {
             *version = purpose.version();
         }
-        let tag = self.mac(&self.keys.signing, purpose, &raw);
-        raw.extend_from_slice(&tag.finalize().into_bytes());
-        URL_SAFE_NO_PAD.encode(raw)
+        let body = payload.0.get(HEADER_LEN..).unwrap_or_default();
+        let mut mac = self.mac(&self.keys.signing, purpose, &head);
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        // HEADER_LEN is 3: its four characters end on a boundary.
+        URL_SAFE_NO_PAD.encode_string(head, out);
+        let (aligned, rest) = body.split_at(body.len() / 3 * 3);
+        URL_SAFE_NO_PAD.encode_string(aligned, out);
+        let mut tail = [0u8; 2 + MAC_LEN];
+        for (t, b) in tail.iter_mut().zip(rest.iter().chain(tag.iter())) {
+            *t = *b;
+        }
+        let tail = tail.get(..rest.len() + MAC_LEN).unwrap_or_default();
+        URL_SAFE_NO_PAD.encode_string(tail, out);
     }
 
     /// The length of [`Sealer::seal`]'s value for `payload`, without computing its MAC.
@@ -481,8 +549,19 @@ impl Sealer {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(GrantsError::TooLong);
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(sealed)
+        crate::scratch::with_bytes(|raw| self.open_raw(purpose, sealed, raw, holder))
+    }
+
+    /// [`Sealer::open_any`] with `raw`, an empty buffer for the decoded value.
+    fn open_raw(
+        &self,
+        purpose: Purpose,
+        sealed: &str,
+        raw: &mut Vec<u8>,
+        holder: impl FnOnce(&[u8]) -> Result<(), GrantsError>,
+    ) -> Result<Opened, GrantsError> {
+        URL_SAFE_NO_PAD
+            .decode_vec(sealed, raw)
             .map_err(|_| GrantsError::Base64)?;
         if raw.len() < HEADER_LEN + MAC_LEN {
             return Err(GrantsError::TooShort);
@@ -529,23 +608,36 @@ fn decode_body(body: &[u8], max_grants: usize, key_id: u8) -> Result<(&[u8], Ope
     if usize::try_from(n).map_or(true, |n| n > max_grants) {
         return Err(GrantsError::TooManyGrants);
     }
-    // Each grant takes at least four bytes, which bounds the capacity by the body's length.
+    // Each grant takes at least four bytes, which bounds the capacity by the body's length;
+    // one more makes room for the grant a request most often adds.
     let mut grants = GrantSet {
-        entries: Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(r.0.len() / 4)),
+        entries: Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(r.0.len() / 4) + 1),
     };
-    // The previous name and the one being built, reused: one allocation per grant, its own.
-    let mut prev: Vec<u8> = Vec::new();
-    let mut name: Vec<u8> = Vec::new();
-    for i in 0..n {
+    // Each name is built on the stack from the previous one (the last entry) and its suffix:
+    // the only allocation per grant is its own name's, when it is too long to be inline.
+    let mut name = [0u8; MAX_RESOURCE_LEN];
+    for _ in 0..n {
         let shared = usize::try_from(r.varint()?).map_err(|_| GrantsError::Malformed("prefix"))?;
         let suffix = r.bytes()?;
-        name.clear();
-        name.extend_from_slice(prev.get(..shared).ok_or(GrantsError::Malformed("prefix"))?);
-        name.extend_from_slice(suffix);
-        if i > 0 && name <= prev {
+        let prev = grants
+            .entries
+            .last()
+            .map_or(&[][..], |(p, _)| p.as_str().as_bytes());
+        let len = shared
+            .checked_add(suffix.len())
+            .filter(|&len| len <= MAX_RESOURCE_LEN)
+            .ok_or(GrantsError::Malformed("resource"))?;
+        let prefix = prev.get(..shared).ok_or(GrantsError::Malformed("prefix"))?;
+        let (head, tail) = name.split_at_mut(shared);
+        head.copy_from_slice(prefix);
+        tail.get_mut(..suffix.len())
+            .ok_or(GrantsError::Malformed("resource"))?
+            .copy_from_slice(suffix);
+        let built = name.get(..len).unwrap_or_default();
+        if !grants.entries.is_empty() && built <= prev {
             return Err(GrantsError::Malformed("order"));
         }
-        let text = std::str::from_utf8(&name).map_err(|_| GrantsError::Malformed("resource"))?;
+        let text = std::str::from_utf8(built).map_err(|_| GrantsError::Malformed("resource"))?;
         let bits = u32::try_from(r.varint()?).map_err(|_| GrantsError::Malformed("ops"))?;
         let ops = OpSet::from_bits(bits)
             .filter(|o| !o.is_empty())
@@ -557,7 +649,6 @@ fn decode_body(body: &[u8], max_grants: usize, key_id: u8) -> Result<(&[u8], Ope
         let resource = Resource::new(text).map_err(|_| GrantsError::Malformed("resource"))?;
         // Strictly increasing (checked above): the vector stays sorted.
         grants.entries.push((resource, Grant { ops, approved_at }));
-        std::mem::swap(&mut prev, &mut name);
     }
     if !r.0.is_empty() {
         return Err(GrantsError::Malformed("trailing bytes"));

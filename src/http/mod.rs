@@ -379,8 +379,8 @@ where
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     no_store(h);
-    if let Some(cookie) = &outcome.cookie {
-        insert_owned(h, SET_COOKIE, sealer.set_cookie(cookie));
+    if let Some(cookie) = outcome.cookie {
+        insert_owned(h, SET_COOKIE, cookie.into_header());
     }
     if let Some(grants) = outcome.header_grants {
         insert_owned(h, X_CAPSIGN_GRANTS, grants);

@@ -1,5 +1,6 @@
 //! The parameters of `/auth` (query, form or JSON body) and the bounded body read.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -126,9 +127,58 @@ fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Reject>
     Ok(())
 }
 
+/// The name/value pairs of an `application/x-www-form-urlencoded` text, decoded exactly as
+/// `form_urlencoded::parse` decodes them (a test compares), each decoded value allocated
+/// once, at its final size, and only when it has something to decode.
+fn form_pairs(bytes: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    bytes
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (
+                    pair.get(..i).unwrap_or_default(),
+                    pair.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (pair, &[][..]),
+            };
+            (form_decode(name), form_decode(value))
+        })
+}
+
+/// One form-encoded name or value: `+` is a space, `%XX` a byte, anything else itself; then
+/// UTF-8, invalid sequences replaced.
+fn form_decode(input: &[u8]) -> Cow<'_, str> {
+    if !input.iter().any(|&b| b == b'+' || b == b'%') {
+        return String::from_utf8_lossy(input);
+    }
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        i += 1;
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(input.get(i)), hex(input.get(i + 1))) {
+                (Some(high), Some(low)) => {
+                    // Two hex digits: at most 255.
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(b),
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
 impl RawParams {
     pub(super) fn read_form(&mut self, bytes: &[u8]) -> Result<(), Reject> {
-        for (k, v) in form_urlencoded::parse(bytes) {
+        for (k, v) in form_pairs(bytes) {
             match &*k {
                 "capability" => set_once(&mut self.capability, &k, Value::String(v.into_owned()))?,
                 "clientId" | "client_id" => set_client_id(&mut self.client_id, &k, v.into_owned())?,
@@ -231,5 +281,58 @@ impl RawParams {
             ttl_ms,
             format,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ours(text: &[u8]) -> Vec<(String, String)> {
+        form_pairs(text)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn theirs(text: &[u8]) -> Vec<(String, String)> {
+        form_urlencoded::parse(text)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn form_decoding_matches_form_urlencoded_on_known_cases() {
+        for text in [
+            &b"capability=%7B%22a%22%3A%5B%22*%22%5D%7D&clientId=a+b"[..],
+            b"a=1&&b=&c&=d&e==f",
+            b"%+1=%2B%2b%zz%4",
+            b"x=%C3%A9%FF%C3",
+            b"\xff=\xfe",
+            b"",
+            b"&",
+        ] {
+            assert_eq!(
+                ours(text),
+                theirs(text),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn form_decoding_matches_form_urlencoded(
+            text in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'%'), Just(b'+'), Just(b'&'), Just(b'='), Just(b'a'), Just(b'F'),
+                    Just(b'2'), Just(b'c'), Just(0xC3), Just(0xA9), Just(0xFF), any::<u8>(),
+                ],
+                0..40,
+            )
+        ) {
+            prop_assert_eq!(ours(&text), theirs(&text));
+        }
     }
 }

@@ -46,9 +46,11 @@
 //! that client: a clientId `a:*` gets nothing from `private:{clientId}:*`, rather than
 //! `private:a:*:*`.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::capability::{CapabilityError, CapabilitySet, OpSet, Resource};
 use crate::identity::Identity;
@@ -188,7 +190,7 @@ impl Rules {
                 source,
             };
             // The pattern must be valid with any safe value in its templates.
-            Resource::new(render(&pieces, |_| Some("x".to_owned())).unwrap_or_default())
+            Resource::new(render(&pieces, |_| Some(Cow::Borrowed("x"))).unwrap_or_default())
                 .map_err(cap_err)?;
             let template_err = |problem: String| RulesError::Template {
                 index,
@@ -238,10 +240,7 @@ impl Rules {
             .filter_map(move |rule| {
                 let resource = match &rule.fixed {
                     Some(r) => std::borrow::Cow::Borrowed(r),
-                    None => std::borrow::Cow::Owned(
-                        render(&rule.pieces, |p| substitution(who, p))
-                            .and_then(|s| Resource::new(s).ok())?,
-                    ),
+                    None => std::borrow::Cow::Owned(render_resource(&rule.pieces, who)?),
                 };
                 Some((resource, rule.ops))
             })
@@ -260,7 +259,7 @@ impl Rules {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.evaluated
             .fetch_add(requested.len() as u64, Ordering::Relaxed);
-        let allowed: Vec<_> = self.allowed(who, false).collect();
+        let allowed: SmallVec<[_; 8]> = self.allowed(who, false).collect();
         requested
             .iter()
             .map(|(r, ops)| {
@@ -307,8 +306,7 @@ impl Rules {
                 let claim = rule.claim.as_ref()?;
                 let pattern = match &rule.fixed {
                     Some(r) => r.clone(),
-                    None => render(&rule.pieces, |p| substitution(who, p))
-                        .and_then(|s| Resource::new(s).ok())?,
+                    None => render_resource(&rule.pieces, who)?,
                 };
                 Some((pattern, claim))
             })
@@ -449,7 +447,7 @@ fn render_claim(pieces: &[Piece], who: &Identity) -> Option<String> {
             Piece::Literal(s) => out.push_str(s),
             other => {
                 let value = substitution(who, other)?;
-                let quoted = serde_json::Value::String(value).to_string();
+                let quoted = serde_json::Value::String(value.into_owned()).to_string();
                 out.push_str(quoted.get(1..quoted.len() - 1).unwrap_or_default());
             }
         }
@@ -497,8 +495,22 @@ fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
 }
 
 /// Renders a template; `None` when a substitution is missing or unsafe.
-fn render(pieces: &[Piece], mut value: impl FnMut(&Piece) -> Option<String>) -> Option<String> {
+fn render<'a>(
+    pieces: &'a [Piece],
+    mut value: impl FnMut(&'a Piece) -> Option<Cow<'a, str>>,
+) -> Option<String> {
     let mut out = String::new();
+    render_into(&mut out, pieces, &mut value)?;
+    Some(out)
+}
+
+/// Appends the pieces to `out`; `None` when a value is missing or would change the
+/// pattern's shape (empty, a control character, or one of `:*[]{}`).
+fn render_into<'a>(
+    out: &mut String,
+    pieces: &'a [Piece],
+    value: &mut impl FnMut(&'a Piece) -> Option<Cow<'a, str>>,
+) -> Option<()> {
     for p in pieces {
         match p {
             Piece::Literal(s) => out.push_str(s),
@@ -511,18 +523,29 @@ fn render(pieces: &[Piece], mut value: impl FnMut(&Piece) -> Option<String>) -> 
             }
         }
     }
-    Some(out)
+    Some(())
 }
 
-fn substitution(who: &Identity, piece: &Piece) -> Option<String> {
+/// A rule's resource pattern for `who`, rendered in the thread's scratch buffer: a pattern
+/// short enough to be kept inline costs no allocation.
+fn render_resource<'a>(pieces: &'a [Piece], who: &'a Identity) -> Option<Resource> {
+    crate::scratch::with_text(|out| {
+        render_into(out, pieces, &mut |p| substitution(who, p))?;
+        Resource::new(out.as_str()).ok()
+    })
+}
+
+fn substitution<'a>(who: &'a Identity, piece: &'a Piece) -> Option<Cow<'a, str>> {
     match piece {
-        Piece::ClientId => Some(who.client_id.clone()),
+        Piece::ClientId => Some(Cow::Borrowed(&who.client_id)),
         Piece::Claim(name) => match who.claims().get(name)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                Some(Cow::Owned(n.to_string()))
+            }
             _ => None,
         },
-        Piece::Literal(s) => Some(s.clone()),
+        Piece::Literal(s) => Some(Cow::Borrowed(s)),
     }
 }
 
