@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use capsign::settings::LogFormat;
@@ -34,10 +34,12 @@ static LOG_BUFFER: OnceLock<BatchedStderr> = OnceLock::new();
 
 /// Sets up logging; the returned guard flushes what is left when dropped (keep it until exit).
 ///
-/// Lines are gathered in a shared buffer and written to stderr in batches: when 64 KiB are
-/// waiting, every quarter of a second, for each operator line ([`say`]), and at exit. A
-/// request never waits for a write to stderr; a process killed with SIGKILL loses at most the
-/// last quarter of a second.
+/// Lines are gathered in a shared buffer and written to stderr in batches by a thread of
+/// their own: when 64 KiB are waiting, and every quarter of a second; operator lines
+/// ([`say`]) and the rest at exit are written at once. A request never waits for a write to
+/// stderr unless 1 MiB of lines is already waiting (stderr drains slower than lines come:
+/// then the request's thread writes them, so lines are not dropped); a process killed with
+/// SIGKILL loses at most the last quarter of a second.
 ///
 /// With `emf` (Lambda), the access lines of a JSON log are also CloudWatch
 /// embedded-metric-format documents (see [`AccessLayer`]).
@@ -46,15 +48,10 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
     JSON_LOGS.store(json, Ordering::Relaxed);
     let stderr = BatchedStderr::default();
     let _ = LOG_BUFFER.set(stderr.clone());
-    let flusher = stderr.clone();
+    let writer = stderr.clone();
     let _ = std::thread::Builder::new()
-        .name("capsign-log-flush".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_millis(250));
-                flusher.flush_now();
-            }
-        });
+        .name("capsign-log-writer".into())
+        .spawn(move || writer.write_batches());
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let not_access = filter::filter_fn(|m| m.target() != ACCESS_TARGET);
     let events = tracing_subscriber::fmt::layer().with_writer(stderr.clone());
@@ -98,28 +95,91 @@ impl Drop for Flushed {
     }
 }
 
-/// Log lines waiting for their batched write to stderr.
+/// Log lines waiting for their batched write to stderr, and the thread that writes them.
 #[derive(Clone, Default)]
-struct BatchedStderr(Arc<Mutex<Vec<u8>>>);
+struct BatchedStderr(Arc<Batch>);
+
+#[derive(Default)]
+struct Batch {
+    /// The lines not written yet.
+    pending: Mutex<Vec<u8>>,
+    /// Held while writing to stderr, so batches go out in order (taken before `pending`).
+    writing: Mutex<()>,
+    /// Wakes the writer when a batch is full.
+    full: Condvar,
+}
+
+/// How much may wait before a request's thread writes it out itself: the writer thread is
+/// behind (stderr is slow to drain), and logs are not dropped.
+const MAX_PENDING: usize = 16 * LOG_BATCH;
+
+/// How long a line may wait for its write when the batch does not fill.
+const LOG_INTERVAL: Duration = Duration::from_millis(250);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Lines are appended whole under the lock: after a panic the buffer is still sound.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 impl BatchedStderr {
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        // Lines are appended whole under the lock: after a panic the buffer is still sound.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
+    /// Writes everything waiting now (at exit, after each Lambda invocation, for operator
+    /// lines), after any batch being written.
     fn flush_now(&self) {
-        write_out(&mut self.lock());
+        let _writing = lock(&self.0.writing);
+        write_out(&mut lock(&self.0.pending));
     }
 
-    /// Appends one whole line (a `\n` is added), writing the batch when it is full or when
-    /// `now` is set.
+    /// Appends one whole line (a `\n` is added); written at once when `now` is set, else by
+    /// the writer thread.
     fn line(&self, line: &str, now: bool) {
-        let mut pending = self.lock();
-        pending.extend_from_slice(line.as_bytes());
-        pending.push(b'\n');
-        if now || pending.len() >= LOG_BATCH {
+        if now {
+            let _writing = lock(&self.0.writing);
+            let mut pending = lock(&self.0.pending);
+            pending.extend_from_slice(line.as_bytes());
+            pending.push(b'\n');
             write_out(&mut pending);
+            return;
+        }
+        self.append(line.as_bytes(), true);
+    }
+
+    /// Appends bytes for the writer thread; wakes it when a batch fills (once, as the batch
+    /// crosses the mark) and writes here only when it has fallen [`MAX_PENDING`] behind.
+    fn append(&self, bytes: &[u8], newline: bool) {
+        let mut pending = lock(&self.0.pending);
+        let before = pending.len();
+        pending.extend_from_slice(bytes);
+        if newline {
+            pending.push(b'\n');
+        }
+        let after = pending.len();
+        drop(pending);
+        if before < LOG_BATCH && after >= LOG_BATCH {
+            self.0.full.notify_one();
+        }
+        if after >= MAX_PENDING {
+            self.flush_now();
+        }
+    }
+
+    /// The writer thread: every [`LOG_INTERVAL`], or when a batch fills, takes what waits
+    /// (leaving an empty buffer with room in its place) and writes it outside the lock, so
+    /// a request never waits for stderr.
+    fn write_batches(&self) {
+        let mut spare: Vec<u8> = Vec::with_capacity(LOG_BATCH * 2);
+        loop {
+            {
+                let pending = lock(&self.0.pending);
+                if pending.len() < LOG_BATCH {
+                    // Woken early or not, what waits is written below.
+                    drop(self.0.full.wait_timeout(pending, LOG_INTERVAL));
+                }
+            }
+            let _writing = lock(&self.0.writing);
+            let mut batch =
+                std::mem::replace(&mut *lock(&self.0.pending), std::mem::take(&mut spare));
+            write_out(&mut batch);
+            spare = batch;
         }
     }
 }
@@ -135,11 +195,7 @@ fn write_out(pending: &mut Vec<u8>) {
 
 impl std::io::Write for &BatchedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut pending = self.lock();
-        pending.extend_from_slice(buf);
-        if pending.len() >= LOG_BATCH {
-            write_out(&mut pending);
-        }
+        self.append(buf, false);
         Ok(buf.len())
     }
 
