@@ -73,6 +73,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -776,8 +777,9 @@ impl<'de> Visitor<'de> for SetVisitor {
     }
 }
 
-/// An operation list as written, bounded so a huge array cannot grow without limit.
-struct OpNames<'de>(Vec<JsonStr<'de>>);
+/// An operation list as written, bounded so a huge array cannot grow without limit (a
+/// usual list stays on the stack).
+struct OpNames<'de>(SmallVec<[JsonStr<'de>; 8]>);
 
 impl<'de> de::Deserialize<'de> for OpNames<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -790,7 +792,7 @@ impl<'de> de::Deserialize<'de> for OpNames<'de> {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpNames<'de>, A::Error> {
                 // 18 names is everything; duplicates beyond a generous bound are an attack.
                 const MAX_OPS: usize = 64;
-                let mut names = Vec::new();
+                let mut names = SmallVec::new();
                 while let Some(name) = seq.next_element::<JsonStr<'de>>()? {
                     if names.len() >= MAX_OPS {
                         return Err(de::Error::custom("too many operations"));
