@@ -405,9 +405,9 @@ impl Flow {
         now: u64,
     ) -> Result<CapabilitySet, FlowError> {
         let ask = if stale.is_empty() {
-            new.clone()
+            std::borrow::Cow::Borrowed(new)
         } else {
-            new.union(&stale.capabilities())
+            std::borrow::Cow::Owned(new.union(&stale.capabilities()))
         };
         if ask.is_empty() {
             return Ok(CapabilitySet::new());

@@ -32,14 +32,15 @@
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
 //! - [`metrics`]: one Prometheus registry per app and the handles each module records into.
 //! - `hs256`: HS256 JWTs with the key prepared once; `crypto`: keyed HMAC and HKDF; `json`:
-//!   JSON string helpers; `client`: outbound HTTP, bounded in time and size.
+//!   JSON string helpers and the claims checker; `client`: outbound HTTP, bounded in time and
+//!   size; `scratch`: per-thread scratch buffers for a request's temporary bytes.
 //!
 //! A request goes identity → sealed grants (MAC first) → new grants → policy → merge → seal →
 //! mint. The identity decides whose cookie may open; the policy sees only what the cookie
 //! does not already cover; the credential covers the merged set and never outlives its
 //! oldest grant. The module graph is a one-way street in that order: `http` and `server` use
 //! `app`, which builds the rest; nothing below `http` imports it, the flow does not import
-//! the app, and `crypto` and `json` import nothing of capsign's.
+//! the app, and `crypto`, `json` and `scratch` import nothing of capsign's.
 
 pub mod ably;
 pub mod app;

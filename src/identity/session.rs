@@ -134,18 +134,29 @@ fn read_claims(
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadClaims, A::Error> {
             let mut read = ReadClaims::default();
             while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
-                let slot = match &*name {
-                    n if n == self.client_id => &mut read.client_id,
-                    "exp" => &mut read.exp,
-                    "nbf" => &mut read.nbf,
-                    "iss" if self.iss_aud => &mut read.iss,
-                    "aud" if self.iss_aud => &mut read.aud,
-                    _ => {
-                        map.next_value::<Checked>()?;
-                        continue;
-                    }
-                };
-                *slot = Some(map.next_value::<Value>()?);
+                // The clientId claim may be configured as one of the others' names.
+                let is_client_id = *name == *self.client_id;
+                let registered = matches!(&*name, "exp" | "nbf")
+                    || (self.iss_aud && matches!(&*name, "iss" | "aud"));
+                if !is_client_id && !registered {
+                    map.next_value::<Checked>()?;
+                    continue;
+                }
+                let value = map.next_value::<Value>()?;
+                if is_client_id && !registered {
+                    read.client_id = Some(value);
+                    continue;
+                }
+                if is_client_id {
+                    read.client_id = Some(value.clone());
+                }
+                match &*name {
+                    "exp" => read.exp = Some(value),
+                    "nbf" => read.nbf = Some(value),
+                    "iss" if self.iss_aud => read.iss = Some(value),
+                    "aud" if self.iss_aud => read.aud = Some(value),
+                    _ => {}
+                }
             }
             Ok(read)
         }
@@ -449,6 +460,20 @@ mod tests {
         let who = with_bearer(&id, Some(&t), 1000).unwrap();
         assert_eq!(who.client_id, "alice");
         assert_eq!(who.claims()["team"], "red");
+    }
+
+    #[test]
+    fn the_client_id_claim_may_be_a_registered_one() {
+        // An odd configuration, read as a map would be: `aud` is both checked and the clientId.
+        let id = JwtIdentity::hs256(b"s3cret", claims(None, "aud"), None, Some("alice"));
+        let t = token(b"s3cret", json!({"aud": "alice", "exp": 2000}));
+        let who = with_bearer(&id, Some(&t), 1000).unwrap();
+        assert_eq!(who.client_id, "alice");
+        let t = token(b"s3cret", json!({"aud": "bob", "exp": 2000}));
+        assert!(
+            with_bearer(&id, Some(&t), 1000).is_err(),
+            "aud is still checked"
+        );
     }
 
     #[test]
