@@ -15,34 +15,53 @@ thread_local! {
     static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Runs `f` with an empty byte buffer.
-pub(crate) fn with_bytes<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    BYTES.with(|cell| match cell.try_borrow_mut() {
+/// A buffer that can be lent: emptied before each use, measured after.
+trait Buffer: Default {
+    fn clear(&mut self);
+    fn capacity(&self) -> usize;
+}
+
+impl Buffer for Vec<u8> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn capacity(&self) -> usize {
+        Vec::capacity(self)
+    }
+}
+
+impl Buffer for String {
+    fn clear(&mut self) {
+        String::clear(self);
+    }
+    fn capacity(&self) -> usize {
+        String::capacity(self)
+    }
+}
+
+/// Lends the buffer in `cell` to `f`, emptied; a fresh one when it is already lent.
+fn lend<B: Buffer, R>(cell: &RefCell<B>, f: impl FnOnce(&mut B) -> R) -> R {
+    match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
             let out = f(&mut buf);
             if buf.capacity() > MAX_RETAINED {
-                *buf = Vec::new();
+                *buf = B::default();
             }
             out
         }
-        Err(_) => f(&mut Vec::new()),
-    })
+        Err(_) => f(&mut B::default()),
+    }
+}
+
+/// Runs `f` with an empty byte buffer.
+pub(crate) fn with_bytes<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BYTES.with(|cell| lend(cell, f))
 }
 
 /// Runs `f` with an empty string buffer.
 pub(crate) fn with_text<R>(f: impl FnOnce(&mut String) -> R) -> R {
-    TEXT.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            let out = f(&mut buf);
-            if buf.capacity() > MAX_RETAINED {
-                *buf = String::new();
-            }
-            out
-        }
-        Err(_) => f(&mut String::new()),
-    })
+    TEXT.with(|cell| lend(cell, f))
 }
 
 #[cfg(test)]
