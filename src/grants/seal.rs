@@ -792,6 +792,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_sealed_into_its_set_cookie_is_the_sealed_value() {
+        // Every body length modulo 3 (the base64 runs are cut at multiples of three), and a
+        // body large enough to be deflated.
+        let s = sealer();
+        let mut g = GrantSet::new();
+        let mut deflated = 0;
+        for n in 0..80u32 {
+            let payload = s.encode("alice", 1000, &g).unwrap();
+            deflated += usize::from(payload.0.get(2) == Some(&FLAG_DEFLATE));
+            let cookie = s.seal_cookie(&payload);
+            let value = s.seal(Purpose::Cookie, &payload);
+            assert_eq!(cookie.value(), value, "{n} grants");
+            assert_eq!(cookie.header(), s.set_cookie(&value));
+            assert_eq!(
+                cookie.header.len(),
+                cookie.header.capacity(),
+                "exact: {n} grants"
+            );
+            let opened = s.open(Purpose::Cookie, cookie.value(), "alice", limits(1000));
+            assert_eq!(opened.unwrap().grants, g);
+            g.add(
+                &CapabilitySet::from_json(&format!(
+                    r#"{{"room:{n:03}:{}":["subscribe"]}}"#,
+                    "x".repeat(20)
+                ))
+                .unwrap(),
+                990,
+            );
+        }
+        assert!(deflated > 10, "large sets are deflated: {deflated}");
+    }
+
+    #[test]
     fn sealed_len_is_the_length_of_the_sealed_value() {
         let s = sealer();
         let mut g = GrantSet::new();
