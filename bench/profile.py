@@ -8,10 +8,16 @@ while `perf record` samples the server, and prints: the user and system CPU time
 (from /proc, so it needs no perf), then the functions with the most samples, inclusive of what
 they call, and the share of user space and kernel. Nothing here talks to anything but 127.0.0.1.
 
+`--server wire` or `--server crypto` profiles that request's wire or crypto floor instead (the
+hello-world answering capsign's own answer, without or with capsign's cryptography; see
+bench/run), pinned the same way: the floors' CPU per request next to capsign's splits the gap
+between them into user space and kernel.
+
 For a call tree, open the recording it leaves: `perf report -i target/bench-profile.data`.
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -43,14 +49,18 @@ def main():
                     help="which of the benchmark's requests (default acquire)")
     ap.add_argument("--observe", action="store_true",
                     help="with metrics and JSON access logs on, as bench/run --observe runs them")
+    ap.add_argument("--server", choices=["capsign", "wire", "crypto"], default="capsign",
+                    help="profile capsign (default), or the request's wire or crypto floor")
     args = ap.parse_args()
     if not 1 <= args.seconds <= 60:
         raise SystemExit("profile: keep --seconds between 1 and 60")
 
     bench.ensure_wrk()
-    bench.run(["cargo", "build", "--release", "--locked", "--bin", "capsign"], cwd=bench.ROOT)
+    bench.run(["cargo", "build", "--release", "--locked", "--bin", "capsign", "--example", "hello"],
+              cwd=bench.ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(bench.ROOT, "target"))
     capsign_bin = os.path.join(target, "release", "capsign")
+    hello_bin = os.path.join(target, "release", "examples", "hello")
     data = os.path.join(target, "bench-profile.data")
 
     tmp, bearer = bench.setup("capsign-profile-")
@@ -58,9 +68,17 @@ def main():
     env = bench.capsign_env()
     if args.observe:
         env.update(RUST_LOG="info", CAPSIGN_LOG_FORMAT="json", CAPSIGN_METRICS_LISTEN="127.0.0.1:0")
-    server = bench.Server("capsign", [capsign_bin], env, "0")
+    server = capsign = bench.Server("capsign", [capsign_bin], env, "0")
     try:
-        path, headers, _ = bench.prepare_capsign_request(server.port, bearer)[args.request]
+        path, headers, answer = bench.prepare_capsign_request(capsign.port, bearer)[args.request]
+        if args.server != "capsign":
+            answer_path = os.path.join(tmp, "floor.json")
+            with open(answer_path, "w") as f:
+                json.dump({k: v for k, v in answer.items()
+                           if args.server == "crypto" or k != "work"}, f)
+            server = bench.Server(args.server, [hello_bin, "127.0.0.1:0", answer_path],
+                                  dict(os.environ), "0")
+            bench.check_floor(server.port, path, headers, answer)
         bench.wrk(server.port, path, headers, 64, 1, "1")  # warm-up
         perf = None
         if ensure_perf():
@@ -80,6 +98,7 @@ def main():
             perf.wait(timeout=60)
     finally:
         server.stop()
+        capsign.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     n = result["rps"] * args.seconds
