@@ -74,10 +74,9 @@
 //! ```
 
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::json::{JsonStr, needs_escape, push_json_string};
 
@@ -487,7 +486,8 @@ fn covers(p: &str, q: &str) -> bool {
 /// A set of grants: resource patterns, each with its operations. Kept in canonical order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CapabilitySet {
-    entries: BTreeMap<Resource, OpSet>,
+    /// Sorted by resource, each resource once, every operation set non-empty.
+    entries: Vec<(Resource, OpSet)>,
 }
 
 impl CapabilitySet {
@@ -557,8 +557,15 @@ impl CapabilitySet {
     /// A set from entries already in canonical order with distinct resources and non-empty
     /// operations (a [`crate::grants::GrantSet`]'s), built in one pass.
     pub(crate) fn from_sorted(entries: impl Iterator<Item = (Resource, OpSet)>) -> CapabilitySet {
-        let entries: BTreeMap<Resource, OpSet> = entries.collect();
+        let entries: Vec<(Resource, OpSet)> = entries.collect();
+        debug_assert!(entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)));
         CapabilitySet { entries }
+    }
+
+    /// Where `resource` is, or would be inserted.
+    fn find(&self, resource: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|(r, _)| r.as_str().cmp(resource))
     }
 
     /// Adds operations to a resource (union with what it already has).
@@ -566,18 +573,26 @@ impl CapabilitySet {
         if ops.is_empty() {
             return;
         }
-        let entry = self.entries.entry(resource).or_default();
-        *entry = entry.union(ops);
+        match self.find(resource.as_str()) {
+            Ok(i) => {
+                if let Some((_, held)) = self.entries.get_mut(i) {
+                    *held = held.union(ops);
+                }
+            }
+            Err(i) => self.entries.insert(i, (resource, ops)),
+        }
     }
 
     /// Removes a resource and returns its operations.
     pub fn remove(&mut self, resource: &str) -> Option<OpSet> {
-        self.entries.remove(resource)
+        let i = self.find(resource).ok()?;
+        Some(self.entries.remove(i).1)
     }
 
     /// The operations listed for exactly this resource.
     pub fn ops_for(&self, resource: &str) -> Option<OpSet> {
-        self.entries.get(resource).copied()
+        let i = self.find(resource).ok()?;
+        self.entries.get(i).map(|(_, ops)| *ops)
     }
 
     /// The entries in canonical order.
@@ -669,7 +684,7 @@ impl CapabilitySet {
     /// JWT's claims. The same bytes as serializing [`CapabilitySet::to_json`]'s text, in one
     /// pass when no resource name needs escaping (the usual case).
     pub fn push_json_literal(&self, out: &mut String) {
-        if self.entries.keys().any(|r| needs_escape(r.as_str())) {
+        if self.entries.iter().any(|(r, _)| needs_escape(r.as_str())) {
             push_json_string(out, &self.to_json());
             return;
         }
@@ -720,7 +735,9 @@ impl CapabilitySet {
 
 impl fmt::Debug for CapabilitySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter()).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(r, o)| (r, o)))
+            .finish()
     }
 }
 
@@ -731,12 +748,21 @@ impl fmt::Display for CapabilitySet {
 }
 
 impl FromIterator<(Resource, OpSet)> for CapabilitySet {
+    /// Collected, then sorted once and merged (a resource given twice gets the union).
     fn from_iter<I: IntoIterator<Item = (Resource, OpSet)>>(iter: I) -> Self {
-        let mut set = CapabilitySet::new();
-        for (r, ops) in iter {
-            set.insert(r, ops);
-        }
-        set
+        let mut entries: Vec<(Resource, OpSet)> = iter
+            .into_iter()
+            .filter(|(_, ops)| !ops.is_empty())
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = kept.1.union(later.1);
+            }
+            same
+        });
+        CapabilitySet { entries }
     }
 }
 
@@ -751,30 +777,76 @@ impl<'de> Visitor<'de> for SetVisitor {
         f.write_str("an object mapping resources to arrays of operations")
     }
 
+    /// Entries are kept in document order and sorted once at the end. The first error in
+    /// document order is the one reported (a resource named twice counts at its second
+    /// mention): the rest of the object is then only read through, so that the error is
+    /// this one and not the JSON reader's complaint about an object left half read.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut set = CapabilitySet::new();
+        let mut entries: Vec<(Resource, OpSet)> = Vec::new();
+        let mut error = None;
         while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
             let ops: OpNames = map.next_value()?;
-            if set.len() >= MAX_RESOURCES {
-                return Ok(Err(CapabilityError::TooManyResources));
+            match entry(&entries, &name, &ops) {
+                Ok(entry) => entries.push(entry),
+                Err((named, e)) => {
+                    // A resource named twice before this entry's error comes first.
+                    entries.extend(named.map(|r| (r, OpSet::EMPTY)));
+                    error = Some(first_duplicate(&entries).unwrap_or(e));
+                    break;
+                }
             }
-            let resource = match Resource::new(&name) {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
-            if set.entries.contains_key(resource.as_str()) {
-                return Ok(Err(CapabilityError::DuplicateResource(
-                    resource.as_str().to_owned(),
-                )));
-            }
-            let ops = match OpSet::from_names(resource.as_str(), ops.0.iter().map(|s| &*s.0)) {
-                Ok(ops) => ops,
-                Err(e) => return Ok(Err(e)),
-            };
-            set.entries.insert(resource, ops);
         }
-        Ok(Ok(set))
+        if let Some(error) = error {
+            while map.next_key::<IgnoredAny>()?.is_some() {
+                map.next_value::<IgnoredAny>()?;
+            }
+            return Ok(Err(error));
+        }
+        if let Some(dup) = first_duplicate(&entries) {
+            return Ok(Err(dup));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Ok(CapabilitySet { entries }))
     }
+}
+
+/// One entry of a capability object read so far; on an error, the resource when its name
+/// was valid (its operations were not), so a repeat of it still counts first.
+fn entry(
+    entries: &[(Resource, OpSet)],
+    name: &str,
+    ops: &OpNames<'_>,
+) -> Result<(Resource, OpSet), (Option<Resource>, CapabilityError)> {
+    if entries.len() >= MAX_RESOURCES {
+        return Err((None, CapabilityError::TooManyResources));
+    }
+    let resource = Resource::new(name).map_err(|e| (None, e))?;
+    match OpSet::from_names(resource.as_str(), ops.0.iter().map(|s| &*s.0)) {
+        Ok(ops) => Ok((resource, ops)),
+        Err(e) => Err((Some(resource), e)),
+    }
+}
+
+/// The resource named twice whose second mention comes first in `entries` (document order),
+/// as the error reading it would give: by comparing pairs for a few entries (no allocation),
+/// by sorting positions for more (`O(n log n)`).
+fn first_duplicate(entries: &[(Resource, OpSet)]) -> Option<CapabilityError> {
+    let name = |i: usize| entries.get(i).map(|(r, _)| r.as_str());
+    let second = if entries.len() <= 16 {
+        (1..entries.len()).find(|&j| (0..j).any(|i| name(i) == name(j)))
+    } else {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| name(a).cmp(&name(b)).then(a.cmp(&b)));
+        order
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] if name(*a) == name(*b) => Some(*b),
+                _ => None,
+            })
+            .min()
+    };
+    let (r, _) = entries.get(second?)?;
+    Some(CapabilityError::DuplicateResource(r.as_str().to_owned()))
 }
 
 /// An operation list as written, bounded so a huge array cannot grow without limit (a
@@ -977,5 +1049,84 @@ mod tests {
             "wildcard mixed"
         );
         assert_eq!(OpSet::from_bits(1 << 20), None);
+    }
+
+    /// `from_json` against a plain reading (each entry checked in document order, the first
+    /// error kept), on documents built from a few names, repeated, with good and bad operation
+    /// lists: the same set, or the same first error (once, before the set was sorted at the
+    /// end, an error before the last entry came out as "trailing comma").
+    mod reading_order {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// Each entry checked in document order, the first error kept.
+        fn reference(entries: &[(String, Vec<String>)]) -> Result<String, String> {
+            let mut set: BTreeMap<Resource, OpSet> = BTreeMap::new();
+            for (name, ops) in entries {
+                if set.len() >= MAX_RESOURCES {
+                    return Err(CapabilityError::TooManyResources.to_string());
+                }
+                let r = Resource::new(name).map_err(|e| e.to_string())?;
+                if set.contains_key(r.as_str()) {
+                    return Err(CapabilityError::DuplicateResource(name.clone()).to_string());
+                }
+                let ops = OpSet::from_names(name, ops.iter().map(String::as_str))
+                    .map_err(|e| e.to_string())?;
+                set.insert(r, ops);
+            }
+            Ok(CapabilitySet::from_sorted(set.into_iter()).to_json())
+        }
+
+        fn entry() -> impl Strategy<Value = (String, Vec<String>)> {
+            let name = prop_oneof![
+                Just("a"),
+                Just("b"),
+                Just("chat:*"),
+                Just("c:d"),
+                Just("z"),
+                Just("x]y"),
+                Just(""),
+                Just("q")
+            ]
+            .prop_map(str::to_owned);
+            let ops = prop_oneof![
+                Just(vec!["subscribe"]),
+                Just(vec!["publish", "subscribe"]),
+                Just(vec!["*"]),
+                Just(vec![]),
+                Just(vec!["fly"]),
+                Just(vec!["*", "publish"]),
+            ]
+            .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            (name, ops)
+        }
+
+        proptest! {
+            #[test]
+            fn from_json_reads_as_the_one_pass_map_did(
+                entries in proptest::collection::vec(entry(), 0..24),
+                distinct in 0usize..24,
+            ) {
+                // Past `distinct`, names get a suffix: long documents without early repeats.
+                let entries: Vec<(String, Vec<String>)> = entries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (n, o))| if i >= distinct { (format!("{n}{i}"), o) } else { (n, o) })
+                    .collect();
+                let text = format!(
+                    "{{{}}}",
+                    entries
+                        .iter()
+                        .map(|(n, o)| format!("{}:{}", serde_json::json!(n), serde_json::json!(o)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let ours = CapabilitySet::from_json(&text)
+                    .map(|s| s.to_json())
+                    .map_err(|e| e.to_string());
+                prop_assert_eq!(ours, reference(&entries), "{}", text);
+            }
+        }
     }
 }
