@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
 import { createCapsign, capabilityOf } from '../../clients/js/index.js';
+import { checker } from './checks.mjs';
 
 const require = createRequire(import.meta.url);
 const Ably = require('ably');
@@ -21,24 +22,7 @@ const ablyHost = { restHost: '127.0.0.1', port: ABLY_PORT, tls: false, useBinary
 const VERSION = JSON.parse(readFileSync(new URL('./node_modules/ably/package.json', import.meta.url))).version;
 const LABEL = `capsign-ably helper, node (ably ${VERSION})`;
 
-const results = [];
-function within(ms, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function check(name, fn) {
-  try {
-    await within(30_000, fn());
-    results.push(`PASS ${LABEL}: ${name}`);
-  } catch (e) {
-    const why = e && (e.stack || e.message || JSON.stringify(e));
-    results.push(`FAIL ${LABEL}: ${name}: ${String(why).replace(/\n\s*/g, ' | ')}`);
-  }
-}
+const { check, report } = checker(LABEL, 30_000);
 
 function setup(options = {}) {
   const capsign = createCapsign({ url: `${CAPSIGN}/auth`, session: ALICE, ErrorInfo: Ably.ErrorInfo, ...options });
@@ -129,5 +113,4 @@ await check('a Chat room: 40160 on rooms:7::$chat acquires the room, whose claim
   assert.equal(history.items[0].extras.userClaim, '{"role":"moderator"}');
 });
 
-for (const line of results) console.log(line);
-process.exit(results.some((l) => l.startsWith('FAIL')) ? 1 : 0);
+report();

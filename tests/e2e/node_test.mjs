@@ -7,6 +7,8 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
+import { checker } from './checks.mjs';
+
 const require = createRequire(import.meta.url);
 const Ably = require('ably');
 
@@ -18,24 +20,7 @@ const ablyHost = { restHost: '127.0.0.1', port: ABLY_PORT, tls: false, useBinary
 const VERSION = JSON.parse(
   readFileSync(new URL('./node_modules/ably/package.json', import.meta.url)),
 ).version;
-const results = [];
-/** Rejects after `ms`: a client that retries without end fails its check instead of hanging. */
-function within(ms, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function check(name, fn) {
-  try {
-    await within(20_000, fn());
-    results.push(`PASS ably-js node (ably ${VERSION}): ${name}`);
-  } catch (e) {
-    results.push(`FAIL ably-js node (ably ${VERSION}): ${name}: ${e && (e.stack || e.message || JSON.stringify(e))}`);
-  }
-}
+const { check, report } = checker(`ably-js node (ably ${VERSION})`, 20_000);
 
 /** A loopback proxy in front of `target` that counts the requests it forwards: how many times
  * ably-js called its authUrl. */
@@ -300,5 +285,4 @@ await check("Node's fetch posting a body over the limit (2 and 6 MiB) reads caps
   }
 });
 
-for (const line of results) console.log(line);
-process.exit(results.some((l) => l.startsWith('FAIL')) ? 1 : 0);
+report();

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, auth_path, auth_request, bearer_request, verify_ably_jwt};
+use crate::harness::{Server, auth_path, bearer_request, verify_ably_jwt};
 
 const RULES: &str = r#"
 [[rule]]
@@ -108,12 +108,7 @@ async fn claims_follow_the_held_set() {
     );
     // Another user's request holds nothing: no claims for resources it does not hold.
     let r = s
-        .send(auth_request(
-            &s,
-            "bob",
-            Some(r#"{"lobby":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("bob", Some(r#"{"lobby":["subscribe"]}"#))
         .await;
     assert_eq!(user_claims(&verify_ably_jwt(&r.body)), vec![]);
 }

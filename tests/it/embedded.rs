@@ -9,7 +9,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::fakes::fake_ably;
-use crate::harness::{Server, auth_path, auth_request, bearer_request, session, verify_ably_jwt};
+use crate::harness::{Server, auth_path, bearer_request, session, verify_ably_jwt};
 
 const APP_SECRET: &str = "the-apps-own-secret-0123456789abcdef";
 
@@ -42,12 +42,7 @@ async fn an_ably_jwt_inside_the_apps_jwt_expiring_with_it() {
     ])
     .await;
     let first = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     let r = s
         .send(embedded_request(
@@ -99,12 +94,7 @@ async fn a_native_ably_token_inside_when_configured() {
     .await;
     // CAPSIGN_FORMAT=embedded: no format parameter needed.
     let r = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let (header, claims) = verify_outer(&r.body);

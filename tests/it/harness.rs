@@ -99,6 +99,11 @@ impl Server {
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
         send(self.addr, req).await
     }
+
+    /// `/auth` for `who` asking `capability`, with no grant cookie: a client's first request.
+    pub async fn first_auth(&self, who: &str, capability: Option<&str>) -> Reply {
+        self.send(auth_request(self, who, capability, None)).await
+    }
 }
 
 impl Drop for Server {

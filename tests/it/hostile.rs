@@ -333,12 +333,7 @@ async fn client_ids_with_control_characters_or_wildcards() {
     // `:` and `*` inside a clientId never widen a {clientId} rule.
     for sub in ["a:*", "a*", "x:y"] {
         let r = s
-            .send(auth_request(
-                &s,
-                sub,
-                Some(r#"{"private:a:*:z":["publish"]}"#),
-                None,
-            ))
+            .first_auth(sub, Some(r#"{"private:a:*:z":["publish"]}"#))
             .await;
         assert_eq!((r.status, r.error_code()), (403, 40160), "{sub:?}");
     }
@@ -583,22 +578,12 @@ async fn more_requested_resources_than_the_grant_limit_is_400() {
 async fn a_second_grant_cookie_of_the_same_name_is_ignored() {
     let s = Server::start(&[]).await;
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await
         .grant_cookie()
         .unwrap();
     let b = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:b":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:b":["subscribe"]}"#))
         .await
         .grant_cookie()
         .unwrap();

@@ -19,12 +19,7 @@ async fn incremental_grants_reach_the_policy_once() {
     let policy = &s.app.flow.policy;
 
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     assert_eq!(a.capability(), r#"{"chat:a":["subscribe"]}"#);
     assert_eq!((policy.calls(), policy.evaluated()), (1, 1));
@@ -66,12 +61,7 @@ async fn incremental_grants_reach_the_policy_once() {
 async fn another_users_cookie_is_ignored() {
     let s = Server::start(&[]).await;
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"private:alice:x":["*"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"private:alice:x":["*"]}"#))
         .await;
     let alices = a.grant_cookie().unwrap();
     let b = s
@@ -92,9 +82,7 @@ async fn another_users_cookie_is_ignored() {
 #[tokio::test]
 async fn tampered_truncated_and_foreign_cookies_are_ignored() {
     let s = Server::start(&[]).await;
-    let a = s
-        .send(auth_request(&s, "alice", Some(r#"{"chat:a":["*"]}"#), None))
-        .await;
+    let a = s.first_auth("alice", Some(r#"{"chat:a":["*"]}"#)).await;
     let good = a.grant_cookie().unwrap();
     let mut flipped = good.clone().into_bytes();
     let mid = flipped.len() / 2;
@@ -132,12 +120,7 @@ async fn tampered_truncated_and_foreign_cookies_are_ignored() {
 async fn grants_header_for_clients_without_a_cookie_jar() {
     let s = Server::start(&[]).await;
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     let sealed = a.header("x-capsign-grants").unwrap().to_owned();
     let mut req = auth_request(&s, "alice", Some(r#"{"chat:b":["subscribe"]}"#), None);
@@ -167,12 +150,7 @@ async fn expired_cookie_starts_fresh_and_ageing_rechecks() {
     ])
     .await;
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     let cookie = a.grant_cookie().unwrap();
     let before = s.app.flow.policy.evaluated();
@@ -209,12 +187,7 @@ async fn expired_cookie_starts_fresh_and_ageing_rechecks() {
 async fn response_headers_and_cookie_attributes() {
     let s = Server::start(&[]).await;
     let r = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/jwt"));
@@ -396,12 +369,10 @@ async fn claims_reach_rule_templates() {
 async fn key_capability_intersection() {
     let s = Server::start(&[("CAPSIGN_KEY_CAPABILITY", r#"{"chat:*":["subscribe"]}"#)]).await;
     let r = s
-        .send(auth_request(
-            &s,
+        .first_auth(
             "alice",
             Some(r#"{"chat:a":["subscribe","publish"],"doc:1":["publish"]}"#),
-            None,
-        ))
+        )
         .await;
     assert_eq!(r.capability(), r#"{"chat:a":["subscribe"]}"#);
     s.stop().await;
@@ -604,7 +575,7 @@ async fn cookie_overflow_reject_and_evict() {
 async fn too_many_new_grants_in_one_request() {
     let s = Server::start(&[("CAPSIGN_MAX_NEW_GRANTS", "3")]).await;
     let r = s
-        .send(auth_request(&s, "alice", Some(r#"{"doc:1":["subscribe"],"doc:2":["subscribe"],"doc:3":["subscribe"],"doc:4":["subscribe"]}"#), None))
+        .first_auth("alice", Some(r#"{"doc:1":["subscribe"],"doc:2":["subscribe"],"doc:3":["subscribe"],"doc:4":["subscribe"]}"#))
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error_code(), 40000);
@@ -617,12 +588,7 @@ async fn cookie_key_rotation_keeps_grants() {
     const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
     let old = Server::start(&[("CAPSIGN_COOKIE_KEY", OLD)]).await;
     let a = old
-        .send(auth_request(
-            &old,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     let cookie = a.grant_cookie().unwrap();
     // Phase 2 of rotation: the new key signs, the old one still verifies.
@@ -777,12 +743,7 @@ async fn cross_site_cookie_setting() {
     ] {
         let s = Server::start(&[("CAPSIGN_COOKIE_SAMESITE", setting)]).await;
         let r = s
-            .send(auth_request(
-                &s,
-                "alice",
-                Some(r#"{"chat:a":["subscribe"]}"#),
-                None,
-            ))
+            .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
             .await;
         let set_cookie = r.header("set-cookie").unwrap();
         assert!(

@@ -41,12 +41,7 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
     assert_eq!(anonymous.status, 401);
     // A fresh client: the rules grant chat:a.
     let a = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     assert_eq!(a.status, 200);
     let cookie = a.grant_cookie().unwrap();

@@ -121,12 +121,7 @@ fn grants_header(reply: &Reply) -> String {
 async fn grants_are_sealed_only_for_the_carriers_a_client_uses() {
     let s = Server::start(&[]).await;
     let first = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await;
     assert!(first.grant_cookie().is_some() && first.header("x-capsign-grants").is_some());
 

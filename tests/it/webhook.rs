@@ -70,12 +70,10 @@ async fn rules_decide_what_they_match_and_the_rest_goes_to_the_webhook() {
     let hook = Fake::start(grant_all_but_secret).await;
     let s = Server::start(&[("CAPSIGN_POLICY_URL", &hook.url("/decide"))]).await;
     let r = s
-        .send(auth_request(
-            &s,
+        .first_auth(
             "alice",
             Some(r#"{"chat:a":["publish"],"billing:7":["subscribe"],"secret:x":["subscribe"]}"#),
-            None,
-        ))
+        )
         .await;
     assert_eq!(
         r.capability(),
@@ -332,12 +330,7 @@ async fn patterns_can_be_kept_from_the_webhook() {
     let hook = Fake::start(grant_all_but_secret).await;
     let s = with_webhook(&hook, &[("CAPSIGN_POLICY_PATTERNS", "deny")]).await;
     let r = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"*":["subscribe"],"[*]*":["subscribe"],"doc:*":["subscribe"],"doc:1":["subscribe"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"*":["subscribe"],"[*]*":["subscribe"],"doc:*":["subscribe"],"doc:1":["subscribe"]}"#))
         .await;
     assert_eq!(r.capability(), r#"{"doc:1":["subscribe"]}"#, "{}", r.body);
     assert_eq!(r.header("x-capsign-denied"), Some("*,[*]*,doc:*"));
@@ -363,12 +356,7 @@ async fn format_token_returns_ablys_token_details() {
     let ably = fake_ably(0).await;
     let s = Server::start(&[("CAPSIGN_ABLY_REST_URL", &ably.url(""))]).await;
     let r = s
-        .send(auth_request(
-            &s,
-            "alice",
-            Some(r#"{"chat:a":["publish"]}"#),
-            None,
-        ))
+        .first_auth("alice", Some(r#"{"chat:a":["publish"]}"#))
         .await;
     assert_eq!(r.status, 200);
     let req = s
