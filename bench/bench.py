@@ -73,7 +73,10 @@ def b64url_decode(text):
 
 def hs256(claims, secret, header=None):
     header = header or {"alg": "HS256", "typ": "JWT"}
-    signing = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+    # Compact, as PyJWT and Node's jsonwebtoken write them.
+    compact = {"separators": (",", ":")}
+    signing = (b64url(json.dumps(header, **compact).encode()) + "."
+               + b64url(json.dumps(claims, **compact).encode()))
     mac = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
     return signing + "." + b64url(mac)
 

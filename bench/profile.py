@@ -28,6 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
 
+COUNTED = ",".join([
+    "raw_syscalls:sys_enter", "syscalls:sys_enter_writev", "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_futex", "context-switches",
+    "cpu-migrations",
+])
+
+
 def cpu_ticks(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
@@ -51,6 +58,9 @@ def main():
                     help="with metrics and JSON access logs on, as bench/run --observe runs them")
     ap.add_argument("--server", choices=["capsign", "wire", "crypto"], default="capsign",
                     help="profile capsign (default), or the request's wire or crypto floor")
+    ap.add_argument("--count", action="store_true",
+                    help="count system calls and context switches per request (perf stat) "
+                         "instead of sampling functions")
     args = ap.parse_args()
     if not 1 <= args.seconds <= 60:
         raise SystemExit("profile: keep --seconds between 1 and 60")
@@ -82,11 +92,18 @@ def main():
         bench.wrk(server.port, path, headers, 64, 1, "1")  # warm-up
         perf = None
         if ensure_perf():
-            perf = subprocess.Popen(
-                ["perf", "record", "-F", "1999", "-g", "--call-graph", "dwarf,16384",
-                 "-o", data, "-p", str(server.proc.pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
+            if args.count:
+                perf = subprocess.Popen(
+                    ["perf", "stat", "-x", ",", "-o", data + ".count", "-e", COUNTED,
+                     "-p", str(server.proc.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            else:
+                perf = subprocess.Popen(
+                    ["perf", "record", "-F", "1999", "-g", "--call-graph", "dwarf,16384",
+                     "-o", data, "-p", str(server.proc.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
             time.sleep(0.5)
         else:
             bench.log("profile: perf is not available; CPU times only")
@@ -106,6 +123,15 @@ def main():
     print(f"\n{result['rps']:,.0f} rps, p99 {bench.fmt_ms(result['p99'])}; per request: "
           f"user {(u1 - u0) * tick_us / n:.1f} µs, system {(s1 - s0) * tick_us / n:.1f} µs")
     if not perf:
+        return
+    if args.count:
+        # perf counted from before the measured load to after it; the warm-up is not in it, but
+        # the half second of idle before is (an idle server makes no calls worth counting).
+        print("\nper request (perf stat over the load):")
+        for line in open(data + ".count"):
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+                print(f"  {float(fields[0]) / n:8.3f}  {fields[2]}")
         return
     report = lambda *extra: subprocess.run(  # noqa: E731
         ["perf", "report", "-i", data, "--stdio", "-g", "none", "--percent-limit", "0.5", *extra],

@@ -42,9 +42,6 @@ fn main() {
             after.total_bytes - before.total_bytes
         );
     };
-    row("building the request (not capsign's)", &|| {
-        std::hint::black_box(fixture.request());
-    });
     for (name, stage) in &stages {
         row(name, stage.as_ref());
     }

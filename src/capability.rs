@@ -149,6 +149,15 @@ macro_rules! operations {
                 }
             }
 
+            /// The wire name in JSON quotes: `"name"`, or `\"name\"` (`escaped`) for a JSON
+            /// text inside a JSON string literal.
+            const fn quoted(self, escaped: bool) -> &'static str {
+                match (self, escaped) {
+                    $((Operation::$variant, false) => concat!("\"", $name, "\""),)*
+                    $((Operation::$variant, true) => concat!("\\\"", $name, "\\\""),)*
+                }
+            }
+
             /// Looks an operation up by its wire name.
             pub fn from_name(name: &str) -> Option<Operation> {
                 match name {
@@ -258,6 +267,27 @@ impl OpSet {
             OpSet::WILDCARD
         } else {
             OpSet(self.0 & !other.0)
+        }
+    }
+
+    /// Writes the names, quoted as [`Operation::quoted`] does and separated by commas.
+    fn push_quoted(self, out: &mut String, escaped: bool) {
+        if self.is_wildcard() {
+            out.push_str(if escaped { "\\\"*\\\"" } else { "\"*\"" });
+            return;
+        }
+        let mut bits = self.0 & Self::OPS_MASK;
+        let mut first = true;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(op) = Operation::ALL.get(i) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(op.quoted(escaped));
+            }
         }
     }
 
@@ -418,7 +448,12 @@ fn check_resource(name: &str) -> Result<(), CapabilityError> {
         let shown = name.get(..cut).unwrap_or_default();
         return Err(CapabilityError::ResourceTooLong(format!("{shown}...")));
     }
-    if name.chars().any(char::is_control) {
+    let control = if name.is_ascii() {
+        name.bytes().any(|b| b.is_ascii_control())
+    } else {
+        name.chars().any(char::is_control)
+    };
+    if control {
         return Err(CapabilityError::ControlCharacter(name.to_owned()));
     }
     match split_qualifier(name) {
@@ -457,24 +492,25 @@ fn covers(p: &str, q: &str) -> bool {
     if !(pq == Qualifier::Any || pq == qq) {
         return false;
     }
-    let mut ps = p.split(':').peekable();
-    let mut qs = q.split(':').peekable();
+    // Split as bytes: `:` is ASCII, and a byte search costs less than a `char` pattern.
+    let mut ps = p.as_bytes().split(|&b| b == b':').peekable();
+    let mut qs = q.as_bytes().split(|&b| b == b':').peekable();
     loop {
         match (ps.next(), qs.next()) {
             (None, None) => return true,
             (Some(pseg), Some(qseg)) => {
                 let p_last = ps.peek().is_none();
                 let q_last = qs.peek().is_none();
-                if pseg == "*" {
+                if pseg == b"*" {
                     if p_last {
                         // A trailing `*` matches one or more segments: whatever is left of q.
                         return true;
                     }
                     // A middle `*` matches one segment; q's trailing `*` may match several.
-                    if qseg == "*" && q_last {
+                    if qseg == b"*" && q_last {
                         return false;
                     }
-                } else if qseg == "*" || pseg != qseg {
+                } else if qseg == b"*" || pseg != qseg {
                     return false;
                 }
             }
@@ -676,7 +712,7 @@ impl CapabilitySet {
     /// The canonical JSON text (see the module's `# Canonical form`).
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(self.json_len_hint());
-        self.write_json(&mut out, "\"");
+        self.write_json(&mut out, false);
         out
     }
 
@@ -690,34 +726,27 @@ impl CapabilitySet {
         }
         out.reserve(self.json_len_hint() * 5 / 4);
         out.push('"');
-        self.write_json(out, "\\\"");
+        self.write_json(out, true);
         out.push('"');
     }
 
-    /// Writes the canonical JSON with `quote` for every quote: `"` for the text itself, `\"`
-    /// for its body inside a string literal (names then need no escaping: the caller checks).
-    fn write_json(&self, out: &mut String, quote: &str) {
+    /// Writes the canonical JSON: as the text itself, or `escaped` as the body of a string
+    /// literal (every quote `\"`; names then need no escaping: the caller checks).
+    fn write_json(&self, out: &mut String, escaped: bool) {
         out.push('{');
         for (i, (r, ops)) in self.entries.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            if quote == "\"" {
-                push_json_string(out, r.as_str());
-            } else {
-                out.push_str(quote);
+            if escaped {
+                out.push_str("\\\"");
                 out.push_str(r.as_str());
-                out.push_str(quote);
+                out.push_str("\\\":[");
+            } else {
+                push_json_string(out, r.as_str());
+                out.push_str(":[");
             }
-            out.push_str(":[");
-            for (j, name) in ops.names().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                out.push_str(quote);
-                out.push_str(name);
-                out.push_str(quote);
-            }
+            ops.push_quoted(out, escaped);
             out.push(']');
         }
         out.push('}');

@@ -129,7 +129,13 @@ impl Hs256Key {
         mac.update(signed.as_bytes());
         mac.verify_slice(&tag).map_err(|_| Hs256Error::Signature)?;
 
-        // Only verified bytes from here on. A header of the usual size is decoded on the stack.
+        // Only verified bytes from here on. The usual headers are known by their encoding;
+        // another of the usual size is decoded on the stack.
+        if header == self.header_b64 || USUAL_HEADERS.contains(&header) {
+            return URL_SAFE_NO_PAD
+                .decode(claims)
+                .map_err(|_| Hs256Error::Shape);
+        }
         let mut small = [0u8; SMALL_HEADER];
         let header = if header.len() <= SMALL_HEADER / 3 * 4 {
             let n = (URL_SAFE_NO_PAD.decode_slice(header, &mut small))
@@ -146,6 +152,15 @@ impl Hs256Key {
             .map_err(|_| Hs256Error::Shape)
     }
 }
+
+/// The base64url encodings of the headers most libraries write for HS256 without a kid
+/// (PyJWT, Node's jsonwebtoken, jose: `{"alg":"HS256","typ":"JWT"}`; Rust's jsonwebtoken and
+/// capsign: `{"typ":"JWT","alg":"HS256"}`), acceptable without reading them again (a test
+/// decodes and checks them).
+const USUAL_HEADERS: [&str; 2] = [
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9",
+];
 
 /// Whether a (verified) JOSE header is UTF-8 JSON throughout (RFC 8259; also in members
 /// skipped here, which serde_json's `from_slice` would pass over unchecked), an object with
@@ -198,6 +213,22 @@ mod tests {
 
     fn jwt_lib(header: &Header, claims: &Value, secret: &[u8]) -> String {
         jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn the_usual_headers_are_acceptable_and_what_they_say() {
+        let texts: Vec<Vec<u8>> = USUAL_HEADERS
+            .iter()
+            .map(|h| URL_SAFE_NO_PAD.decode(h).unwrap())
+            .collect();
+        assert_eq!(texts[0], br#"{"alg":"HS256","typ":"JWT"}"#);
+        assert_eq!(texts[1], br#"{"typ":"JWT","alg":"HS256"}"#);
+        assert!(texts.iter().all(|t| header_acceptable(t)));
+        // What Rust's jsonwebtoken writes for HS256 without a kid, and capsign's own key.
+        let theirs = jwt_lib(&Header::new(Algorithm::HS256), &json!({}), SECRET);
+        assert!(theirs.starts_with(&format!("{}.", USUAL_HEADERS[1])));
+        let ours = Hs256Key::new(SECRET, None).sign(b"{}");
+        assert!(ours.starts_with(&format!("{}.", USUAL_HEADERS[1])));
     }
 
     #[test]

@@ -263,6 +263,12 @@ impl Fixture {
                 }),
             ),
             (
+                "request: built and dropped (the harness's cost inside the handler figures)",
+                Box::new(move || {
+                    black_box(self.request());
+                }),
+            ),
+            (
                 "handler: a renewal (a held grant asked again), whole request",
                 Box::new(move || {
                     let req = http::Request::get(s.renew_query.as_str())

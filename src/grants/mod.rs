@@ -96,7 +96,7 @@ impl GrantSet {
         let patterns: Vec<(&Resource, OpSet, &str)> = self
             .entries
             .iter()
-            .filter(|(r, _)| r.as_str().contains('*'))
+            .filter(|(r, _)| r.as_str().as_bytes().contains(&b'*'))
             .map(|(r, g)| (r, g.ops, literal_prefix(r.as_str())))
             .collect();
         let mut out = CapabilitySet::new();

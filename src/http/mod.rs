@@ -342,10 +342,10 @@ where
         headers: &parts.headers,
         peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
     };
-    let who = app
-        .identity
-        .identify(&presenting, app.clock.now_ms())
-        .await?;
+    // One reading of the clock for the whole request: the session's expiry is checked, and
+    // the credential and cookie are dated, at the same instant.
+    let now_ms = app.clock.now_ms();
+    let who = app.identity.identify(&presenting, now_ms).await?;
 
     let sealer = &app.flow.sealer;
     let cookies: SmallVec<[&str; 4]> = jar
@@ -357,10 +357,7 @@ where
         cookies: &cookies,
         header: header_str(&parts.headers, &X_CAPSIGN_GRANTS),
     };
-    let outcome = app
-        .flow
-        .authorize(&who, presented, params, app.clock.now_ms())
-        .await?;
+    let outcome = app.flow.authorize(&who, presented, params, now_ms).await?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
 
     let (content_type, format, body) = match outcome.credential {

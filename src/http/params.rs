@@ -152,24 +152,36 @@ fn form_decode(input: &[u8]) -> Cow<'_, str> {
     if !input.iter().any(|&b| b == b'+' || b == b'%') {
         return String::from_utf8_lossy(input);
     }
-    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let hex = |b: &u8| char::from(*b).to_digit(16);
     let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while let Some(&b) = input.get(i) {
-        i += 1;
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (hex(input.get(i)), hex(input.get(i + 1))) {
+    let mut rest = input;
+    // Runs without `+` or `%` are copied whole.
+    while let Some(at) = rest.iter().position(|&b| b == b'+' || b == b'%') {
+        let (run, tail) = rest.split_at(at);
+        out.extend_from_slice(run);
+        rest = match tail {
+            [b'+', after @ ..] => {
+                out.push(b' ');
+                after
+            }
+            [b'%', high, low, after @ ..] => match (hex(high), hex(low)) {
                 (Some(high), Some(low)) => {
                     // Two hex digits: at most 255.
                     out.push((high * 16 + low) as u8);
-                    i += 2;
+                    after
                 }
-                _ => out.push(b'%'),
+                _ => {
+                    out.push(b'%');
+                    tail.get(1..).unwrap_or_default()
+                }
             },
-            _ => out.push(b),
-        }
+            _ => {
+                out.push(b'%');
+                tail.get(1..).unwrap_or_default()
+            }
+        };
     }
+    out.extend_from_slice(rest);
     match String::from_utf8(out) {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
