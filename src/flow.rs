@@ -455,7 +455,8 @@ impl Flow {
     async fn exchange(&self, token_request: String) -> Result<bytes::Bytes, FlowError> {
         let key_name = self.ably.key.key_name();
         let started = std::time::Instant::now();
-        let answer = self.ably.rest.request_token(key_name, token_request).await;
+        // Boxed: the HTTP exchange's future is large and only `format=token` needs it.
+        let answer = Box::pin(self.ably.rest.request_token(key_name, token_request)).await;
         let error = answer.as_ref().err().map(AblyError::kind);
         self.metrics.ably_call(started.elapsed(), error);
         Ok(answer?)

@@ -407,7 +407,14 @@ where
         params.read_form(q.as_bytes())?;
     }
     if parts.method == Method::POST {
-        let body = read_body(&parts.headers, body, limits.max_body, limits.body_timeout).await?;
+        // Boxed: a GET (what ably-js sends) carries no room for reading a body.
+        let body = Box::pin(read_body(
+            &parts.headers,
+            body,
+            limits.max_body,
+            limits.body_timeout,
+        ))
+        .await?;
         if !body.is_empty() {
             let mut from_body = RawParams::default();
             match media_type(&parts.headers).as_deref() {
@@ -522,7 +529,13 @@ where
     let Some(demo) = app.identity.demo() else {
         return Err(Reject::not_found("/login"));
     };
-    let body = read_body(&parts.headers, body, 1024, app.http_settings().body_timeout).await?;
+    let body = Box::pin(read_body(
+        &parts.headers,
+        body,
+        1024,
+        app.http_settings().body_timeout,
+    ))
+    .await?;
     let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())

@@ -417,7 +417,9 @@ impl JwksState {
         // refresh is dropped at the `await` (a client that disconnects mid-fetch). A flag left
         // set would block every later refresh, and a key rotation at the identity provider
         // would then lock every user out.
-        let result = self.refresh(now_ms).await;
+        // Boxed: the fetch's future is large, and every request's future would otherwise
+        // carry (and move) room for it.
+        let result = Box::pin(self.refresh(now_ms)).await;
         if let Err(e) = &result {
             tracing::warn!("{e}; keeping the previous keys");
         }

@@ -165,7 +165,9 @@ impl Policy {
         }
         if !rest.is_empty() {
             let started = Instant::now();
-            let answer = hook.decide(who, &rest, now).await;
+            // Boxed: the webhook call's future is large, and a request the rules decide
+            // alone should not carry (and move) its room.
+            let answer = Box::pin(hook.decide(who, &rest, now)).await;
             self.metrics.webhook_call(
                 started.elapsed(),
                 answer.as_ref().err().map(WebhookError::kind),
