@@ -11,7 +11,12 @@ they call, and the share of user space and kernel. Nothing here talks to anythin
 `--server wire` or `--server crypto` profiles that request's wire or crypto floor instead (the
 hello-world answering capsign's own answer, without or with capsign's cryptography; see
 bench/run), pinned the same way: the floors' CPU per request next to capsign's splits the gap
-between them into user space and kernel.
+between them into user space and kernel. `--server crypto --spin-us N` adds N µs of busy work
+per request to the crypto floor: what N µs of a server's own work costs in throughput, kernel
+time included (a slower server leaves the load generator idle more often, and waking it costs
+the server kernel time).
+
+`--count` counts system calls and context switches per request (perf stat) instead.
 
 For a call tree, open the recording it leaves: `perf report -i target/bench-profile.data`.
 """
@@ -58,12 +63,19 @@ def main():
                     help="with metrics and JSON access logs on, as bench/run --observe runs them")
     ap.add_argument("--server", choices=["capsign", "wire", "crypto"], default="capsign",
                     help="profile capsign (default), or the request's wire or crypto floor")
+    ap.add_argument("--spin-us", type=float, default=0.0,
+                    help="with --server crypto: add this many µs of busy work per request, "
+                         "a stand-in for a server's own work (what would N µs of it cost?)")
     ap.add_argument("--count", action="store_true",
                     help="count system calls and context switches per request (perf stat) "
                          "instead of sampling functions")
     args = ap.parse_args()
     if not 1 <= args.seconds <= 60:
         raise SystemExit("profile: keep --seconds between 1 and 60")
+    if args.spin_us and args.server != "crypto":
+        raise SystemExit("profile: --spin-us goes with --server crypto")
+    if not 0 <= args.spin_us <= 1000:
+        raise SystemExit("profile: keep --spin-us between 0 and 1000")
 
     bench.ensure_wrk()
     bench.run(["cargo", "build", "--release", "--locked", "--bin", "capsign", "--example", "hello"],
@@ -83,6 +95,8 @@ def main():
         path, headers, answer = bench.prepare_capsign_request(capsign.port, bearer)[args.request]
         if args.server != "capsign":
             answer_path = os.path.join(tmp, "floor.json")
+            if args.spin_us:
+                answer = dict(answer, work=dict(answer["work"], spin_ns=int(args.spin_us * 1000)))
             with open(answer_path, "w") as f:
                 json.dump({k: v for k, v in answer.items()
                            if args.server == "crypto" or k != "work"}, f)

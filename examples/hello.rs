@@ -10,7 +10,8 @@
 //!
 //! The file may also name `"work": {"macs": [n, ...], "decode": [n, ...], "encode": [n, ...]}`:
 //! per request, one HMAC-SHA256 (key prepared once) over each `n` bytes, one base64url decode
-//! of each `n` characters and one encode of each `n` bytes. `bench/run` fills it with the sizes
+//! of each `n` characters and one encode of each `n` bytes; and `"spin_ns": n`, that many
+//! nanoseconds of busy work after them (`bench/profile --spin-us`). `bench/run` fills it with the sizes
 //! capsign's measured request MACs and (de)codes, so this "crypto floor" is the best any server
 //! doing capsign's cryptography, and nothing else, could do.
 
@@ -47,6 +48,10 @@ struct WorkSizes {
     decode: Vec<usize>,
     #[serde(default)]
     encode: Vec<usize>,
+    /// Nanoseconds of busy work per request after the cryptography: a stand-in for a server's
+    /// own work, so `bench/profile --spin-us` can show what a given amount of it costs.
+    #[serde(default)]
+    spin_ns: u64,
 }
 
 /// The inputs for [`WorkSizes`], made once.
@@ -55,6 +60,7 @@ struct Work {
     macs: Vec<Vec<u8>>,
     decode: Vec<String>,
     encode: Vec<Vec<u8>>,
+    spin: std::time::Duration,
 }
 
 impl Work {
@@ -67,6 +73,7 @@ impl Work {
                 .map(|n| URL_SAFE_NO_PAD.encode(bytes(n * 3 / 4)))
                 .collect(),
             encode: sizes.encode.into_iter().map(bytes).collect(),
+            spin: std::time::Duration::from_nanos(sizes.spin_ns),
         })
     }
 
@@ -82,6 +89,12 @@ impl Work {
         }
         for input in &self.encode {
             std::hint::black_box(URL_SAFE_NO_PAD.encode(std::hint::black_box(input)));
+        }
+        if !self.spin.is_zero() {
+            let started = std::time::Instant::now();
+            while started.elapsed() < self.spin {
+                std::hint::spin_loop();
+            }
         }
     }
 }

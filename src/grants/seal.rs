@@ -634,7 +634,14 @@ fn decode_body(body: &[u8], max_grants: usize, key_id: u8) -> Result<(&[u8], Ope
             .ok_or(GrantsError::Malformed("resource"))?
             .copy_from_slice(suffix);
         let built = name.get(..len).unwrap_or_default();
-        if !grants.entries.is_empty() && built <= prev {
+        // `built` shares `shared` bytes with `prev`: the first byte after them decides, when
+        // both have one and they differ (the usual case); else compare the whole names.
+        let ordered = match (prev.get(shared), suffix.first()) {
+            _ if grants.entries.is_empty() => true,
+            (Some(p), Some(s)) if p != s => s > p,
+            _ => built > prev,
+        };
+        if !ordered {
             return Err(GrantsError::Malformed("order"));
         }
         let text = std::str::from_utf8(built).map_err(|_| GrantsError::Malformed("resource"))?;
@@ -774,6 +781,65 @@ mod tests {
         let mut g = GrantSet::new();
         g.add(&CapabilitySet::from_json(json).unwrap(), approved_at);
         g
+    }
+
+    /// A body of grants given as (shared prefix length, suffix), each with `subscribe`.
+    fn raw_body(grants: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, 1000);
+        put_bytes(&mut out, b"alice");
+        put_varint(&mut out, grants.len() as u64);
+        for (shared, suffix) in grants {
+            put_varint(&mut out, *shared as u64);
+            put_bytes(&mut out, suffix);
+            put_varint(
+                &mut out,
+                u64::from(OpSet::from_names("r", ["subscribe"]).unwrap().bits()),
+            );
+            put_varint(&mut out, 0);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Names must come strictly increasing: the decoder's shortcut (the first byte after
+        /// the shared prefix) decides as a comparison of the whole names would.
+        #[test]
+        fn names_must_increase(
+            grants in proptest::collection::vec(
+                (0usize..4, proptest::collection::vec(proptest::sample::select(b"ab:".to_vec()), 0..4)),
+                1..6,
+            )
+        ) {
+            let grants: Vec<(usize, &[u8])> =
+                grants.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+            // The reference: build every name, then check each is valid and above the last.
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            let mut expected = true;
+            for (shared, suffix) in &grants {
+                let prev = names.last().cloned().unwrap_or_default();
+                let Some(head) = prev.get(..*shared) else {
+                    expected = false;
+                    break;
+                };
+                let name = [head, suffix].concat();
+                let valid = std::str::from_utf8(&name).is_ok_and(|t| Resource::new(t).is_ok());
+                if !valid || names.last().is_some_and(|p| name <= *p) {
+                    expected = false;
+                    break;
+                }
+                names.push(name);
+            }
+            let body = raw_body(&grants);
+            let decoded = decode_body(&body, 100, 1);
+            proptest::prop_assert_eq!(decoded.is_ok(), expected, "{:?}", decoded.err());
+            if let Ok((_, opened)) = decoded {
+                let got: Vec<&str> = opened.grants.iter().map(|(r, _)| r.as_str()).collect();
+                let want: Vec<String> =
+                    names.iter().map(|n| String::from_utf8(n.clone()).unwrap()).collect();
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]
