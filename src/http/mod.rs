@@ -463,12 +463,20 @@ fn request_cookies(headers: &HeaderMap) -> SmallVec<[(&str, &str); 8]> {
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(::cookie::Cookie::split_parse)
-        .filter_map(|c| {
-            let c = c.ok()?;
-            Some((c.name_raw()?, c.value_raw()?))
-        })
+        .flat_map(cookie_pairs)
         .collect()
+}
+
+/// The (name, value) pairs of one `Cookie` header, exactly as the `cookie` crate's
+/// `Cookie::split_parse` reads them with `name_raw` and `value_raw` (a test compares), without
+/// building a whole `Cookie` for each: pairs split at `;`, name and value at the first `=`,
+/// each trimmed; a piece without `=` or with an empty name is skipped.
+fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|piece| {
+        let (name, value) = piece.split_once('=')?;
+        let name = name.trim();
+        (!name.is_empty()).then(|| (name, value.trim()))
+    })
 }
 
 fn resource_list(resources: &[Resource]) -> String {
@@ -571,6 +579,43 @@ mod tests {
             Resource::new("c%d é").unwrap(),
         ];
         assert_eq!(resource_list(&rs), "a%2Cb,c%25d%20%C3%A9");
+    }
+
+    fn crate_pairs(header: &str) -> Vec<(&str, &str)> {
+        ::cookie::Cookie::split_parse(header)
+            .filter_map(|c| {
+                let c = c.ok()?;
+                Some((c.name_raw()?, c.value_raw()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cookie_pairs_as_the_cookie_crate_reads_them_on_known_cases() {
+        for header in [
+            "a=1; b=2",
+            "  a = 1 ;;b=;=c; d ; e==f ;",
+            "__Host-capsign=AQEA_x-y; other=\"quoted\"",
+            "",
+            ";",
+            " \t ; x=\t1\t",
+        ] {
+            assert_eq!(
+                cookie_pairs(header).collect::<Vec<_>>(),
+                crate_pairs(header),
+                "{header:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Over what a header value's `to_str` lets through (visible ASCII, space, tab).
+        #[test]
+        fn cookie_pairs_as_the_cookie_crate_reads_them(
+            header in "[ \t;=a-c\"_-]{0,24}"
+        ) {
+            proptest::prop_assert_eq!(cookie_pairs(&header).collect::<Vec<_>>(), crate_pairs(&header));
+        }
     }
 
     #[test]
