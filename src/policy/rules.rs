@@ -149,6 +149,10 @@ struct Rule {
     pieces: Vec<Piece>,
     /// The resource, when the pattern has no template: rendered once, at load.
     fixed: Option<Resource>,
+    /// What every resource the pattern covers starts with, whoever asks: its literal text up
+    /// to the first template or `*` (empty for a `[*]` pattern). A templated rule need not be
+    /// rendered for a question whose resources all start otherwise.
+    prefix: String,
     ops: OpSet,
     default: bool,
     claim: Option<Claim>,
@@ -209,9 +213,16 @@ impl Rules {
             } else {
                 None
             };
+            let prefix = match pieces.first() {
+                Some(Piece::Literal(text)) if !text.starts_with("[*]") => {
+                    text.split('*').next().unwrap_or_default().to_owned()
+                }
+                _ => String::new(),
+            };
             rules.push(Rule {
                 pieces,
                 fixed,
+                prefix,
                 ops,
                 default: r.default,
                 claim,
@@ -229,14 +240,25 @@ impl Rules {
     ///
     /// Evaluated as needed: a fixed pattern is lent, not copied, and only templated ones are
     /// rendered (one small allocation each, none for a short result).
+    ///
+    /// With `for_set`, rules whose patterns can cover none of its resources are left out
+    /// before they are rendered (their [`Rule::prefix`] starts none of them).
     fn allowed<'a>(
         &'a self,
         who: &'a Identity,
         defaults_only: bool,
+        for_set: Option<&'a CapabilitySet>,
     ) -> impl Iterator<Item = (std::borrow::Cow<'a, Resource>, OpSet)> + 'a {
         self.rules
             .iter()
             .filter(move |r| r.default || !defaults_only)
+            .filter(move |r| {
+                r.fixed.is_some()
+                    || for_set.is_none_or(|set| {
+                        set.iter()
+                            .any(|(q, _)| q.as_str().starts_with(r.prefix.as_str()))
+                    })
+            })
             .filter_map(move |rule| {
                 let resource = match &rule.fixed {
                     Some(r) => std::borrow::Cow::Borrowed(r),
@@ -248,7 +270,7 @@ impl Rules {
 
     /// The grants given to every fresh set.
     pub fn defaults(&self, who: &Identity) -> CapabilitySet {
-        self.allowed(who, true)
+        self.allowed(who, true, None)
             .map(|(r, ops)| (r.into_owned(), ops))
             .collect()
     }
@@ -259,7 +281,7 @@ impl Rules {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.evaluated
             .fetch_add(requested.len() as u64, Ordering::Relaxed);
-        let allowed: SmallVec<[_; 8]> = self.allowed(who, false).collect();
+        let allowed: SmallVec<[_; 8]> = self.allowed(who, false, Some(requested)).collect();
         requested
             .iter()
             .map(|(r, ops)| {
@@ -279,7 +301,7 @@ impl Rules {
         who: &Identity,
         requested: &CapabilitySet,
     ) -> (CapabilitySet, CapabilitySet) {
-        let allowed: Vec<_> = self.allowed(who, false).collect();
+        let allowed: Vec<_> = self.allowed(who, false, Some(requested)).collect();
         let mut mine = CapabilitySet::new();
         let mut rest = CapabilitySet::new();
         for (r, ops) in requested.iter() {
@@ -589,6 +611,62 @@ mod tests {
         );
         assert_eq!(p.calls(), 1);
         assert_eq!(p.evaluated(), 4);
+    }
+
+    /// Templates in every position a prefix could be taken from, with qualifiers and `*`.
+    const TEMPLATED: &str = r#"
+        [[rule]]
+        resource = "p:{clientId}:*"
+        ops = ["subscribe"]
+        [[rule]]
+        resource = "[queue]q:{clientId}"
+        ops = ["publish"]
+        [[rule]]
+        resource = "[*]m:{clientId}"
+        ops = ["presence"]
+        [[rule]]
+        resource = "c:*:{clientId}"
+        ops = ["history"]
+        [[rule]]
+        resource = "{clientId}:x"
+        ops = ["stats"]
+        [[rule]]
+        resource = "a*b:{clientId}"
+        ops = ["push-subscribe"]
+    "#;
+
+    proptest::proptest! {
+        /// Leaving out the templated rules whose prefix starts none of the requested
+        /// resources never changes a decision: the same as deciding with every rule rendered.
+        #[test]
+        fn prefix_filter_changes_no_decision(
+            names in proptest::collection::vec(
+                "(\\[(queue|meta|\\*)\\])?(p|q|m|c|a\\*b|u|\\*)(:(u|v|\\*|x)){0,2}",
+                1..5,
+            ),
+            id in "u|v|\\*",
+        ) {
+            let rules = Rules::from_toml(TEMPLATED).unwrap();
+            let who = who(&id);
+            let mut requested = CapabilitySet::new();
+            for name in &names {
+                if let Ok(r) = Resource::new(name) {
+                    requested.insert(r, OpSet::WILDCARD);
+                }
+            }
+            let all: Vec<_> = rules.allowed(&who, false, None).collect();
+            let expected: CapabilitySet = requested
+                .iter()
+                .map(|(r, ops)| {
+                    let may = all
+                        .iter()
+                        .filter(|(pattern, _)| pattern.covers(r))
+                        .fold(OpSet::EMPTY, |acc, (_, o)| acc.union(*o));
+                    (r.clone(), ops.intersection(may))
+                })
+                .collect();
+            proptest::prop_assert_eq!(rules.decide(&who, &requested), expected);
+        }
     }
 
     #[test]
