@@ -477,6 +477,16 @@ fn split_qualifier(name: &str) -> Option<(Qualifier, &str)> {
     Some((qual, rest))
 }
 
+/// What every resource a pattern covers starts with: the pattern up to its first `*`, or
+/// nothing for a `[*]` pattern (which covers other qualifiers too). Also true of the start of
+/// a pattern, the literal text before a rule's first template.
+pub(crate) fn literal_prefix(pattern: &str) -> &str {
+    if pattern.starts_with("[*]") {
+        return "";
+    }
+    pattern.split('*').next().unwrap_or_default()
+}
+
 /// Pattern covering (see [`Resource::covers`]) on validated names.
 fn covers(p: &str, q: &str) -> bool {
     // Only a `*` (a wildcard segment or the `[*]` qualifier) widens a pattern.

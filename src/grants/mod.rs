@@ -35,7 +35,7 @@
 
 mod seal;
 
-use crate::capability::{CapabilitySet, OpSet, Resource};
+use crate::capability::{CapabilitySet, OpSet, Resource, literal_prefix};
 
 pub use seal::{
     DEFAULT_MAX_GRANTS, GrantKey, GrantKeys, GrantsError, HEADER_VERSION, MAX_SEALED_LEN,
@@ -207,15 +207,6 @@ impl GrantSet {
         self.entries
             .binary_search_by(|(r, _)| r.as_str().cmp(resource))
     }
-}
-
-/// What every resource a pattern covers starts with: the pattern up to its first `*`, or
-/// nothing for a `[*]` pattern (which covers other qualifiers too).
-fn literal_prefix(pattern: &str) -> &str {
-    if pattern.starts_with("[*]") {
-        return "";
-    }
-    pattern.split('*').next().unwrap_or_default()
 }
 
 /// One grant from two: the union of the operations, the older approval.

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::capability::{CapabilityError, CapabilitySet, OpSet, Resource};
+use crate::capability::{CapabilityError, CapabilitySet, OpSet, Resource, literal_prefix};
 use crate::identity::Identity;
 
 /// Why a rules file was refused at start-up.
@@ -214,9 +214,7 @@ impl Rules {
                 None
             };
             let prefix = match pieces.first() {
-                Some(Piece::Literal(text)) if !text.starts_with("[*]") => {
-                    text.split('*').next().unwrap_or_default().to_owned()
-                }
+                Some(Piece::Literal(text)) => literal_prefix(text).to_owned(),
                 _ => String::new(),
             };
             rules.push(Rule {
