@@ -16,7 +16,11 @@ capsign's bytes cost in the kernel and hyper from what capsign's work costs; and
 floor": the same, plus per request the HMAC-SHA256s and base64 (de)codings that request needs,
 at their sizes (renewal: the session JWT, the cookie in, the Ably JWT; acquire: those and the
 cookie out), so the table shows the best any server doing that cryptography and nothing else
-reaches (`--no-floor` leaves them out). It ends with the performance targets' table.
+reaches; and a "lean floor" (examples/floors/lean.rs): the same request answered for real by
+the least work that does it (the cryptography on the request's own bytes, its JSON read, the
+grants decoded, decided by prefix, merged and written, the cookie sealed), without capsign's
+checks and generality, so the table shows what any implementation of the request costs
+(`--no-floor` leaves the floors out). It ends with the performance targets' table.
 
 It prints requests per second, p50/p99 latency, the ratios, cold start to first 200, and the
 peak resident memory of each server. Nothing here talks to anything but 127.0.0.1.
@@ -361,6 +365,40 @@ def check_floor(port, path, headers, answer):
         raise SystemExit(f"bench: the wire floor answered {status} {body[:80]!r}")
 
 
+def lean_config(answer, headers):
+    """What the lean floor needs: the benchmark's secrets, the cookie's name (from the
+    request's `Cookie`) and attributes (from capsign's `Set-Cookie`, when it set one), the
+    credential's lifetime."""
+    claims = verify_ably_jwt(answer["body"])
+    name = headers["Cookie"].split("=", 1)[0]
+    set_cookie = [v for k, v in answer["headers"] if k.lower() == "set-cookie"]
+    attributes = set_cookie[0].partition(";")[2] if set_cookie else ""
+    return {
+        "session_secret": SESSION_SECRET,
+        "ably_key": f"{ABLY_KEY_NAME}:{ABLY_SECRET}",
+        "cookie_name": name,
+        "cookie_attributes": ";" + attributes if attributes else "",
+        "ttl_s": claims["exp"] - claims["iat"],
+    }
+
+
+def check_lean(port, path, headers, answer):
+    """The lean floor's answer is a JWT that verifies with the Ably key and holds the grants
+    capsign's does, with a cookie set when capsign set one."""
+    status, hdrs, body = http_get(port, path, headers)
+    if status != 200:
+        raise SystemExit(f"bench: the lean floor answered {status}")
+    got = json.loads(verify_ably_jwt(body.decode())["x-ably-capability"])
+    want = json.loads(verify_ably_jwt(answer["body"])["x-ably-capability"])
+    norm = lambda cap: {r: sorted(ops) for r, ops in cap.items()}  # noqa: E731
+    if norm(got) != norm(want):
+        raise SystemExit(f"bench: the lean floor granted {got}, capsign {want}")
+    sets = lambda hs: any(k.lower() == "set-cookie" for k, _ in hs)  # noqa: E731
+    if sets(hdrs) != sets(answer["headers"]):
+        raise SystemExit("bench: the lean floor and capsign differ on setting the cookie")
+    log(f"bench: lean floor's answer checked: JWT verifies, {len(got)} grants")
+
+
 def check_express(port):
     status, _, body = http_get(port, "/auth", {})
     if status != 200:
@@ -380,7 +418,7 @@ def main():
     ap.add_argument(
         "--no-floor",
         action="store_true",
-        help="skip the wire floor (hello-world answering capsign's bytes)",
+        help="skip the floors (wire, crypto and lean)",
     )
     ap.add_argument(
         "--observe",
@@ -443,15 +481,21 @@ def main():
                 runs.append((f"capsign {kind}", "capsign", path, headers))
                 if not use_floor:
                     continue
-                for floor, with_work in (("wire", False), ("crypto", True)):
+                for floor in ("wire", "crypto", "lean"):
                     name = f"{floor} floor, {kind}"
                     answer_path = os.path.join(tmp, f"{floor}-{kind}.json")
+                    spec = {k: v for k, v in answer.items() if floor == "crypto" or k != "work"}
+                    if floor == "lean":
+                        spec["lean"] = lean_config(answer, headers)
                     with open(answer_path, "w") as f:
-                        json.dump({k: v for k, v in answer.items() if with_work or k != "work"}, f)
+                        json.dump(spec, f)
                     servers[name] = Server(
                         name, [hello_bin, "127.0.0.1:0", answer_path], dict(os.environ), server_cores
                     )
-                    check_floor(servers[name].port, path, headers, answer)
+                    if floor == "lean":
+                        check_lean(servers[name].port, path, headers, answer)
+                    else:
+                        check_floor(servers[name].port, path, headers, answer)
                     runs.append((name, name, path, headers))
                 log(f"bench: crypto floor of a {kind}, per request: {answer['work']}")
             if args.observe:
@@ -531,8 +575,9 @@ def cold_starts(hello_bin, capsign_bin, express_dir, bearer, express_env):
 
 
 ORDER = [
-    "hello", "wire floor, renewal", "crypto floor, renewal", "capsign renewal",
-    "wire floor, acquire", "crypto floor, acquire", "capsign acquire", "observed acquire", "express",
+    "hello", "wire floor, renewal", "crypto floor, renewal", "lean floor, renewal",
+    "capsign renewal", "wire floor, acquire", "crypto floor, acquire", "lean floor, acquire",
+    "capsign acquire", "observed acquire", "express",
 ]
 
 
@@ -571,6 +616,13 @@ def report(results, peak, cold, args):
             print(f"| renewal rps / its crypto floor rps | | {m('capsign renewal') / m('crypto floor, renewal'):.2f} |")
             print(f"| acquire rps / its crypto floor rps | ≥ 0.75 | {m('capsign acquire') / m('crypto floor, acquire'):.2f} |")
             print(f"| acquire rps / hello-world rps | | {m('capsign acquire') / m('hello'):.2f} |")
+            if "lean floor, acquire" in names:
+                print(f"| lean floor rps / crypto floor rps: acquire, renewal | (the least any server doing the request does) | "
+                      f"{m('lean floor, acquire') / m('crypto floor, acquire'):.2f}, "
+                      f"{m('lean floor, renewal') / m('crypto floor, renewal'):.2f} |")
+                print(f"| capsign rps / lean floor rps: acquire, renewal | | "
+                      f"{m('capsign acquire') / m('lean floor, acquire'):.2f}, "
+                      f"{m('capsign renewal') / m('lean floor, renewal'):.2f} |")
             print(f"| p99, renewal / acquire | ≤ 2.5 ms on a quiet run | "
                   f"{fmt_ms(m('capsign renewal', 'p99'))} / {fmt_ms(m('capsign acquire', 'p99'))} |")
             if "observed acquire" in names:

@@ -16,6 +16,12 @@ per request to the crypto floor: what N µs of a server's own work costs in thro
 time included (a slower server leaves the load generator idle more often, and waking it costs
 the server kernel time).
 
+`--server lean` profiles the lean floor (examples/floors/lean.rs): the request answered by the
+least work that still does it for real, on the request's own bytes (session JWT checked and
+read, capability parameter read, cookie opened and decoded, the new grant decided by prefix,
+merged, the Ably JWT written and signed, the cookie sealed), without capsign's checks and
+generality. Its answer is checked as capsign's is (a JWT that verifies, the same grants).
+
 `--count` counts system calls and context switches per request (perf stat) instead.
 
 For a call tree, open the recording it leaves: `perf report -i target/bench-profile.data`.
@@ -61,8 +67,9 @@ def main():
                     help="which of the benchmark's requests (default acquire)")
     ap.add_argument("--observe", action="store_true",
                     help="with metrics and JSON access logs on, as bench/run --observe runs them")
-    ap.add_argument("--server", choices=["capsign", "wire", "crypto"], default="capsign",
-                    help="profile capsign (default), or the request's wire or crypto floor")
+    ap.add_argument("--server", choices=["capsign", "wire", "crypto", "lean"],
+                    default="capsign",
+                    help="profile capsign (default), or the request's wire, crypto or lean floor")
     ap.add_argument("--spin-us", type=float, default=0.0,
                     help="with --server crypto: add this many µs of busy work per request, "
                          "a stand-in for a server's own work (what would N µs of it cost?)")
@@ -97,12 +104,17 @@ def main():
             answer_path = os.path.join(tmp, "floor.json")
             if args.spin_us:
                 answer = dict(answer, work=dict(answer["work"], spin_ns=int(args.spin_us * 1000)))
+            floor = {k: v for k, v in answer.items() if args.server == "crypto" or k != "work"}
+            if args.server == "lean":
+                floor["lean"] = bench.lean_config(answer, headers)
             with open(answer_path, "w") as f:
-                json.dump({k: v for k, v in answer.items()
-                           if args.server == "crypto" or k != "work"}, f)
+                json.dump(floor, f)
             server = bench.Server(args.server, [hello_bin, "127.0.0.1:0", answer_path],
                                   dict(os.environ), "0")
-            bench.check_floor(server.port, path, headers, answer)
+            if args.server == "lean":
+                bench.check_lean(server.port, path, headers, answer)
+            else:
+                bench.check_floor(server.port, path, headers, answer)
         bench.wrk(server.port, path, headers, 64, 1, "1")  # warm-up
         perf = None
         if ensure_perf():

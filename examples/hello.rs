@@ -14,6 +14,11 @@
 //! nanoseconds of busy work after them (`bench/profile --spin-us`). `bench/run` fills it with the sizes
 //! capsign's measured request MACs and (de)codes, so this "crypto floor" is the best any server
 //! doing capsign's cryptography, and nothing else, could do.
+//!
+//! Or it may name `"lean": {...}` (see `floors/lean.rs`): the "lean floor", which answers the
+//! request it gets by the least work that still does it for real (the cryptography on the
+//! request's own bytes, its JSON read, the grants decoded, merged and written); `bench/profile
+//! --server lean` starts it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,11 +37,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
+#[path = "floors/lean.rs"]
+mod lean;
+
 /// What every request gets.
 struct Answer {
     headers: HeaderMap,
     body: Bytes,
     work: Option<Work>,
+    lean: Option<lean::Lean>,
 }
 
 /// The cryptography of one request, as sizes (see the module docs).
@@ -99,7 +108,10 @@ impl Work {
     }
 }
 
-fn answer(answer: &Answer) -> Response<Full<Bytes>> {
+fn answer<B>(answer: &Answer, req: &Request<B>) -> Response<Full<Bytes>> {
+    if let Some(lean) = &answer.lean {
+        return lean.answer(req);
+    }
     if let Some(work) = &answer.work {
         work.run();
     }
@@ -116,6 +128,7 @@ fn load(path: &str) -> Result<Answer, String> {
         headers: Vec<(String, String)>,
         body: String,
         work: Option<WorkSizes>,
+        lean: Option<lean::LeanConfig>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let file: File = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
@@ -125,10 +138,15 @@ fn load(path: &str) -> Result<Answer, String> {
         let value = HeaderValue::from_str(&v).map_err(|e| format!("{k}: {e}"))?;
         headers.append(name, value);
     }
+    let lean = file
+        .lean
+        .map(|c| lean::Lean::new(c, &headers))
+        .transpose()?;
     Ok(Answer {
         headers,
         body: Bytes::from(file.body),
         work: file.work.map(Work::new).transpose()?,
+        lean,
     })
 }
 
@@ -147,6 +165,7 @@ fn main() -> std::io::Result<()> {
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"Hello, World!"),
             work: None,
+            lean: None,
         },
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -171,8 +190,8 @@ async fn serve(addr: SocketAddr, fixed: Arc<Answer>) -> std::io::Result<()> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let fixed = Arc::clone(&fixed);
-        let service = service_fn(move |_: Request<hyper::body::Incoming>| {
-            let resp = answer(&fixed);
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let resp = answer(&fixed, &req);
             async move { Ok::<_, Infallible>(resp) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
