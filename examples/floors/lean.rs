@@ -222,7 +222,7 @@ impl Lean {
         let mut tag = [0u8; 48];
         let n = URL_SAFE_NO_PAD.decode_slice(sig, &mut tag).ok()?;
         mac.verify_slice(tag.get(..n)?).ok()?;
-        let mut claims_json = [0u8; 1024];
+        let mut claims_json = [0u8; 512];
         let n = URL_SAFE_NO_PAD
             .decode_slice(payload, &mut claims_json)
             .ok()?;
@@ -254,7 +254,7 @@ impl Lean {
                 (n.trim() == self.cookie_name).then(|| v.trim())
             });
         let mut held = Held::default();
-        let mut raw = [0u8; 4096];
+        let mut raw = [0u8; 1024];
         if let Some(sealed) = sealed {
             let n = URL_SAFE_NO_PAD.decode_slice(sealed, &mut raw).ok()?;
             let raw = raw.get(..n)?;
@@ -313,7 +313,7 @@ impl Lean {
         }
 
         // The Ably JWT.
-        let mut claims_out = String::with_capacity(64 + held.names.len() + 64 * held.entries.len());
+        let mut claims_out = Vec::with_capacity(64 + held.names.len() + 64 * held.entries.len());
         let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
         for part in [
             "{\"iat\":",
@@ -321,37 +321,37 @@ impl Lean {
             ",\"exp\":",
             b.format(now + self.ttl_s),
         ] {
-            claims_out.push_str(part);
+            claims_out.extend_from_slice(part.as_bytes());
         }
-        claims_out.push_str(",\"x-ably-capability\":\"{");
+        claims_out.extend_from_slice(b",\"x-ably-capability\":\"{");
         for (i, e) in held.entries.iter().enumerate() {
             if i > 0 {
-                claims_out.push(',');
+                claims_out.push(b',');
             }
-            claims_out.push_str("\\\"");
-            claims_out.push_str(std::str::from_utf8(held.name(e)).ok()?);
-            claims_out.push_str("\\\":[");
+            claims_out.extend_from_slice(b"\\\"");
+            claims_out.extend_from_slice(held.name(e));
+            claims_out.extend_from_slice(b"\\\":[");
             let mut first = true;
             for (bit, op) in Operation::ALL.iter().enumerate() {
                 if e.bits & (1 << bit) != 0 {
                     if !first {
-                        claims_out.push(',');
+                        claims_out.push(b',');
                     }
                     first = false;
-                    claims_out.push_str("\\\"");
-                    claims_out.push_str(op.name());
-                    claims_out.push_str("\\\"");
+                    claims_out.extend_from_slice(b"\\\"");
+                    claims_out.extend_from_slice(op.name().as_bytes());
+                    claims_out.extend_from_slice(b"\\\"");
                 }
             }
-            claims_out.push(']');
+            claims_out.push(b']');
         }
-        claims_out.push_str("}\",\"x-ably-clientId\":\"");
-        claims_out.push_str(claims.sub);
-        claims_out.push_str("\"}");
+        claims_out.extend_from_slice(b"}\",\"x-ably-clientId\":\"");
+        claims_out.extend_from_slice(claims.sub.as_bytes());
+        claims_out.extend_from_slice(b"\"}");
         let mut jwt = String::with_capacity(self.jwt_header.len() + claims_out.len() * 4 / 3 + 48);
         jwt.push_str(&self.jwt_header);
         jwt.push('.');
-        URL_SAFE_NO_PAD.encode_string(claims_out.as_bytes(), &mut jwt);
+        URL_SAFE_NO_PAD.encode_string(&claims_out, &mut jwt);
         let mut mac = self.ably.clone();
         mac.update(jwt.as_bytes());
         jwt.push('.');
