@@ -17,8 +17,13 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
+/// The lean floor (`bench/run`'s): the request answered by the least work that does it.
+#[path = "../../examples/floors/lean.rs"]
+mod lean;
+
 const SESSION_SECRET: &str = "bench-session-secret-0123456789abcdef0123456789";
 const CLIENT: &str = "bench-user";
+const ABLY_API_KEY: &str = "bench1.keyone:bench-ably-secret";
 
 struct Setup {
     app: App,
@@ -37,7 +42,7 @@ fn setup() -> Setup {
     let env = capsign::testing::env_with_rules(
         &rules,
         &[
-            ("ABLY_API_KEY", "bench1.keyone:bench-ably-secret"),
+            ("ABLY_API_KEY", ABLY_API_KEY),
             ("CAPSIGN_SESSION_SECRET", SESSION_SECRET),
         ],
     );
@@ -105,6 +110,7 @@ pub(crate) struct Fixture {
     set: CapabilitySet,
     capability: String,
     cookie_header: String,
+    lean: lean::Lean,
 }
 
 fn no_cookie<'a>(_: &str) -> Option<&'a str> {
@@ -141,6 +147,24 @@ impl Fixture {
         let set = merged.capabilities();
         let capability = set.to_json();
         let cookie_header = format!("{}={}", app.flow.sealer.cookie_name(), s.cookie);
+        let lean = {
+            let request = http::Request::get(s.query.as_str())
+                .header("authorization", format!("Bearer {}", s.bearer))
+                .header("cookie", cookie_header.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let answer = rt.block_on(capsign::http::handle(app, request));
+            let set_cookie = answer.headers()["set-cookie"].to_str().unwrap();
+            let config = serde_json::from_value(json!({
+                "session_secret": SESSION_SECRET,
+                "ably_key": ABLY_API_KEY,
+                "cookie_name": app.flow.sealer.cookie_name(),
+                "cookie_attributes": format!(";{}", set_cookie.split_once(';').unwrap().1),
+                "ttl_s": 3600,
+            }))
+            .unwrap();
+            lean::Lean::new(config, answer.headers()).unwrap()
+        };
         Fixture {
             s,
             rt,
@@ -152,6 +176,7 @@ impl Fixture {
             set,
             capability,
             cookie_header,
+            lean,
         }
     }
 
@@ -282,6 +307,15 @@ impl Fixture {
                         res.headers().get("set-cookie").is_none(),
                         "nothing resealed"
                     );
+                    black_box(res);
+                }),
+            ),
+            (
+                "lean floor: an acquire's least work (examples/floors/lean.rs), whole request",
+                Box::new(move || {
+                    let res = self.lean.answer(&self.request());
+                    assert_eq!(res.status(), 200);
+                    assert!(res.headers().contains_key("set-cookie"));
                     black_box(res);
                 }),
             ),
