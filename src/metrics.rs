@@ -411,6 +411,11 @@ impl Metrics {
         out
     }
 
+    /// Whether anything is recorded ([`Metrics::disabled`] records nothing).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// A request starts: in flight until the guard is dropped (also when the request is
     /// dropped half-way, as when its client disconnects).
     pub fn in_flight(&self) -> InFlight {

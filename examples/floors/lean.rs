@@ -361,7 +361,7 @@ impl Lean {
         let mut resp = Response::new(Full::new(Bytes::from(jwt)));
         *resp.headers_mut() = self.headers.clone();
         if granted {
-            let mut body = SmallVec::<[u8; 1024]>::new();
+            let mut body = Vec::with_capacity(64 + held.names.len() + 8 * held.entries.len());
             body.extend_from_slice(&[1, 0, 0]);
             put_varint(&mut body, now);
             put_varint(&mut body, claims.sub.len() as u64);
@@ -411,7 +411,7 @@ impl Lean {
     }
 }
 
-fn put_varint(out: &mut SmallVec<[u8; 1024]>, mut v: u64) {
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7f) | 0x80);
         v >>= 7;
