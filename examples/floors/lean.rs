@@ -14,12 +14,14 @@
 //! real Ably key, so the answer verifies; the cookie's body encoded, sealed and set when
 //! something was granted; a random request id. The other headers are capsign's, fixed.
 //!
-//! Left out, and each of them in capsign: wildcard and template rules, resource and clientId
-//! validation, JSON escaping of names, the `nbf`/`iat` claims, the cookie's times and
-//! holder-independent checks beyond the holder's name, duplicate parameters, CORS, Host and
-//! Fetch Metadata checks, held-set and budget limits, error envelopes. So capsign cannot do
-//! less than this; whatever this costs above the crypto floor, any implementation of the
-//! request pays.
+//! Left out, and each of them in capsign: wildcard and templated rules, the webhook, resource
+//! and clientId validation, JSON escaping of names, the `nbf`, `iss` and `aud` claims and
+//! repeated members, the cookie's key ids, age and order checks and deflated bodies, duplicate
+//! parameters, CORS, Host and Fetch Metadata checks, held-set and cookie-budget limits, error
+//! envelopes, metrics and logs. It is the request's essential work done plainly with the
+//! crates capsign uses: not a bound on every conceivable implementation (hand-written parsers
+//! could shave more), but what a server doing the request without any of capsign's checks
+//! costs on this stack.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -34,7 +36,8 @@ use smallvec::SmallVec;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// What the lean floor needs to know, from `bench/profile` (the benchmark's secrets).
+/// What the lean floor needs to know, from `bench/run` or `bench/profile` (the benchmark's
+/// secrets).
 #[derive(serde::Deserialize)]
 pub(crate) struct LeanConfig {
     /// The HS256 secret of the session JWTs.
