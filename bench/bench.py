@@ -617,7 +617,7 @@ def report(results, peak, cold, args):
             print(f"| acquire rps / its crypto floor rps | ≥ 0.75 | {m('capsign acquire') / m('crypto floor, acquire'):.2f} |")
             print(f"| acquire rps / hello-world rps | | {m('capsign acquire') / m('hello'):.2f} |")
             if "lean floor, acquire" in names:
-                print(f"| lean floor rps / crypto floor rps: acquire, renewal | (the least any server doing the request does) | "
+                print(f"| lean floor rps / crypto floor rps: acquire, renewal | (the request's essential work, none of capsign's checks) | "
                       f"{m('lean floor, acquire') / m('crypto floor, acquire'):.2f}, "
                       f"{m('lean floor, renewal') / m('crypto floor, renewal'):.2f} |")
                 print(f"| capsign rps / lean floor rps: acquire, renewal | | "
