@@ -19,8 +19,8 @@ cookie out), so the table shows the best any server doing that cryptography and 
 reaches; and a "lean floor" (examples/floors/lean.rs): the same request answered for real by
 the least work that does it (the cryptography on the request's own bytes, its JSON read, the
 grants decoded, decided by prefix, merged and written, the cookie sealed), without capsign's
-checks and generality, so the table shows what any implementation of the request costs
-(`--no-floor` leaves the floors out). It ends with the performance targets' table.
+checks and generality, so the table shows what the request's essential work costs when done
+plainly with capsign's crates (`--no-floor` leaves the floors out). It ends with the performance targets' table.
 
 It prints requests per second, p50/p99 latency, the ratios, cold start to first 200, and the
 peak resident memory of each server. Nothing here talks to anything but 127.0.0.1.
