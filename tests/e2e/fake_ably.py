@@ -1,4 +1,4 @@
-"""A fake of Ably's REST API for capsign's end-to-end tests, on 127.0.0.1 only.
+"""A fake of Ably (REST and Realtime) for capsign's end-to-end tests, on 127.0.0.1 only.
 
 It checks what Ably checks, as `docs/ably-protocol.md` describes it:
 
@@ -10,27 +10,35 @@ It checks what Ably checks, as `docs/ably-protocol.md` describes it:
   an Ably JWT (HS256 under the key its `kid` names, `iat` and `exp` checked), the capability
   enforced with Ably's wildcard rules: 401/40160 when it does not allow the operation there.
 - `GET /time`, and CORS for the browser test.
+- Realtime: the WebSocket protocol subset ably-js 2.x speaks with `useBinaryProtocol: false`,
+  on the same port (ably-js reaches REST and Realtime through one `port`): connect with
+  `access_token` (checked by the same code as REST) and `CONNECTED` with connection details;
+  `ATTACH`/`ATTACHED` with the channel modes the capability allows, a channel `ERROR` 40160
+  when it names no operation there; `MESSAGE` and `PRESENCE` with `ACK`, or `NACK` 40160,
+  delivered to the connections attached with the mode that receives them; in-band `AUTH`,
+  which replaces the connection's capability (same connection id, a new `CONNECTED`) and is
+  refused with 40102 for another clientId; `HEARTBEAT`, `DETACH`, `CLOSE`.
 
-Run alone: `python3 fake_ably.py` prints `fake-ably: listening on http://127.0.0.1:PORT`.
+Runs on aiohttp (one event loop in a thread of its own). Run alone: `python3 fake_ably.py` prints `fake-ably: listening on http://127.0.0.1:PORT`.
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sys
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-OPERATIONS = {
-    "annotation-publish", "annotation-subscribe", "channel-metadata", "history",
-    "message-delete-any", "message-delete-own", "message-update-any", "message-update-own",
-    "object-publish", "object-subscribe", "presence", "publish", "push-admin", "push-subscribe",
-    "stats", "subscribe", "privileged-headers",
-}
+from aiohttp import WSMsgType, web
+
+# What both fakes share (the operations, and the TokenRequest cases each must answer alike).
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "fake_ably.json")
+with open(SHARED, encoding="utf-8") as f:
+    OPERATIONS = set(json.load(f)["operations"])
 TR_FIELDS = ["keyName", "ttl", "capability", "clientId", "timestamp", "nonce", "mac"]
 MAX_TTL_MS = 24 * 3600 * 1000
 WINDOW_MS = 2 * 60 * 1000
@@ -144,8 +152,9 @@ class FakeAbly:
         self.nonces = set()
         self.channels = {}
         self.requests = []
+        self.connections = {}
         self.lock = threading.Lock()
-        self.server = None
+        self.loop = None
 
     def now(self):
         return now_ms() + self.time_offset_ms
@@ -276,12 +285,21 @@ class FakeAbly:
         return entry["capability"], entry["clientId"], entry["expires"]
 
     def authenticate(self, authorization):
+        """A REST request's `Authorization: Bearer base64(token)`: (capability, clientId,
+        user claims)."""
         if not authorization or not authorization.startswith("Bearer "):
             raise AblyError(401, 40101, "token authentication required")
         try:
             token = base64.b64decode(authorization[7:], validate=True).decode()
         except (ValueError, UnicodeDecodeError):
             raise AblyError(401, 40140, "malformed token")
+        return self.authenticate_token(token)
+
+    def authenticate_token(self, token):
+        """A token as a Realtime connection presents it (`access_token`, `AUTH`): an Ably JWT,
+        an embedded JWT or a native token; (capability, clientId, user claims)."""
+        if not isinstance(token, str) or not token:
+            raise AblyError(401, 40101, "token authentication required")
         if token.count(".") == 2:
             embedded = self.verify_embedded(token)
             if embedded is not None:
@@ -291,116 +309,359 @@ class FakeAbly:
         capability, client_id, _ = self.native_token(token)
         return capability, client_id, {}
 
-    # ----- HTTP -----
+    # ----- Realtime -----
+
+    def realtime_connect(self, query):
+        """A WebSocket connection's `access_token` (and `clientId`): a new connection's state,
+        or raises the AblyError Ably would send before closing."""
+        if query.get("format", "json") != "json":
+            raise AblyError(400, 40000, "this fake speaks the JSON protocol only (useBinaryProtocol: false)")
+        capability, client_id, _ = self.authenticate_token(query.get("access_token") or query.get("accessToken"))
+        asked = query.get("clientId")
+        if asked is not None and client_id not in (None, "*") and asked != client_id:
+            raise AblyError(401, 40102, "clientId does not match the token's")
+        conn = RealtimeConnection(self, capability, client_id)
+        with self.lock:
+            self.connections[conn.id] = conn
+        return conn
+
+    def deliver(self, channel, action, field, items, sender_id):
+        """Sends MESSAGE or PRESENCE items to every connection attached to `channel` with the
+        mode that receives them."""
+        for conn in list(self.connections.values()):
+            conn.deliver(channel, action, field, items, sender_id)
+
+    # ----- HTTP and WebSocket -----
 
     def start(self):
-        fake = self
+        """Serves REST and Realtime (WebSocket at `/`) on one port of 127.0.0.1, as ably-js
+        reaches both through `port`; returns the port."""
+        ready = threading.Event()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def serve():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            app = web.Application(client_max_size=1 << 20, middlewares=[self._errors])
+            app.router.add_get("/", self._websocket)
+            app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
+            app.router.add_get("/time", self._time)
+            app.router.add_post("/keys/{key}/requestToken", self._request_token)
+            app.router.add_route("*", "/channels/{channel}/messages", self._messages)
+            app.router.add_route("*", "/{tail:.*}", self._not_found)
+            self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+            self.loop.close()
 
-            def log_message(self, *args):
-                pass
-
-            def cors(self):
-                self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin") or "*")
-                # ably-js sends credentials with an Authorization header, as Ably allows.
-                self.send_header("Access-Control-Allow-Credentials", "true")
-                self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-                self.send_header(
-                    "Access-Control-Allow-Headers",
-                    self.headers.get("Access-Control-Request-Headers") or "authorization, content-type",
-                )
-                self.send_header("Access-Control-Expose-Headers", "x-ably-errorcode, x-ably-errormessage")
-
-            def reply(self, status, value, error=None):
-                body = json.dumps(value).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if error:
-                    self.send_header("X-Ably-ErrorCode", str(error.code))
-                    self.send_header("X-Ably-ErrorMessage", error.message)
-                self.cors()
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_OPTIONS(self):
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.cors()
-                self.end_headers()
-
-            def body_json(self):
-                try:
-                    return json.loads(self.raw_body or b"null")
-                except ValueError:
-                    raise AblyError(400, 40000, "body is not JSON")
-
-            def handle_any(self, method):
-                # Read the whole body first, so an error answer leaves the connection usable.
-                n = int(self.headers.get("Content-Length") or 0)
-                if n > 1 << 20:
-                    self.close_connection = True
-                    return self.reply(413, {"error": {"code": 40000, "statusCode": 413, "message": "body too large"}})
-                self.raw_body = self.rfile.read(n)
-                url = urllib.parse.urlsplit(self.path)
-                parts = [urllib.parse.unquote(p) for p in url.path.split("/")[1:]]
-                with fake.lock:
-                    fake.requests.append((method, url.path))
-                try:
-                    if method == "GET" and parts == ["time"]:
-                        return self.reply(200, [fake.now()])
-                    if method == "POST" and len(parts) == 3 and parts[0] == "keys" and parts[2] == "requestToken":
-                        return self.reply(200, fake.request_token(parts[1], self.body_json()))
-                    if len(parts) == 3 and parts[0] == "channels" and parts[2] == "messages":
-                        channel = parts[1]
-                        capability, client_id, user_claims = fake.authenticate(self.headers.get("Authorization"))
-                        op = "publish" if method == "POST" else "history"
-                        # A Chat room's channel is `<room>::$chat`; capabilities name the room.
-                        room = channel[: -len(CHAT_SUFFIX)] if channel.endswith(CHAT_SUFFIX) else None
-                        if not allows(capability, room if room is not None else channel, op):
-                            raise AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {channel}")
-                        if method == "POST":
-                            msgs = self.body_json()
-                            msgs = msgs if isinstance(msgs, list) else [msgs]
-                            with fake.lock:
-                                claim = user_claim(user_claims, channel, room)
-                                for m in msgs:
-                                    if isinstance(m, dict):
-                                        m.setdefault("clientId", client_id)
-                                        m.setdefault("timestamp", fake.now())
-                                        if claim is not None:
-                                            m.setdefault("extras", {})["userClaim"] = claim
-                                fake.channels.setdefault(channel, []).extend(msgs)
-                            return self.reply(201, {"channel": channel, "messageId": secrets.token_hex(8)})
-                        with fake.lock:
-                            history = list(reversed(fake.channels.get(channel, [])))
-                        return self.reply(200, history)
-                    raise AblyError(404, 40400, f"no such endpoint {url.path}")
-                except AblyError as e:
-                    return self.reply(
-                        e.status,
-                        {"error": {"code": e.code, "statusCode": e.status, "message": e.message,
-                                   "href": f"https://help.ably.io/error/{e.code}"}},
-                        e,
-                    )
-
-            def do_GET(self):
-                self.handle_any("GET")
-
-            def do_POST(self):
-                self.handle_any("POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self.server.server_address[1]
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake-ably did not start")
+        return self.port
 
     def stop(self):
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+
+    @staticmethod
+    def _cors(request, response):
+        response.headers["Access-Control-Allow-Origin"] = request.headers.get("Origin") or "*"
+        # ably-js sends credentials with an Authorization header, as Ably allows.
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = (
+            request.headers.get("Access-Control-Request-Headers") or "authorization, content-type")
+        response.headers["Access-Control-Expose-Headers"] = "x-ably-errorcode, x-ably-errormessage"
+        return response
+
+    def _reply(self, request, status, value, error=None):
+        response = web.Response(status=status, text=json.dumps(value), content_type="application/json")
+        if error:
+            response.headers["X-Ably-ErrorCode"] = str(error.code)
+            response.headers["X-Ably-ErrorMessage"] = error.message
+        return self._cors(request, response)
+
+    @web.middleware
+    async def _errors(self, request, handler):
+        if request.path != "/":
+            with self.lock:
+                self.requests.append((request.method, request.path))
+        try:
+            return await handler(request)
+        except AblyError as e:
+            return self._reply(request, e.status, error_envelope(e), e)
+        except web.HTTPRequestEntityTooLarge:
+            e = AblyError(413, 40000, "body too large")
+            return self._reply(request, 413, error_envelope(e), e)
+
+    async def _body_json(self, request):
+        raw = await request.read()
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            raise AblyError(400, 40000, "body is not JSON")
+
+    async def _preflight(self, request):
+        return self._cors(request, web.Response(status=204))
+
+    async def _time(self, request):
+        return self._reply(request, 200, [self.now()])
+
+    async def _not_found(self, request):
+        raise AblyError(404, 40400, f"no such endpoint {request.path}")
+
+    async def _request_token(self, request):
+        return self._reply(request, 200, self.request_token(request.match_info["key"], await self._body_json(request)))
+
+    async def _messages(self, request):
+        if request.method not in ("GET", "POST"):
+            raise AblyError(405, 40000, "GET or POST")
+        channel = request.match_info["channel"]
+        body = await self._body_json(request) if request.method == "POST" else None
+        capability, client_id, user_claims = self.authenticate(request.headers.get("Authorization"))
+        op = "publish" if request.method == "POST" else "history"
+        room = room_of(channel)
+        if not allows(capability, room if room is not None else channel, op):
+            raise AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {channel}")
+        if request.method == "POST":
+            msgs = body if isinstance(body, list) else [body]
+            msgs = [m for m in msgs if isinstance(m, dict)]
+            claim = user_claim(user_claims, channel, room)
+            for m in msgs:
+                m.setdefault("id", secrets.token_hex(8))
+                m.setdefault("clientId", client_id)
+                m.setdefault("timestamp", self.now())
+                if claim is not None:
+                    m.setdefault("extras", {})["userClaim"] = claim
+            with self.lock:
+                self.channels.setdefault(channel, []).extend(msgs)
+            self.deliver(channel, MESSAGE, "messages", msgs, None)
+            return self._reply(request, 201, {"channel": channel, "messageId": secrets.token_hex(8)})
+        with self.lock:
+            history = list(reversed(self.channels.get(channel, [])))
+        return self._reply(request, 200, history)
+
+    async def _websocket(self, request):
+        ws = web.WebSocketResponse(max_msg_size=1 << 20)
+        await ws.prepare(request)
+        try:
+            conn = self.realtime_connect(request.query)
+        except AblyError as e:
+            await ws.send_json({"action": ERROR, "error": error_body(e)})
+            await ws.close()
+            return ws
+        conn.ws = ws
+        conn.send({"action": CONNECTED, "connectionId": conn.id, "connectionDetails": conn.details()})
+        writer = asyncio.ensure_future(conn.writer())
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    break
+                try:
+                    message = json.loads(frame.data)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    conn.fail(AblyError(400, 40000, "protocol message is not a JSON object"))
+                    break
+                if not conn.handle(message):
+                    break
+        finally:
+            with self.lock:
+                self.connections.pop(conn.id, None)
+            # What was queued (a CLOSED, an ERROR) goes out before the socket closes.
+            while not conn.outbox.empty() and not ws.closed:
+                try:
+                    await ws.send_json(conn.outbox.get_nowait())
+                except (ConnectionError, RuntimeError):
+                    break
+            conn.closed = True
+            writer.cancel()
+            await ws.close()
+        return ws
+
+
+# Realtime protocol actions and flags (ably-js `actions`, `flags`).
+HEARTBEAT, ACK, NACK, CONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4, 7, 8, 9
+ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, AUTH = 10, 11, 12, 13, 14, 15, 17
+MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
+MODES_OF_OP = {
+    "presence": MODE_PRESENCE | MODE_PRESENCE_SUBSCRIBE,
+    "publish": MODE_PUBLISH,
+    "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
+}
+MODE_ALL = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
+PRESENCE_ACTIONS = ["absent", "present", "enter", "leave", "update"]
+
+
+def room_of(channel):
+    """A Chat room's channel is `<room>::$chat`; capabilities name the room."""
+    return channel[: -len(CHAT_SUFFIX)] if channel.endswith(CHAT_SUFFIX) else None
+
+
+def error_body(e):
+    return {"code": e.code, "statusCode": e.status, "message": e.message,
+            "href": f"https://help.ably.io/error/{e.code}"}
+
+
+def error_envelope(e):
+    return {"error": error_body(e)}
+
+
+def modes_for(capability, channel):
+    """The channel modes a capability allows on `channel`, or None when it covers the channel
+    with no operation at all (attaching is then refused with 40160). A capability with only
+    other operations there (history, channel-metadata) attaches with no mode."""
+    room = room_of(channel)
+    name = room if room is not None else channel
+    modes = None
+    for resource, ops in capability.items():
+        if matches(resource, name):
+            modes = modes or 0
+            for op in ops:
+                modes |= MODE_ALL if op == "*" else MODES_OF_OP.get(op, 0)
+    return modes
+
+
+class RealtimeConnection:
+    """One WebSocket connection: its credential's capability and clientId, and the channels
+    it is attached to with their modes. Runs on the fake's event loop."""
+
+    def __init__(self, fake, capability, client_id):
+        self.fake, self.capability, self.client_id = fake, capability, client_id
+        self.id = secrets.token_hex(6)
+        self.key = f"{self.id}!{secrets.token_hex(6)}"
+        self.attached = {}
+        self.ws = None
+        self.outbox = asyncio.Queue()
+        self.closed = False
+        self.serial = 0
+        self.auths = 0
+
+    def details(self):
+        details = {"connectionKey": self.key, "maxMessageSize": 65536, "maxFrameSize": 262144,
+                   "maxInboundRate": 250, "connectionStateTtl": 120000, "maxIdleInterval": 15000,
+                   "serverId": "fake-ably"}
+        if self.client_id is not None:
+            details["clientId"] = self.client_id
+        return details
+
+    def send(self, message):
+        """Queues a protocol message; `writer` sends them in order."""
+        if not self.closed:
+            self.outbox.put_nowait(message)
+
+    async def writer(self):
+        """Sends queued messages in order, and a HEARTBEAT after 5 s of silence (the
+        connection details promise activity within maxIdleInterval)."""
+        while not self.closed:
+            try:
+                message = await asyncio.wait_for(self.outbox.get(), 5)
+            except asyncio.TimeoutError:
+                message = {"action": HEARTBEAT}
+            try:
+                await self.ws.send_json(message)
+            except (ConnectionError, RuntimeError):
+                return
+
+    def fail(self, e):
+        """A connection-level error: Ably sends ERROR without a channel and closes."""
+        self.send({"action": ERROR, "error": error_body(e)})
+
+    def handle(self, m):
+        """One protocol message from the client; False ends the connection."""
+        action, channel = m.get("action"), m.get("channel")
+        if action == HEARTBEAT:
+            self.send({"action": HEARTBEAT, "id": m.get("id")})
+        elif action == CLOSE:
+            self.send({"action": CLOSED})
+            return False
+        elif action == AUTH:
+            token = (m.get("auth") or {}).get("accessToken")
+            try:
+                capability, client_id, _ = self.fake.authenticate_token(token)
+            except AblyError as e:
+                self.fail(e)
+                return False
+            if client_id != self.client_id:
+                self.fail(AblyError(401, 40102, "incompatible credentials: AUTH with another clientId"))
+                return False
+            self.capability = capability
+            self.auths += 1
+            # Channels whose capability is gone are detached; the others keep their modes.
+            for name in list(self.attached):
+                if modes_for(capability, name) is None:
+                    del self.attached[name]
+                    self.send({"action": DETACHED, "channel": name, "error": error_body(
+                        AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {name}"))})
+            self.send({"action": CONNECTED, "connectionId": self.id, "connectionDetails": self.details()})
+        elif action == ATTACH:
+            modes = modes_for(self.capability, channel) if isinstance(channel, str) else None
+            if modes is None:
+                self.send({"action": ERROR, "channel": channel, "error": error_body(
+                    AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {channel}"))})
+                return True
+            asked = (m.get("flags") or 0) & MODE_ALL
+            granted = modes & MODE_ALL & (asked or MODE_ALL)
+            self.attached[channel] = granted
+            self.send({"action": ATTACHED, "channel": channel, "flags": granted,
+                       "channelSerial": f"{self.id}:0"})
+        elif action == DETACH:
+            self.attached.pop(channel, None)
+            self.send({"action": DETACHED, "channel": channel})
+        elif action in (MESSAGE, PRESENCE):
+            self.publish(action, m)
+        else:
+            self.fail(AblyError(400, 40000, f"unexpected protocol action {action!r}"))
+            return False
+        return True
+
+    def publish(self, action, m):
+        """MESSAGE and PRESENCE from the client: ACK and delivery when the capability allows
+        it on the channel, else NACK with 40160."""
+        channel, serial = m.get("channel"), m.get("msgSerial")
+        op, field = ("publish", "messages") if action == MESSAGE else ("presence", "presence")
+        room = room_of(channel or "")
+        items = [i for i in (m.get(field) or []) if isinstance(i, dict)]
+        if not isinstance(channel, str) or not allows(self.capability, room if room is not None else channel, op):
+            self.send({"action": NACK, "msgSerial": serial, "count": 1, "error": error_body(
+                AblyError(401, 40160, f"Channel denied access based on given capability; channelId = {channel}"))})
+            return
+        if action == PRESENCE and channel not in self.attached:
+            self.send({"action": NACK, "msgSerial": serial, "count": 1,
+                       "error": error_body(AblyError(400, 90001, "presence on a channel not attached"))})
+            return
+        now = self.fake.now()
+        for n, item in enumerate(items):
+            item.setdefault("id", f"{self.id}:{serial}:{n}")
+            item["connectionId"] = self.id
+            item.setdefault("timestamp", now)
+            if self.client_id is not None:
+                item["clientId"] = self.client_id
+            if action == PRESENCE:
+                act = item.get("action")
+                item["action"] = PRESENCE_ACTIONS.index(act) if act in PRESENCE_ACTIONS else act
+        if action == MESSAGE:
+            with self.fake.lock:
+                self.fake.channels.setdefault(channel, []).extend(items)
+        # Delivered (to this connection too, when it receives) before the ACK, as Ably echoes.
+        self.fake.deliver(channel, action, field, items, self.id)
+        self.send({"action": ACK, "msgSerial": serial, "count": 1})
+
+    def deliver(self, channel, action, field, items, sender_id):
+        modes = self.attached.get(channel)
+        want = MODE_SUBSCRIBE if action == MESSAGE else MODE_PRESENCE_SUBSCRIBE
+        if modes is None or not modes & want or not items:
+            return
+        self.serial += 1
+        self.send({"action": action, "channel": channel, "id": f"{sender_id or 'rest'}:{self.serial}",
+                   "connectionId": sender_id, "timestamp": self.fake.now(), field: items})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The fake Ably's own tests: the known-answer vectors (tests/data/vectors.json; which are
 Ably's and how the others were checked: docs/ably-protocol.md §1.3, §4.6) and the checks it makes over HTTP. `python3 -m unittest tests/e2e/test_fake_ably.py`."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,10 +13,13 @@ import unittest
 import urllib.error
 import urllib.request
 
+import aiohttp
+
 from fake_ably import AblyError, FakeAbly, allows, matches, parse_capability, token_request_mac
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VECTORS = json.load(open(os.path.join(ROOT, "tests", "data", "vectors.json")))
+SHARED = json.load(open(os.path.join(ROOT, "tests", "data", "fake_ably.json")))
 KEY, SECRET = "xVLyHw.mDYnFA", "FAKESECRETfakesecret"
 
 
@@ -107,19 +111,29 @@ class Http(unittest.TestCase):
         status, err = self.call("POST", f"/keys/{KEY}/requestToken", tr)
         self.assertEqual(err["error"]["code"], 40105)
 
-    def test_token_request_checks(self):
-        cases = [
-            (self.token_request(timestamp=int(time.time() * 1000) - 600_000), 40104),
-            (dict(self.token_request(), mac="AAAA"), 40101),
-            (self.token_request(nonce="short"), 40000),
-            (self.token_request(ttl=0), 40003),
-            (self.token_request(ttl=90_000_000), 40003),
-            (self.token_request(capability='{"a":["*","publish"]}'), 40000),
-            (dict(self.token_request(), extra=1), 40000),
-        ]
-        for tr, code in cases:
-            status, err = self.call("POST", f"/keys/{KEY}/requestToken", tr)
-            self.assertEqual(err["error"]["code"], code, tr)
+    def test_shared_token_request_cases(self):
+        """The table both fakes answer alike (tests/data/fake_ably.json)."""
+        for case in SHARED["token_requests"]:
+            tr = {"keyName": KEY, "ttl": 60000, "capability": '{"chat:*":["publish"]}',
+                  "clientId": "alice", "timestamp": int(time.time() * 1000) + case.get("timestamp_offset_ms", 0),
+                  "nonce": secrets.token_hex(8)}
+            for k, v in case.get("set", {}).items():
+                if v is None:
+                    tr.pop(k, None)
+                else:
+                    tr[k] = v
+            if "mac" not in case:
+                tr["mac"] = token_request_mac(SECRET, tr)
+            elif case["mac"] is not None:
+                tr["mac"] = case["mac"]
+            path = f"/keys/{case.get('url_key', KEY)}/requestToken"
+            status, body = self.call("POST", path, tr)
+            if case.get("replay"):
+                status, body = self.call("POST", path, tr)
+            with self.subTest(case["name"]):
+                self.assertEqual(status, case["status"], body)
+                if "code" in case:
+                    self.assertEqual(body["error"]["code"], case["code"], body)
 
     def test_jwt_auth(self):
         now = int(time.time())
@@ -172,6 +186,73 @@ class Http(unittest.TestCase):
         inner = details["token"]  # noqa: F841 (read by outer())
         self.assertEqual(self.call("POST", "/channels/doc:3/messages", {}, outer(details["expires"] // 1000))[0], 201)
         self.assertEqual(self.call("POST", "/channels/doc:3/messages", {}, outer(details["expires"] // 1000 + 1))[1]["error"]["code"], 40144)
+
+
+class Realtime(unittest.TestCase):
+    """The WebSocket side, spoken by hand (ably-js speaks it in the e2e suite)."""
+
+    def setUp(self):
+        self.fake = FakeAbly({KEY: SECRET})
+        self.port = self.fake.start()
+
+    def tearDown(self):
+        self.fake.stop()
+
+    def token(self, cap, client_id="alice"):
+        now = int(time.time())
+        return jwt({"iat": now, "exp": now + 60, "x-ably-capability": json.dumps(cap), "x-ably-clientId": client_id})
+
+    def run_session(self, token, steps):
+        """Connects with `token`, then sends each message of `steps` and reads one answer
+        (skipping heartbeats); returns the CONNECTED (or ERROR) and the answers."""
+        async def go():
+            async with aiohttp.ClientSession() as http:
+                url = f"ws://127.0.0.1:{self.port}/?access_token={token}&format=json&v=5"
+                async with http.ws_connect(url) as ws:
+                    async def read():
+                        while True:
+                            m = await asyncio.wait_for(ws.receive_json(), 5)
+                            if m["action"] != 0:
+                                return m
+                    first = await read()
+                    answers = []
+                    for step in steps:
+                        await ws.send_json(step)
+                        answers.append(await read())
+                        if step["action"] == 15 and answers[-1]["action"] == 15:
+                            answers.append(await read())  # the echo comes before the ACK
+                    return first, answers
+        return asyncio.run(go())
+
+    def test_connect_attach_publish_auth(self):
+        cap = {"chat:a": ["publish", "subscribe"]}
+        wider = self.token({"chat:a": ["publish", "subscribe"], "chat:b": ["presence"]})
+        first, answers = self.run_session(self.token(cap), [
+            {"action": 10, "channel": "chat:a"},
+            {"action": 10, "channel": "chat:b"},
+            {"action": 15, "channel": "chat:a", "msgSerial": 0, "messages": [{"name": "n", "data": "d"}]},
+            {"action": 15, "channel": "chat:b", "msgSerial": 1, "messages": [{"data": "d"}]},
+            {"action": 17, "auth": {"accessToken": wider}},
+            {"action": 10, "channel": "chat:b"},
+            {"action": 17, "auth": {"accessToken": self.token(cap, client_id="mallory")}},
+        ])
+        self.assertEqual(first["action"], 4)
+        conn = first["connectionId"]
+        self.assertEqual(first["connectionDetails"]["clientId"], "alice")
+        attached, refused, echoed, ack, nack, reauthed, attached_b, other = answers
+        self.assertEqual((attached["action"], attached["flags"] & (1 << 17 | 1 << 18)), (11, 1 << 17 | 1 << 18))
+        self.assertEqual((refused["action"], refused["channel"], refused["error"]["code"]), (9, "chat:b", 40160))
+        self.assertEqual((echoed["action"], echoed["messages"][0]["clientId"]), (15, "alice"), "delivered before its ACK")
+        self.assertEqual((ack["action"], ack["msgSerial"]), (1, 0))
+        self.assertEqual((nack["action"], nack["error"]["code"]), (2, 40160))
+        self.assertEqual((reauthed["action"], reauthed["connectionId"]), (4, conn), "AUTH keeps the connection")
+        self.assertEqual((attached_b["action"], attached_b["flags"] & (1 << 16)), (11, 1 << 16))
+        self.assertEqual((other["action"], other["error"]["code"]), (9, 40102))
+        self.assertEqual(self.fake.channels["chat:a"][0]["data"], "d")
+
+    def test_a_bad_token_is_an_error_before_connecting(self):
+        first, _ = self.run_session(self.token({"*": ["*"]})[:-4] + "AAAA", [])
+        self.assertEqual((first["action"], first["error"]["code"]), (9, 40144))
 
 
 if __name__ == "__main__":

@@ -165,11 +165,138 @@ pub fn grant_all_but_secret(seen: &Seen) -> Answer {
     Answer::json(200, &json!({ "granted": granted }))
 }
 
+/// What both fake Ablys share: the operations and the TokenRequest cases each must answer
+/// alike (`tests/data/fake_ably.json`, also read by `tests/e2e/fake_ably.py`).
+pub fn shared() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake_ably.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An error as Ably answers it: status, code, message.
+type AblyError = (u16, u32, String);
+
+fn ably_error(status: u16, code: u32, message: impl Into<String>) -> AblyError {
+    (status, code, message.into())
+}
+
+/// Ably's capability grammar (a non-empty object of non-empty operation lists, `*` alone),
+/// with the shared table's operations.
+fn check_capability(text: &str, operations: &[String]) -> Result<(), AblyError> {
+    let bad = |m: &str| ably_error(400, 40000, m);
+    let cap: Value = serde_json::from_str(text).map_err(|_| bad("capability is not JSON"))?;
+    let cap = cap
+        .as_object()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad("capability must be a non-empty object"))?;
+    for (resource, ops) in cap {
+        let ops = ops
+            .as_array()
+            .filter(|o| !o.is_empty() && !resource.is_empty())
+            .ok_or_else(|| bad("invalid capability entry"))?;
+        for op in ops {
+            let op = op
+                .as_str()
+                .ok_or_else(|| bad("operation is not a string"))?;
+            if op == "*" && ops.len() > 1 {
+                return Err(bad("'*' must be the only operation"));
+            }
+            if op != "*" && !operations.iter().any(|o| o == op) {
+                return Err(bad("unknown operation"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /keys/{url_key}/requestToken` as Ably checks it, in the Python fake's order: the
+/// seven fields only, keyName, MAC (constant time), nonce length, timestamp window, ttl,
+/// capability, replay. Returns the TokenRequest.
+fn check_token_request(
+    url_key: &str,
+    body: &[u8],
+    now: i64,
+    operations: &[String],
+    nonces: &Mutex<std::collections::HashSet<String>>,
+) -> Result<serde_json::Map<String, Value>, AblyError> {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    const FIELDS: [&str; 6] = [
+        "keyName",
+        "ttl",
+        "capability",
+        "clientId",
+        "timestamp",
+        "nonce",
+    ];
+    let tr: Value =
+        serde_json::from_slice(body).map_err(|_| ably_error(400, 40000, "body is not JSON"))?;
+    let Value::Object(tr) = tr else {
+        return Err(ably_error(400, 40000, "TokenRequest must be an object"));
+    };
+    if tr
+        .keys()
+        .any(|k| k != "mac" && !FIELDS.contains(&k.as_str()))
+    {
+        return Err(ably_error(400, 40000, "unexpected TokenRequest fields"));
+    }
+    let key_name = crate::harness::ABLY_KEY.split(':').next().unwrap();
+    if tr.get("keyName").and_then(Value::as_str) != Some(url_key) {
+        return Err(ably_error(400, 40000, "keyName does not match the URL"));
+    }
+    if url_key != key_name {
+        return Err(ably_error(401, 40400, "No application found with id"));
+    }
+    let field = |k: &str| match tr.get(k) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    let text: String = FIELDS.iter().map(|k| format!("{}\n", field(k))).collect();
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(crate::harness::ABLY_SECRET.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    let given = tr.get("mac").and_then(Value::as_str).unwrap_or_default();
+    let given = base64::engine::general_purpose::STANDARD
+        .decode(given)
+        .unwrap_or_default();
+    if mac.verify_slice(&given).is_err() {
+        return Err(ably_error(401, 40101, "Invalid mac"));
+    }
+    let nonce = tr.get("nonce").and_then(Value::as_str).unwrap_or_default();
+    if nonce.chars().count() < 16 {
+        return Err(ably_error(
+            400,
+            40000,
+            "nonce must be at least 16 characters",
+        ));
+    }
+    let ts = tr.get("timestamp").and_then(Value::as_i64);
+    if ts.is_none_or(|ts| (ts - now).abs() > 120_000) {
+        return Err(ably_error(401, 40104, "Timestamp not current"));
+    }
+    match tr.get("ttl") {
+        None | Some(Value::Null) => {}
+        Some(ttl) if ttl.as_i64().is_some_and(|t| t > 0 && t <= 86_400_000) => {}
+        Some(_) => return Err(ably_error(400, 40003, "invalid ttl")),
+    }
+    match tr.get("capability") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => check_capability(text, operations)?,
+        Some(_) => return Err(ably_error(400, 40000, "capability must be a string")),
+    }
+    if !nonces.lock().unwrap().insert(nonce.to_owned()) {
+        return Err(ably_error(401, 40105, "Nonce value replayed"));
+    }
+    Ok(tr)
+}
+
 /// Ably's REST API, as far as capsign uses it: `POST /keys/{keyName}/requestToken` checking
-/// the TokenRequest as Ably does (MAC, fields, timestamp window, nonce replay), and
-/// `GET /time` answering `time_offset_ms` away from the local clock.
+/// the TokenRequest as Ably does (`check_token_request`, the same answers as the Python
+/// fake's for the shared table), and `GET /time` answering `time_offset_ms` away from the
+/// local clock.
 pub async fn fake_ably(time_offset_ms: i64) -> Fake {
     let nonces = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let operations: Vec<String> = serde_json::from_value(shared()["operations"].clone()).unwrap();
     Fake::start(move |seen| {
         let now = i64::try_from(
             std::time::SystemTime::now()
@@ -177,51 +304,132 @@ pub async fn fake_ably(time_offset_ms: i64) -> Fake {
                 .unwrap()
                 .as_millis(),
         )
-        .unwrap();
+        .unwrap()
+            + time_offset_ms;
         if seen.path == "/time" {
-            return Answer::json(200, &json!([now + time_offset_ms]));
+            return Answer::json(200, &json!([now]));
         }
-        let error = |status: u16, code: u32, message: &str| {
+        let error = |(status, code, message): AblyError| {
             Answer::json(
                 status,
                 &json!({"error": {"code": code, "statusCode": status, "message": message}}),
             )
         };
-        if seen.method != "POST" || !seen.path.ends_with("/requestToken") {
-            return error(404, 40400, "no such endpoint");
-        }
-        let text = String::from_utf8(seen.body.to_vec()).unwrap();
-        let Ok(tr) = std::panic::catch_unwind(|| crate::harness::verify_token_request(&text))
-        else {
-            return error(401, 40101, "Invalid mac");
+        let url_key = seen
+            .path
+            .strip_prefix("/keys/")
+            .and_then(|p| p.strip_suffix("/requestToken"))
+            .map(|k| k.replace("%2E", ".").replace("%2e", "."));
+        let (Some(url_key), "POST") = (url_key, seen.method.as_str()) else {
+            return error(ably_error(404, 40400, "no such endpoint"));
         };
-        let key_name = tr["keyName"].as_str().unwrap();
-        if !seen.path.contains(&key_name.replace('.', "%2E")) && !seen.path.contains(key_name) {
-            return error(400, 40000, "keyName does not match the URL");
+        match check_token_request(&url_key, &seen.body, now, &operations, &nonces) {
+            Err(e) => error(e),
+            Ok(tr) => {
+                let ttl = tr.get("ttl").and_then(Value::as_i64).unwrap_or(3_600_000);
+                let nonce = tr["nonce"].as_str().unwrap_or_default();
+                Answer::json(
+                    200,
+                    &json!({
+                        "token": format!("{}.fake-{nonce}", url_key.split('.').next().unwrap_or_default()),
+                        "keyName": url_key,
+                        "issued": now,
+                        "expires": now + ttl,
+                        "capability": tr.get("capability").cloned().unwrap_or_else(|| json!("{\"*\":[\"*\"]}")),
+                        "clientId": tr.get("clientId"),
+                    }),
+                )
+            }
         }
-        let ts = tr["timestamp"].as_i64().unwrap();
-        if (ts - (now + time_offset_ms)).abs() > 120_000 {
-            return error(401, 40104, "Timestamp not current");
-        }
-        if !nonces
-            .lock()
-            .unwrap()
-            .insert(tr["nonce"].as_str().unwrap().to_owned())
-        {
-            return error(401, 40105, "Nonce value replayed");
-        }
-        let ttl = tr["ttl"].as_i64().unwrap_or(3_600_000);
-        Answer::json(
-            200,
-            &json!({
-                "token": format!("{}.fake-{}", key_name.split('.').next().unwrap(), tr["nonce"].as_str().unwrap()),
-                "keyName": key_name,
-                "issued": now + time_offset_ms,
-                "expires": now + time_offset_ms + ttl,
-                "capability": tr["capability"],
-                "clientId": tr["clientId"],
-            }),
-        )
     })
     .await
+}
+
+/// The Rust fake answers the shared TokenRequest table as the Python fake does
+/// (`tests/e2e/test_fake_ably.py` runs the same cases against that one).
+#[tokio::test]
+async fn the_fake_answers_the_shared_token_request_cases() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let ably = fake_ably(0).await;
+    let key_name = crate::harness::ABLY_KEY.split(':').next().unwrap();
+    let table = shared();
+    let cases = table["token_requests"].as_array().unwrap();
+    assert!(cases.len() >= 20, "the shared table has its cases");
+    for (n, case) in cases.iter().enumerate() {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let mut tr = json!({
+            "keyName": key_name, "ttl": 60000, "capability": "{\"chat:*\":[\"publish\"]}",
+            "clientId": "alice",
+            "timestamp": now + case["timestamp_offset_ms"].as_i64().unwrap_or(0),
+            "nonce": format!("{n:04}{now:012}"),
+        });
+        let fields = tr.as_object_mut().unwrap();
+        for (k, v) in case["set"].as_object().into_iter().flatten() {
+            if v.is_null() {
+                fields.remove(k);
+            } else {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+        match case.get("mac") {
+            Some(Value::Null) => {}
+            Some(mac) => {
+                fields.insert("mac".into(), mac.clone());
+            }
+            None => {
+                let text: String = [
+                    "keyName",
+                    "ttl",
+                    "capability",
+                    "clientId",
+                    "timestamp",
+                    "nonce",
+                ]
+                .iter()
+                .map(|k| match fields.get(*k) {
+                    None => "\n".to_owned(),
+                    Some(Value::String(s)) => format!("{s}\n"),
+                    Some(v) => format!("{v}\n"),
+                })
+                .collect();
+                let mut mac =
+                    Hmac::<sha2::Sha256>::new_from_slice(crate::harness::ABLY_SECRET.as_bytes())
+                        .unwrap();
+                mac.update(text.as_bytes());
+                let mac =
+                    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                fields.insert("mac".into(), json!(mac));
+            }
+        }
+        let url_key = case["url_key"].as_str().unwrap_or(key_name);
+        let post = || {
+            http::Request::post(format!("/keys/{url_key}/requestToken"))
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(tr.to_string())))
+                .unwrap()
+        };
+        let mut reply = crate::harness::send(ably.addr, post()).await;
+        if case["replay"].as_bool() == Some(true) {
+            reply = crate::harness::send(ably.addr, post()).await;
+        }
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(
+            reply.status,
+            case["status"].as_u64().unwrap() as u16,
+            "{name}: {}",
+            reply.body
+        );
+        if let Some(code) = case["code"].as_u64() {
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(body["error"]["code"], code, "{name}: {}", reply.body);
+        }
+    }
 }
