@@ -101,8 +101,10 @@ pub struct AuthOutcome {
     /// The sealed grants for the `X-Capsign-Grants` header, when the client should get a new
     /// one.
     pub header_grants: Option<String>,
-    /// Resources asked for and refused (some or all of their operations).
+    /// Resources asked for and granted none of the operations asked.
     pub denied: Vec<Resource>,
+    /// Resources asked for and granted some, not all, of the operations asked.
+    pub partial: Vec<Resource>,
     /// Resources dropped to keep the cookie within its budget.
     pub evicted: Vec<Resource>,
     /// The capability minted.
@@ -342,12 +344,21 @@ impl Flow {
             });
         }
         let granted = self.decide(who, &mut held, stale, &new, now).await?;
-        let denied: Vec<Resource> = new
-            .iter()
-            .filter(|(r, ops)| !ops.is_subset(granted.ops_for(r.as_str()).unwrap_or_default()))
-            .map(|(r, _)| r.clone())
-            .collect();
-        if !denied.is_empty() && cfg.deny == DenyMode::Reject {
+        let (mut denied, mut partial) = (Vec::new(), Vec::new());
+        for (resource, ops) in new.iter() {
+            let given = granted.ops_for(resource.as_str()).unwrap_or_default();
+            if ops.is_subset(given) {
+                continue;
+            }
+            if ops.intersection(given).is_empty() {
+                denied.push(resource.clone());
+            } else {
+                partial.push(resource.clone());
+            }
+        }
+        if cfg.deny == DenyMode::Reject && !(denied.is_empty() && partial.is_empty()) {
+            denied.append(&mut partial);
+            denied.sort();
             return Err(FlowError::Denied(denied));
         }
 
@@ -385,6 +396,7 @@ impl Flow {
             cookie,
             header_grants,
             denied,
+            partial,
             evicted,
             capability,
         })
@@ -776,7 +788,21 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(out.denied, vec![Resource::new("admin").unwrap()]);
+        assert!(out.partial.is_empty());
         assert!(!out.capability.to_json().contains("admin"));
+        // Fewer operations than asked: partial, not denied, and what was granted is minted.
+        let out = authorize(
+            &app1,
+            &alice(),
+            Presented::default(),
+            params(r#"{"doc:b":["subscribe","history"],"chat:c":["*"]}"#),
+        )
+        .await
+        .unwrap();
+        assert!(out.denied.is_empty(), "{:?}", out.denied);
+        let names: Vec<&str> = out.partial.iter().map(Resource::as_str).collect();
+        assert_eq!(names, ["chat:c", "doc:b"]);
+        assert!(out.capability.to_json().contains(r#""doc:b":["subscribe"]"#));
         let app2 = app(&[("CAPSIGN_DENY", "reject")]);
         let err = authorize(
             &app2,
@@ -787,6 +813,16 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, FlowError::Denied(_)));
+        // In reject mode a partial grant is refused too.
+        let err = authorize(
+            &app2,
+            &alice(),
+            Presented::default(),
+            params(r#"{"doc:b":["subscribe","history"]}"#),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, FlowError::Denied(ref r) if r.len() == 1), "{err:?}");
     }
 
     #[tokio::test]

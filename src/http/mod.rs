@@ -32,8 +32,12 @@ use params::{RawParams, read_body};
 
 /// Response header: the sealed grants, for clients without a cookie jar.
 pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-grants");
-/// Response header: resources refused (percent-encoded, comma-separated).
+/// Response header: resources asked for and granted nothing (percent-encoded,
+/// comma-separated).
 pub const X_CAPSIGN_DENIED: HeaderName = HeaderName::from_static("x-capsign-denied");
+/// Response header: resources asked for and granted fewer operations than asked (the
+/// credential holds what was granted; same encoding as `X-Capsign-Denied`).
+pub const X_CAPSIGN_PARTIAL: HeaderName = HeaderName::from_static("x-capsign-partial");
 /// Request and response header: the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Response header: resources evicted to keep the cookie within budget.
@@ -41,12 +45,12 @@ pub const X_CAPSIGN_EVICTED: HeaderName = HeaderName::from_static("x-capsign-evi
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 /// The response headers a listed cross-origin page may read.
 const EXPOSED_HEADERS: &str = "X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Capsign-Grants, \
-     X-Capsign-Denied, X-Capsign-Evicted, X-Request-Id";
+     X-Capsign-Denied, X-Capsign-Partial, X-Capsign-Evicted, X-Request-Id";
 /// The request headers a listed cross-origin page may send (ably-js `authHeaders`, and the
 /// sealed grants of a client without a cookie jar).
 const ALLOWED_REQUEST_HEADERS: &str = "Authorization, Content-Type, X-Capsign-Grants, X-Request-Id";
 
-/// Characters escaped in `X-Capsign-Denied` entries, so the list splits on `,` unambiguously.
+/// Characters escaped in `X-Capsign-Denied` (`-Partial`, `-Evicted`) entries, so the list splits on `,` unambiguously.
 const LIST_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%').add(b'"');
 
 const DEMO_PAGE: &str = include_str!("../demo.html");
@@ -374,7 +378,7 @@ where
         format,
         held: outcome.held,
         new: outcome.new,
-        denied: outcome.denied.len(),
+        denied: outcome.denied.len() + outcome.partial.len(),
     };
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -387,6 +391,9 @@ where
     }
     if !outcome.denied.is_empty() {
         insert(h, X_CAPSIGN_DENIED, &resource_list(&outcome.denied));
+    }
+    if !outcome.partial.is_empty() {
+        insert(h, X_CAPSIGN_PARTIAL, &resource_list(&outcome.partial));
     }
     if !outcome.evicted.is_empty() {
         insert(h, X_CAPSIGN_EVICTED, &resource_list(&outcome.evicted));

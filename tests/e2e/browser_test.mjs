@@ -14,7 +14,7 @@ const CROSS = process.env.CAPSIGN_CROSS;
 const ABLY_PORT = Number(process.env.ABLY_PORT);
 const SCREENSHOT = process.env.SCREENSHOT;
 const BUNDLE = fileURLToPath(new URL('./node_modules/ably/build/ably.min.js', import.meta.url));
-const HELPER = fileURLToPath(new URL('../../clients/js/index.js', import.meta.url));
+const HELPER = fileURLToPath(new URL('../../clients/js/dist/esm/index.js', import.meta.url));
 const LABEL = 'ably-js chromium';
 
 const results = [];

@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
-import { createCapsign, capabilityOf } from '../../clients/js/index.js';
+import { createCapsign, capabilityOf } from '../../clients/js/dist/esm/index.js';
 import { checker } from './checks.mjs';
 
 const require = createRequire(import.meta.url);

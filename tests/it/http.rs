@@ -346,6 +346,20 @@ async fn denied_grants_omit_mode() {
         r.header("x-capsign-denied"),
         Some("admin%2Cops,private:bob:x")
     );
+    assert_eq!(r.header("x-capsign-partial"), None);
+    // Granted fewer operations than asked: named in X-Capsign-Partial, not X-Capsign-Denied,
+    // and the credential holds what was granted.
+    let r = s
+        .send(auth_request(
+            &s,
+            "alice",
+            Some(r#"{"doc:p":["subscribe","history"],"admin":["publish"]}"#),
+            None,
+        ))
+        .await;
+    assert_eq!(r.capability(), r#"{"doc:p":["subscribe"]}"#);
+    assert_eq!(r.header("x-capsign-partial"), Some("doc:p"));
+    assert_eq!(r.header("x-capsign-denied"), Some("admin"));
     s.stop().await;
 }
 

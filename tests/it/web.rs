@@ -96,6 +96,7 @@ async fn listed_origin_gets_credentialed_cors_with_exposed_headers() {
         "X-Ably-ErrorMessage",
         "X-Capsign-Grants",
         "X-Capsign-Denied",
+        "X-Capsign-Partial",
     ] {
         assert!(exposed.contains(h), "{h} not exposed: {exposed}");
     }
