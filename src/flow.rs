@@ -802,7 +802,11 @@ mod tests {
         assert!(out.denied.is_empty(), "{:?}", out.denied);
         let names: Vec<&str> = out.partial.iter().map(Resource::as_str).collect();
         assert_eq!(names, ["chat:c", "doc:b"]);
-        assert!(out.capability.to_json().contains(r#""doc:b":["subscribe"]"#));
+        assert!(
+            out.capability
+                .to_json()
+                .contains(r#""doc:b":["subscribe"]"#)
+        );
         let app2 = app(&[("CAPSIGN_DENY", "reject")]);
         let err = authorize(
             &app2,
@@ -822,7 +826,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(err, FlowError::Denied(ref r) if r.len() == 1), "{err:?}");
+        assert!(
+            matches!(err, FlowError::Denied(ref r) if r.len() == 1),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
