@@ -15,7 +15,9 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -43,9 +45,12 @@ def session(sub, lifetime=3600):
 
 # How many checks each step's program reports; fewer is a failure.
 EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 6, "metrics": 1, "deploy": 1,
-            "helper node": 5,
+            "helper node": 16,
             "ably-js node, Lambda": 21, "ably-python, Lambda": 10}
 
+
+# What the steps measured (their `MEASURE ...` lines), repeated in the summary.
+MEASURED = []
 
 # Every process the suite starts, stopped (by PID) at its end, whatever failed on the way.
 STARTED = []
@@ -70,6 +75,51 @@ def start_capsign(binary, env, want_metrics=False):
             return (proc, m.group(1), metrics) if want_metrics else (proc, m.group(1))
     proc.kill()
     raise SystemExit("e2e: capsign did not start")
+
+
+class Webhook:
+    """The app's policy webhook for the helper's failure tests: grants what it is asked, but
+    nothing under `secret:`, and answers 503 to the next N calls after `POST /fail` with N."""
+
+    def __init__(self):
+        self.fail_next = 0
+        self.calls = 0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, value):
+                body = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/fail":
+                    hook.fail_next = int(body or b"1")
+                    return self.answer(200, {"fail_next": hook.fail_next})
+                hook.calls += 1
+                if hook.fail_next > 0:
+                    hook.fail_next -= 1
+                    return self.answer(503, {"error": "the permission service is down"})
+                asked = json.loads(body)["requested"]
+                return self.answer(200, {"granted": {r: ops for r, ops in asked.items() if not r.startswith("secret:")}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def free_port():
@@ -134,6 +184,7 @@ def run_step(name, sdk, argv, env, expected):
         return [line]
     lines = [l for l in out.stdout.splitlines() if l.startswith(("PASS", "FAIL"))]
     lines = [f"{l[:4]} [{sdk}]{l[4:]}" for l in lines]
+    MEASURED.extend(l for l in out.stdout.splitlines() if l.startswith("MEASURE"))
     if out.returncode != 0 and not any(l.startswith("FAIL") for l in lines):
         lines.append(f"FAIL [{sdk}]: exit {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
     if len(lines) < expected:
@@ -149,9 +200,11 @@ def main():
     binary, python, lambda_binary, emulator = (os.path.abspath(a) for a in sys.argv[1:5])
     fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET})
     ably_port = fake.start()
+    webhook = Webhook()
     try:
-        run_all(binary, python, lambda_binary, emulator, ably_port)
+        run_all(binary, python, lambda_binary, emulator, ably_port, webhook.url)
     finally:
+        webhook.stop()
         for p in STARTED:
             p.terminate()
         for p in STARTED:
@@ -162,7 +215,7 @@ def main():
         fake.stop()
 
 
-def run_all(binary, python, lambda_binary, emulator, ably_port):
+def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSIGN_") and k != "ABLY_API_KEY"}
 
     env = dict(base_env)
@@ -201,6 +254,12 @@ def run_all(binary, python, lambda_binary, emulator, ably_port):
     badkey_env["ABLY_API_KEY"] = f"{ABLY_KEY_NAME}:not-the-secret-ably-knows"
     badkey, badkey_url = start_capsign(binary, badkey_env)
 
+    # For the client helper's failure paths: the rules, and the app's webhook for the rest
+    # (`hook:*`), which can be told to fail; and the rules alone with CAPSIGN_DENY=reject.
+    hooked_env = dict(env, CAPSIGN_POLICY_URL=webhook_url, CAPSIGN_POLICY_SECRET=secrets.token_hex(32))
+    hooked, hooked_url = start_capsign(binary, hooked_env)
+    strict, strict_url = start_capsign(binary, dict(env, CAPSIGN_DENY="reject"))
+
     # The same production configuration on Lambda, behind the official emulator's Function
     # URL front door.
     emulator, function, lambda_url = start_lambda(emulator, lambda_binary, env)
@@ -211,6 +270,9 @@ def run_all(binary, python, lambda_binary, emulator, ably_port):
         "CAPSIGN_DEMO": demo_url,
         "CAPSIGN_CROSS": cross_url,
         "CAPSIGN_BADKEY": badkey_url,
+        "CAPSIGN_HOOKED": hooked_url,
+        "CAPSIGN_STRICT": strict_url,
+        "WEBHOOK": webhook_url,
         "CAPSIGN_METRICS": metrics_url or "",
         "ABLY_PORT": str(ably_port),
         "SESSION_ALICE": session("alice"),
@@ -247,6 +309,10 @@ def run_all(binary, python, lambda_binary, emulator, ably_port):
         mine = [r for r in results if f"[{sdk}]" in r]
         passed = sum(r.startswith("PASS") for r in mine)
         print(f"  {sdk}: {passed}/{len(mine)} passed")
+    if MEASURED:
+        print("measured:")
+        for line in MEASURED:
+            print("  " + line[len("MEASURE "):])
     failed = [r for r in results if r.startswith("FAIL")]
     if failed or not results:
         print(f"e2e: {len(failed)} failed", file=sys.stderr)

@@ -17,7 +17,8 @@ It checks what Ably checks, as `docs/ably-protocol.md` describes it:
   when it names no operation there; `MESSAGE` and `PRESENCE` with `ACK`, or `NACK` 40160,
   delivered to the connections attached with the mode that receives them; in-band `AUTH`,
   which replaces the connection's capability (same connection id, a new `CONNECTED`) and is
-  refused with 40102 for another clientId; `HEARTBEAT`, `DETACH`, `CLOSE`.
+  refused with 40102 for another clientId; the members present sent in one `SYNC` on
+  attaching (they leave with their connection); `HEARTBEAT`, `DETACH`, `CLOSE`.
 
 Runs on aiohttp (one event loop in a thread of its own). Run alone: `python3 fake_ably.py` prints `fake-ably: listening on http://127.0.0.1:PORT`.
 """
@@ -153,6 +154,7 @@ class FakeAbly:
         self.channels = {}
         self.requests = []
         self.connections = {}
+        self.members = {}  # channel -> {(connectionId, clientId): presence item}
         self.lock = threading.Lock()
         self.loop = None
 
@@ -475,6 +477,9 @@ class FakeAbly:
         finally:
             with self.lock:
                 self.connections.pop(conn.id, None)
+                for members in self.members.values():
+                    for who in [w for w in members if w[0] == conn.id]:
+                        del members[who]
             # What was queued (a CLOSED, an ERROR) goes out before the socket closes.
             while not conn.outbox.empty() and not ws.closed:
                 try:
@@ -489,7 +494,8 @@ class FakeAbly:
 
 # Realtime protocol actions and flags (ably-js `actions`, `flags`).
 HEARTBEAT, ACK, NACK, CONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4, 7, 8, 9
-ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, AUTH = 10, 11, 12, 13, 14, 15, 17
+ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = 10, 11, 12, 13, 14, 15, 16, 17
+HAS_PRESENCE = 1 << 0
 MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 MODES_OF_OP = {
     "presence": MODE_PRESENCE | MODE_PRESENCE_SUBSCRIBE,
@@ -610,8 +616,14 @@ class RealtimeConnection:
             asked = (m.get("flags") or 0) & MODE_ALL
             granted = modes & MODE_ALL & (asked or MODE_ALL)
             self.attached[channel] = granted
-            self.send({"action": ATTACHED, "channel": channel, "flags": granted,
+            members = list(self.fake.members.get(channel, {}).values())
+            has_presence = bool(members) and bool(granted & MODE_PRESENCE_SUBSCRIBE)
+            self.send({"action": ATTACHED, "channel": channel, "flags": granted | (HAS_PRESENCE if has_presence else 0),
                        "channelSerial": f"{self.id}:0"})
+            if has_presence:
+                # The members present, in one SYNC (an empty cursor ends it).
+                self.send({"action": SYNC, "channel": channel, "channelSerial": "sync:",
+                           "presence": [dict(item, action=PRESENCE_ACTIONS.index("present")) for item in members]})
         elif action == DETACH:
             self.attached.pop(channel, None)
             self.send({"action": DETACHED, "channel": channel})
@@ -647,9 +659,17 @@ class RealtimeConnection:
             if action == PRESENCE:
                 act = item.get("action")
                 item["action"] = PRESENCE_ACTIONS.index(act) if act in PRESENCE_ACTIONS else act
-        if action == MESSAGE:
-            with self.fake.lock:
+        with self.fake.lock:
+            if action == MESSAGE:
                 self.fake.channels.setdefault(channel, []).extend(items)
+            else:
+                members = self.fake.members.setdefault(channel, {})
+                for item in items:
+                    who = (self.id, item.get("clientId"))
+                    if item["action"] == PRESENCE_ACTIONS.index("leave"):
+                        members.pop(who, None)
+                    else:
+                        members[who] = item
         # Delivered (to this connection too, when it receives) before the ACK, as Ably echoes.
         self.fake.deliver(channel, action, field, items, self.id)
         self.send({"action": ACK, "msgSerial": serial, "count": 1})

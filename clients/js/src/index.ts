@@ -254,6 +254,17 @@ function decodePart(part: string): unknown {
   return JSON.parse(new TextDecoder().decode(bytes));
 }
 
+/** A token params capability as an object (ably-js passes it as canonical JSON), or null. */
+function paramsCapability(value: unknown): Capability | null {
+  if (!value) return null;
+  try {
+    const cap = (typeof value === 'string' ? JSON.parse(value) : value) as Capability;
+    return cap && typeof cap === 'object' && Object.keys(cap).length > 0 ? cap : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The operations `feature` needs: a name in OPERATIONS, or a list of Ably operations. */
 function operationsOf(feature: string | readonly string[]): readonly string[] {
   const ops = typeof feature === 'string' ? OPERATIONS[feature] : feature;
@@ -280,6 +291,8 @@ interface Answer {
 /** One wish for a call to capsign: what to ask for, and who waits for the answer. */
 interface Asker {
   capability: Capability;
+  /** ably-js's token params (clientId, ttl), for a call the authCallback makes. */
+  params: { clientId?: string; ttl?: number };
   fromAblyJs: boolean;
   resolve(answer: Answer): void;
   reject(error: unknown): void;
@@ -328,13 +341,15 @@ export function createCapsign(options: CapsignOptions): Capsign {
   };
 
   /** One HTTP call to capsign. */
-  async function call(capability: Capability, refresh: boolean): Promise<Answer> {
+  async function call(capability: Capability, params: Asker['params'], refresh: boolean): Promise<Answer> {
     if (!loaded && storage) {
       grants = (await storage.load()) ?? null;
       loaded = true;
     }
     const q = new URLSearchParams();
     if (Object.keys(capability).length > 0) q.set('capability', JSON.stringify(capability));
+    if (params.clientId && params.clientId !== '*') q.set('clientId', params.clientId);
+    if (params.ttl) q.set('ttl', String(params.ttl));
     if (format) q.set('format', format);
     const h: Record<string, string> = { ...(typeof headers === 'function' ? await headers() : headers) };
     const s = await sessionValue(refresh);
@@ -378,12 +393,12 @@ export function createCapsign(options: CapsignOptions): Capsign {
   }
 
   /** A call; a 401 refreshes the app session (when `session` is a function) and asks again. */
-  async function request(capability: Capability): Promise<Answer> {
+  async function request(capability: Capability, params: Asker['params']): Promise<Answer> {
     try {
-      return await call(capability, false);
+      return await call(capability, params, false);
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 401 && typeof session === 'function') {
-        return call(capability, true);
+        return call(capability, params, true);
       }
       throw e;
     }
@@ -397,9 +412,9 @@ export function createCapsign(options: CapsignOptions): Capsign {
   let scheduled = false;
 
   /** Joins the next call to capsign. */
-  function ask(capability: Capability, fromAblyJs: boolean): Promise<Answer> {
+  function ask(capability: Capability, fromAblyJs: boolean, params: Asker['params'] = {}): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
-      queue.push({ capability, fromAblyJs, resolve, reject });
+      queue.push({ capability, params, fromAblyJs, resolve, reject });
       if (running || scheduled) return;
       scheduled = true;
       // What is asked in the same turn of the event loop (a page opening its channels) joins.
@@ -422,9 +437,14 @@ export function createCapsign(options: CapsignOptions): Capsign {
         break;
       }
       const capability: Capability = {};
-      for (const a of askers) union(capability, a.capability);
+      const params: Asker['params'] = {};
+      for (const a of askers) {
+        union(capability, a.capability);
+        params.clientId ??= a.params.clientId;
+        if (a.params.ttl) params.ttl = Math.min(params.ttl ?? Infinity, a.params.ttl);
+      }
       try {
-        const answer = await request(capability);
+        const answer = await request(capability, params);
         answer.toAblyJs = askers.some((a) => a.fromAblyJs);
         for (const a of askers) a.resolve(answer);
       } catch (e) {
@@ -446,8 +466,10 @@ export function createCapsign(options: CapsignOptions): Capsign {
     answer: Answer | null;
   }
   let prefetch: Wish[] = [];
+  /** Capabilities from ably-js's token params that capsign refused. */
+  const refusedParams = new Set<string>();
 
-  const authCallback: AuthCallback = (_tokenParams, callback) => {
+  const authCallback: AuthCallback = (tokenParams, callback) => {
     if (ready) {
       const credential = ready;
       ready = null;
@@ -460,12 +482,25 @@ export function createCapsign(options: CapsignOptions): Capsign {
     prefetch = [];
     const capability: Capability = {};
     for (const w of wishes) union(capability, w.capability);
-    ask(capability, true).then(
+    // A capability in ably-js's token params (a plain `auth.authorize({ capability })`) is
+    // asked for; ably-js keeps it for every renewal, so once capsign refuses it, it is not
+    // asked again (the renewals ask for what is held).
+    const fromParams = paramsCapability(tokenParams?.capability);
+    const key = fromParams && JSON.stringify(fromParams);
+    if (fromParams && key && !refusedParams.has(key)) union(capability, fromParams);
+    const params = { clientId: tokenParams?.clientId, ttl: tokenParams?.ttl };
+    ask(capability, true, params).then(
       (answer) => {
         for (const w of wishes) w.answer = answer;
         callback(null, answer.credential);
       },
-      (error: Ably.ErrorInfo) => callback(error, null),
+      (error: Ably.ErrorInfo) => {
+        if (key && !refusedParams.has(key)) {
+          refusedParams.add(key);
+          warn(`capsign refused the capability of ably-js's token params (${key}); renewals ask for what is held`);
+        }
+        callback(error, null);
+      },
     );
   };
 
