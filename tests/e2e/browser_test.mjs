@@ -15,6 +15,9 @@ const ABLY_PORT = Number(process.env.ABLY_PORT);
 const SCREENSHOT = process.env.SCREENSHOT;
 const BUNDLE = fileURLToPath(new URL('./node_modules/ably/build/ably.min.js', import.meta.url));
 const HELPER = fileURLToPath(new URL('../../clients/js/dist/esm/index.js', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../clients/js/examples/browser/index.html', import.meta.url));
+const REACT_DIR = fileURLToPath(new URL('../../clients/js/examples/react/', import.meta.url));
+const EXAMPLE_SHOT = SCREENSHOT.replace(/\.png$/, '') + '-helper-example.png';
 const LABEL = 'ably-js chromium';
 
 const results = [];
@@ -22,7 +25,10 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // A page the test serves through a route has no address of its own, so Chromium's Local
+    // Network Access checks take it for a public page and block its WebSocket to 127.0.0.1.
+    '--disable-features=LocalNetworkAccessChecks'],
   timeout: 60_000,
 });
 try {
@@ -123,6 +129,79 @@ try {
     for (const name of ['chat:b0', 'chat:b1', 'chat:b2', 'chat:lobby', 'doc:42']) {
       assert.ok(out.held.includes(name), JSON.stringify(out));
     }
+  });
+
+  await step('the helper\'s browser example (Realtime, cookie jar): 4 then 20 channels opened at once, at most 2 calls each, in-band on one connection; a denied one refused alone', async () => {
+    // The example as a user serves it: its import map points at node_modules.
+    await context.route('**/example.html*', (route) => route.fulfill({ path: EXAMPLE, contentType: 'text/html' }));
+    await context.route('**/node_modules/ably/build/ably.min.js', (route) =>
+      route.fulfill({ path: BUNDLE, contentType: 'text/javascript' }));
+    await context.route('**/node_modules/capsign-ably/dist/esm/index.js', (route) =>
+      route.fulfill({ path: HELPER, contentType: 'text/javascript' }));
+    const example = await context.newPage();
+    example.setDefaultTimeout(15_000);
+    example.on('console', (m) => console.error('page:', m.text()));
+    example.on('pageerror', (e) => console.error('pageerror:', e.message));
+    await example.goto(`${DEMO}/example.html?ably=127.0.0.1:${ABLY_PORT}`);
+    await example.waitForFunction(() => document.getElementById('connection').textContent === 'connected');
+    const id = await example.textContent('#connection-id');
+    const before = Number(await example.textContent('#calls'));
+    await example.click('#open button');
+    await example.waitForFunction(() => document.body.dataset.opened === '4');
+    const calls4 = Number(await example.textContent('#calls')) - before;
+    assert.ok(calls4 <= 2, `${calls4} calls for 4 channels`);
+    for (const name of ['chat:lobby', 'chat:random', 'doc:42']) {
+      assert.equal(await example.getAttribute(`[id="channel-${name}"]`, 'class'), 'granted', name);
+    }
+    assert.match(await example.textContent('[id="channel-admin:console"]'), /refused \(40160/);
+    // A message reaches a channel opened that way (publish acquires `publish` first).
+    await example.evaluate(async () => {
+      const { capsign, realtime } = window.capsignExample;
+      await capsign.channel(realtime, 'chat:lobby').publish('m', 'hello from the example');
+    });
+    await example.waitForFunction(() =>
+      document.getElementById('channel-chat:lobby').textContent.includes('hello from the example'));
+    // 20 more at once.
+    const twenty = Array.from({ length: 20 }, (_, i) => `doc:bulk-${i}`);
+    const start = Number(await example.textContent('#calls'));
+    await example.fill('#names', twenty.join(', '));
+    await example.click('#open button');
+    await example.waitForFunction(() => document.body.dataset.opened === '20');
+    const calls20 = Number(await example.textContent('#calls')) - start;
+    assert.ok(calls20 <= 2, `${calls20} calls for 20 channels`);
+    for (const name of twenty) {
+      assert.equal(await example.getAttribute(`[id="channel-${name}"]`, 'class'), 'granted', name);
+    }
+    assert.equal(await example.textContent('#connection-id'), id, 'one connection throughout');
+    assert.equal(await example.textContent('#connection'), 'connected');
+    await example.screenshot({ path: EXAMPLE_SHOT, fullPage: true });
+    console.log(`MEASURE helper in Chromium (cookie jar, Realtime): 4 channels at once ${calls4} call(s), 20 at once ${calls20} call(s)`);
+    await example.close();
+  });
+
+  await step('the helper\'s React example (ably/react hooks): rooms acquired before they mount, one refused, a message through useChannel', async () => {
+    await context.route('**/react-example/**', (route) => {
+      const path = new URL(route.request().url()).pathname.replace(/^\/react-example\//, '');
+      const file = path === 'index.html' ? 'index.html' : path === 'dist/app.js' ? 'dist/app.js' : null;
+      return file
+        ? route.fulfill({ path: REACT_DIR + file, contentType: file.endsWith('.js') ? 'text/javascript' : 'text/html' })
+        : route.fulfill({ status: 404, body: 'not found' });
+    });
+    const app = await context.newPage();
+    app.setDefaultTimeout(15_000);
+    app.on('pageerror', (e) => console.error('pageerror:', e.message));
+    await app.goto(`${DEMO}/react-example/index.html?ably=127.0.0.1:${ABLY_PORT}`);
+    await app.waitForFunction(() => document.querySelectorAll('li.granted').length === 3
+      && document.querySelectorAll('li.refused').length === 1);
+    assert.match(await app.textContent('li.refused'), /admin:react: refused \(40160\)/);
+    await app.click('li[data-channel="chat:react-1"] button');
+    await app.waitForFunction(() =>
+      document.querySelector('li[data-channel="chat:react-1"] .messages').textContent.includes('hello chat:react-1'));
+    const calls = await app.evaluate(() => window.capsignExample.capsign.calls);
+    assert.ok(calls <= 3, `${calls} calls: the connection's token, the rooms, publish`);
+    assert.equal(await app.textContent('#connection'), 'connected');
+    await app.screenshot({ path: SCREENSHOT.replace(/\.png$/, '') + '-helper-react.png', fullPage: true });
+    await app.close();
   });
 
   await step('a cross-origin authUrl gets cookies only with an "authorization" authHeader (lower case)', async () => {

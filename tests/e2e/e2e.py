@@ -44,8 +44,8 @@ def session(sub, lifetime=3600):
 
 
 # How many checks each step's program reports; fewer is a failure.
-EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 6, "metrics": 1, "deploy": 1,
-            "helper node": 16,
+EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 8, "metrics": 1, "deploy": 1,
+            "helper node": 17, "helper examples": 1,
             "ably-js node, Lambda": 21, "ably-python, Lambda": 10}
 
 
@@ -287,6 +287,8 @@ def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
                         [python, os.path.join(HERE, "python_test.py")], test_env, EXPECTED["ably-python"])
     results += run_step("the client helper (clients/js) with ably-js on Node", "helper node",
                         ["node", os.path.join(HERE, "helper_test.mjs")], test_env, EXPECTED["helper node"])
+    results += run_step("the client helper's examples (Node)", "helper examples",
+                        ["node", os.path.join(HERE, "examples_test.mjs")], test_env, EXPECTED["helper examples"])
     results += run_step("ably-js in Chromium", "ably-js chromium",
                         ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
     results += run_step("metrics, read by the official parser", "metrics",

@@ -508,7 +508,9 @@ export function createCapsign(options: CapsignOptions): Capsign {
   function handOver(client: AblyClient, answer: Answer): Promise<void> {
     let done = answer.handovers.get(client);
     if (!done) {
-      done = answer.toAblyJs ? appliedByAblyJs(client) : authorizeWith(client, answer.credential);
+      // ably-js asked for this credential itself: it applies it (a Realtime client as it
+      // connects); otherwise it is handed over with authorize().
+      done = answer.toAblyJs ? whenConnected(client) : authorizeWith(client, answer.credential);
       answer.handovers.set(client, done);
     }
     return done;
@@ -524,8 +526,9 @@ export function createCapsign(options: CapsignOptions): Capsign {
     }
   }
 
-  /** ably-js asked for this credential itself: a Realtime client waits until connected. */
-  function appliedByAblyJs(client: AblyClient): Promise<void> {
+  /** Resolves once a Realtime client is connected (at once for REST); rejects when its
+   * connection fails, closes or is suspended. */
+  function whenConnected(client: AblyClient): Promise<void> {
     const connection = (client as Ably.Realtime).connection;
     if (!connection || connection.state === 'connected') return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -586,10 +589,19 @@ export function createCapsign(options: CapsignOptions): Capsign {
     let wish: Wish | null = null;
     let asked = false;
     if (!tokenOf(client)) {
-      // No credential yet: ably-js's first token request asks for this resource too.
+      // No credential yet: ably-js's first token request asks for this resource too. A
+      // Realtime client gets one as it connects; a REST client when the operation needs it.
       wish = { capability: { [resource]: [...ops] }, answer: null };
       prefetch.push(wish);
-    } else if (!covers(capabilityOf(tokenOf(client)), resource, ops)) {
+      if ((client as Ably.Realtime).connection) await whenConnected(client);
+    }
+    const first = wish?.answer;
+    const refusedFirst = first ? refusal(acquired(client, first, wish!.capability), resource, ops) : null;
+    if (refusedFirst) {
+      prefetch = prefetch.filter((w) => w !== wish);
+      throw refusedFirst;
+    }
+    if (tokenOf(client) && !covers(capabilityOf(tokenOf(client)), resource, ops)) {
       await acquireFor(client, resource, ops);
       asked = true;
     }
@@ -599,8 +611,8 @@ export function createCapsign(options: CapsignOptions): Capsign {
       // Another error, or Ably refusing what capsign has just granted: final.
       if ((e as { code?: number })?.code !== CAPABILITY_REFUSED || asked) throw e;
       // The first token asked for it already: capsign's answer says whether it was refused.
-      const first = wish?.answer;
-      const refused = first ? refusal(acquired(client, first, wish!.capability), resource, ops) : null;
+      const answered = wish?.answer;
+      const refused = answered ? refusal(acquired(client, answered, wish!.capability), resource, ops) : null;
       if (refused) throw refused;
       await acquireFor(client, resource, ops);
       return operation();
