@@ -102,7 +102,7 @@ try {
     assert.equal(out, 40160);
   });
 
-  await step('the client helper (clients/js) auto-acquires 3 channels with the browser\'s cookie jar, one call each', async () => {
+  await step('the client helper (clients/js) auto-acquires 3 channels with the browser\'s cookie jar, one call each, then 5 at once in at most 2', async () => {
     // The helper, unbundled, as an ES module of the page's origin.
     await context.route('**/capsign-ably.js', (route) =>
       route.fulfill({ path: HELPER, contentType: 'text/javascript' }));
@@ -120,9 +120,19 @@ try {
       } catch (e) {
         denied = e.code;
       }
-      return { calls: capsign.calls, grants: capsign.grants, denied,
+      // Five more at once: one queue, so at most two calls, and the jar keeps every grant.
+      const before = capsign.calls;
+      const five = ['chat:p0', 'chat:p1', 'chat:p2', 'doc:p3', 'doc:p4'];
+      const settled = await Promise.allSettled(five.map((n) => capsign.channel(rest, n).publish('m', n)));
+      return { calls: before, parallelCalls: capsign.calls - before, grants: capsign.grants, denied,
+        rejected: settled.filter((o) => o.status === 'rejected').length,
         held: Object.keys(m.capabilityOf(rest.auth.tokenDetails)).sort() };
     }, ABLY_PORT);
+    assert.equal(out.rejected, 0, JSON.stringify(out));
+    assert.ok(out.parallelCalls <= 2, JSON.stringify(out));
+    for (const name of ['chat:p0', 'chat:p1', 'chat:p2', 'doc:p3', 'doc:p4']) {
+      assert.ok(out.held.includes(name), JSON.stringify(out));
+    }
     assert.equal(out.calls, 4, JSON.stringify(out));
     assert.equal(out.grants, null, 'in a browser the jar keeps the grants, not the helper');
     assert.equal(out.denied, 40160);

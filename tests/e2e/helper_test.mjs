@@ -177,6 +177,31 @@ await check('REST: a webhook answering 503 fails that acquire only; held channel
   assert.deepEqual(held(rest), [`chat:held-${run}`, `hook:blip-${run}`]);
 });
 
+await check('REST: partly granted and denied are told apart (X-Capsign-Partial, X-Capsign-Denied); neither is retried', async () => {
+  const { capsign, rest } = setup();
+  const out = await capsign.acquire(rest, { [`chat:part-${run}`]: ['publish', 'presence'], [`admin:part-${run}`]: ['publish'] });
+  assert.deepEqual(out.partial, [`chat:part-${run}`]);
+  assert.deepEqual(out.denied, [`admin:part-${run}`]);
+  assert.deepEqual(out.granted[`chat:part-${run}`], ['publish']);
+  const before = capsign.calls;
+  await assert.rejects(capsign.withAcquire(rest, `chat:part2-${run}`, ['publish', 'presence'], async () => 'ran'), (e) => {
+    assert.equal(e.code, 40160);
+    assert.match(e.message, /granted only publish of publish, presence/);
+    return true;
+  });
+  assert.equal(capsign.calls, before + 1);
+});
+
+await check('REST: a plain authorize({capability}) capsign refuses (400) does not poison later renewals', async () => {
+  const { capsign, rest } = setup({ onWarning: () => {} });
+  await capsign.channel(rest, `chat:keep-${run}`).publish('m', 'x');
+  await assert.rejects(rest.auth.authorize({ capability: { [`chat:typo-${run}`]: ['publsh'] } }), (e) => e.statusCode === 400);
+  // ably-js keeps those token params for every renewal; the helper asks them only once.
+  await rest.channels.get(`chat:keep-${run}`).publish('m', 'still held');
+  await rest.auth.authorize();
+  assert.deepEqual(held(rest), [`chat:keep-${run}`]);
+});
+
 await check('Realtime: attach, subscribe and presence.enter on unheld channels acquire in-band; the connection stays up', async () => {
   const { capsign, rt, states } = realtime();
   const first = capsign.channel(rt, `chat:rt-a-${run}`);
