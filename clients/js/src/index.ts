@@ -119,8 +119,12 @@ export interface CapsignOptions {
   fetch?: typeof fetch;
   /** Errors are built with it (default: globalThis.Ably.ErrorInfo, else CapsignError). */
   ErrorInfo?: ErrorInfoConstructor;
-  /** Told about what the helper ignored (a malformed response header; default: console.warn). */
+  /** Told about what the helper ignored (a malformed response header, a storage that
+   * failed; default: console.warn). */
   onWarning?: (message: string) => void;
+  /** How long one call to capsign may take, in ms (default 15000). Calls go one at a time,
+   * so a call that never ends would hold every later one. */
+  timeoutMs?: number;
 }
 
 /** What `acquire` resolves with. */
@@ -301,8 +305,8 @@ interface Asker {
 /** Whether a refusal may be the fault of one asker among several (a malformed grant, a
  * denied one in `CAPSIGN_DENY=reject` mode): each is then asked alone. */
 const splittable = (e: unknown) => {
-  const status = (e as { statusCode?: number })?.statusCode;
-  return status === 400 || status === 403;
+  const { statusCode, code } = (e ?? {}) as { statusCode?: number; code?: number };
+  return statusCode === 400 || (statusCode === 403 && code === CAPABILITY_REFUSED);
 };
 
 function union(into: Capability, more: Capability): void {
@@ -321,6 +325,7 @@ export function createCapsign(options: CapsignOptions): Capsign {
   const warn = options.onWarning ?? ((m: string) => console.warn(`capsign-ably: ${m}`));
   // A browser page keeps the grant cookie itself; elsewhere the helper keeps X-Capsign-Grants.
   const useJar = options.cookies ?? (g.document !== undefined && g.window !== undefined);
+  const timeoutMs = options.timeoutMs ?? 15_000;
 
   let grants: string | null = null;
   let loaded = !storage || useJar;
@@ -343,8 +348,12 @@ export function createCapsign(options: CapsignOptions): Capsign {
   /** One HTTP call to capsign. */
   async function call(capability: Capability, params: Asker['params'], refresh: boolean): Promise<Answer> {
     if (!loaded && storage) {
-      grants = (await storage.load()) ?? null;
       loaded = true;
+      try {
+        grants = (await storage.load()) ?? null;
+      } catch (e) {
+        warn(`storage.load failed (${(e as Error)?.message ?? e}); starting with no grants value`);
+      }
     }
     const q = new URLSearchParams();
     if (Object.keys(capability).length > 0) q.set('capability', JSON.stringify(capability));
@@ -357,16 +366,33 @@ export function createCapsign(options: CapsignOptions): Capsign {
     if (!useJar && grants) h['X-Capsign-Grants'] = grants;
     calls += 1;
     const query = q.toString();
-    const res = await fetchImpl!(query ? `${url}${url.includes('?') ? '&' : '?'}${query}` : url, {
-      headers: h,
-      credentials: useJar ? 'include' : 'omit',
-      // A redirect would carry the session and the grants to wherever it points.
-      redirect: 'error',
-    });
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
+    let res: Response;
+    try {
+      res = await fetchImpl!(query ? `${url}${url.includes('?') ? '&' : '?'}${query}` : url, {
+        headers: h,
+        credentials: useJar ? 'include' : 'omit',
+        // A redirect would carry the session and the grants to wherever it points.
+        redirect: 'error',
+        signal: abort.signal,
+      });
+    } catch (e) {
+      // Unreachable, refused, redirected, or too slow: retryable, never a 401 (which would
+      // refresh the session) nor a 403 (which would fail a Realtime connection).
+      const why = abort.signal.aborted ? `no answer within ${timeoutMs} ms` : (e as Error)?.message ?? String(e);
+      throw new ErrorInfo(`capsign unreachable: ${why}`, 40170, abort.signal.aborted ? 504 : 503);
+    } finally {
+      clearTimeout(timer);
+    }
     const sealed = res.headers.get('X-Capsign-Grants');
     if (sealed && !useJar && sealed !== grants) {
       grants = sealed;
-      if (storage) await storage.save(sealed);
+      try {
+        await storage?.save(sealed);
+      } catch (e) {
+        warn(`storage.save failed (${(e as Error)?.message ?? e}); the grants value is kept in memory`);
+      }
     }
     if (!res.ok) {
       type Envelope = { message?: string; code?: number; statusCode?: number };
@@ -509,8 +535,11 @@ export function createCapsign(options: CapsignOptions): Capsign {
     let done = answer.handovers.get(client);
     if (!done) {
       // ably-js asked for this credential itself: it applies it (a Realtime client as it
-      // connects); otherwise it is handed over with authorize().
-      done = answer.toAblyJs ? whenConnected(client) : authorizeWith(client, answer.credential);
+      // connects); otherwise it is handed over with authorize(), once a connecting client is
+      // connected (ably-js would drop the attempt and start again).
+      done = answer.toAblyJs
+        ? whenConnected(client)
+        : whenConnected(client).then(() => authorizeWith(client, answer.credential));
       answer.handovers.set(client, done);
     }
     return done;
@@ -526,11 +555,12 @@ export function createCapsign(options: CapsignOptions): Capsign {
     }
   }
 
-  /** Resolves once a Realtime client is connected (at once for REST); rejects when its
-   * connection fails, closes or is suspended. */
+  /** Resolves once a connecting Realtime client is connected (at once for REST, and for a
+   * Realtime client in any other state); rejects when its connection fails, closes or is
+   * suspended meanwhile. */
   function whenConnected(client: AblyClient): Promise<void> {
     const connection = (client as Ably.Realtime).connection;
-    if (!connection || connection.state === 'connected') return Promise.resolve();
+    if (!connection || connection.state !== 'connecting') return Promise.resolve();
     return new Promise((resolve, reject) => {
       const listener = (change: Ably.ConnectionStateChange) => {
         if (change.current === 'connected') {

@@ -222,3 +222,41 @@ test('a 401 refreshes the session once and asks again', async () => {
   assert.deepEqual(sessions, [false, true]);
   assert.equal(n, 2);
 });
+
+test('a call that never answers fails after timeoutMs with a retryable error, and the queue goes on', async () => {
+  let hang = true;
+  const server = fakeCapsign();
+  const fetch = (url, init) => (hang
+    ? new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))))
+    : server.fetch(url, init));
+  const capsign = createCapsign({ url: 'http://capsign.test/auth', fetch, cookies: false, timeoutMs: 50 });
+  const client = fakeClient(capsign);
+  await assert.rejects(capsign.acquire(client, { 'chat:a': ['publish'] }),
+    (e) => e.code === 40170 && e.statusCode === 504 && /no answer within 50 ms/.test(e.message));
+  hang = false;
+  const out = await capsign.acquire(client, { 'chat:b': ['publish'] });
+  assert.deepEqual(Object.keys(out.granted), ['chat:b']);
+});
+
+test('an unreachable capsign is a 503, never a 401 (no session refresh) nor a 403', async () => {
+  let refreshed = false;
+  const capsign = createCapsign({ url: 'http://capsign.test/auth', cookies: false,
+    fetch: async () => { throw new TypeError('fetch failed'); },
+    session: ({ refresh }) => { refreshed ||= refresh; return 's'; } });
+  await assert.rejects(capsign.acquire(fakeClient(capsign), { 'chat:a': ['publish'] }),
+    (e) => e.statusCode === 503 && /capsign unreachable: fetch failed/.test(e.message));
+  assert.equal(refreshed, false);
+});
+
+test('a storage that fails is reported and does not fail the acquire', async () => {
+  const warnings = [];
+  const server = fakeCapsign();
+  const capsign = createCapsign({ url: 'http://capsign.test/auth', fetch: server.fetch, cookies: false,
+    onWarning: (m) => warnings.push(m),
+    storage: { load: () => { throw new Error('no disk'); }, save: async () => { throw new Error('disk full'); } } });
+  const out = await capsign.acquire(fakeClient(capsign), { 'chat:a': ['publish'] });
+  assert.deepEqual(Object.keys(out.granted), ['chat:a']);
+  assert.match(warnings.join('\n'), /storage.load failed \(no disk\)/);
+  assert.match(warnings.join('\n'), /storage.save failed \(disk full\)/);
+  assert.ok(capsign.grants, 'kept in memory');
+});
