@@ -251,25 +251,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The Python fake Ably of the e2e suite checks capabilities against its own list of
-/// operations; it must be exactly capsign's (and Ably's) list, or the suite would accept what
-/// Ably refuses. Issue 17 found `statistics` there where Ably says `stats`.
+/// Both fake Ablys (the e2e suite's and the integration tests') check capabilities against
+/// the operations of `tests/data/fake_ably.json`; it must be exactly capsign's (and Ably's)
+/// list, or the fakes would accept what Ably refuses. Issue 17 found `statistics` in the
+/// Python fake where Ably says `stats`.
 #[test]
-fn the_python_fake_ably_knows_the_same_operations() {
-    let fake = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/e2e/fake_ably.py"
-    ))
-    .unwrap();
-    let set = fake
-        .split_once("OPERATIONS = {")
-        .and_then(|(_, rest)| rest.split_once('}'))
+fn the_fake_ablys_know_the_same_operations() {
+    let shared = crate::fakes::shared();
+    let mut theirs: Vec<&str> = shared["operations"]
+        .as_array()
         .unwrap()
-        .0;
-    let mut theirs: Vec<&str> = set
-        .split(',')
-        .map(|s| s.trim().trim_matches('"'))
-        .filter(|s| !s.is_empty())
+        .iter()
+        .map(|op| op.as_str().unwrap())
         .collect();
     theirs.sort_unstable();
     let mut ours: Vec<&str> = capsign::capability::Operation::ALL
@@ -278,4 +271,30 @@ fn the_python_fake_ably_knows_the_same_operations() {
         .collect();
     ours.sort_unstable();
     assert_eq!(theirs, ours);
+    // The Python fake reads them from there, and has no list of its own.
+    let fake = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fake_ably.py"
+    ))
+    .unwrap();
+    assert!(fake.contains(r#"OPERATIONS = set(json.load(f)["operations"])"#));
+    // The client helper checks feature operations against its own copy (it runs in browsers,
+    // with no file to read): the same list.
+    let helper = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/js/src/index.ts"
+    ))
+    .unwrap();
+    let list = helper
+        .split_once("ABLY_OPERATIONS: readonly string[] = Object.freeze([")
+        .and_then(|(_, rest)| rest.split_once("])"))
+        .unwrap()
+        .0;
+    let mut helpers: Vec<&str> = list
+        .split(',')
+        .map(|s| s.trim().trim_matches('\''))
+        .filter(|s| !s.is_empty())
+        .collect();
+    helpers.sort_unstable();
+    assert_eq!(helpers, ours, "clients/js/src/index.ts ABLY_OPERATIONS");
 }
