@@ -295,6 +295,21 @@ await check('Realtime: a denied channel fails once with 40160, in omit and rejec
   }
 });
 
+await check('Realtime, CAPSIGN_DENY=reject: a fresh client opening an allowed and a denied channel at once connects; only the denied one fails', async () => {
+  const { capsign, rt, states } = realtime({}, process.env.CAPSIGN_STRICT);
+  const [ok, bad] = await Promise.allSettled([
+    capsign.channel(rt, `chat:first-ok-${run}`).attach(),
+    capsign.channel(rt, `admin:first-bad-${run}`).attach(),
+  ]);
+  assert.equal(ok.status, 'fulfilled', ok.reason?.message);
+  assert.equal(bad.status, 'rejected');
+  assert.equal(bad.reason.code, 40160);
+  assert.equal(rt.connection.state, 'connected');
+  assert.ok(!states.includes('failed'), states.join(' → '));
+  assert.ok(held(rt).includes(`chat:first-ok-${run}`), held(rt).join());
+  rt.close();
+});
+
 await check('Realtime: a webhook answering 503 fails that attach only; the connection and held channels go on', async () => {
   const { capsign, rt, states } = realtime({}, process.env.CAPSIGN_HOOKED);
   const held = capsign.channel(rt, `chat:rt-held-${run}`);

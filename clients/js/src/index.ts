@@ -490,6 +490,8 @@ export function createCapsign(options: CapsignOptions): Capsign {
   interface Wish {
     capability: Capability;
     answer: Answer | null;
+    /** capsign's refusal of this wish, when it was asked alone and refused. */
+    error?: unknown;
   }
   let prefetch: Wish[] = [];
   /** Capabilities from ably-js's token params that capsign refused. */
@@ -515,17 +517,39 @@ export function createCapsign(options: CapsignOptions): Capsign {
     const key = fromParams && JSON.stringify(fromParams);
     if (fromParams && key && !refusedParams.has(key)) union(capability, fromParams);
     const params = { clientId: tokenParams?.clientId, ttl: tokenParams?.ttl };
+    const refusedByParams = (error: unknown) => {
+      if (key && !refusedParams.has(key)) {
+        refusedParams.add(key);
+        warn(`capsign refused the capability of ably-js's token params (${key}); renewals ask for what is held`);
+      }
+      callback(error as Ably.ErrorInfo, null);
+    };
     ask(capability, true, params).then(
       (answer) => {
         for (const w of wishes) w.answer = answer;
         callback(null, answer.credential);
       },
-      (error: Ably.ErrorInfo) => {
-        if (key && !refusedParams.has(key)) {
-          refusedParams.add(key);
-          warn(`capsign refused the capability of ably-js's token params (${key}); renewals ask for what is held`);
-        }
-        callback(error, null);
+      (error: unknown) => {
+        if (wishes.length === 0 || !splittable(error)) return refusedByParams(error);
+        // One operation's wish may be at fault (a denied one with CAPSIGN_DENY=reject): each
+        // is asked alone, so a refusal fails that operation, not ably-js's token request (a
+        // 403 there fails a Realtime connection).
+        void (async () => {
+          let last: Answer | null = null;
+          for (const w of wishes) {
+            try {
+              last = w.answer = await ask(w.capability, true, params);
+            } catch (e) {
+              w.error = e;
+            }
+          }
+          try {
+            const base = fromParams && key && !refusedParams.has(key) ? fromParams : {};
+            callback(null, (last && Object.keys(base).length === 0 ? last : await ask(base, true, params)).credential);
+          } catch (e) {
+            refusedByParams(e);
+          }
+        })();
       },
     );
   };
@@ -626,7 +650,8 @@ export function createCapsign(options: CapsignOptions): Capsign {
       if ((client as Ably.Realtime).connection) await whenConnected(client);
     }
     const first = wish?.answer;
-    const refusedFirst = first ? refusal(acquired(client, first, wish!.capability), resource, ops) : null;
+    const refusedFirst = wish?.error
+      ?? (first ? refusal(acquired(client, first, wish!.capability), resource, ops) : null);
     if (refusedFirst) {
       prefetch = prefetch.filter((w) => w !== wish);
       throw refusedFirst;
@@ -642,7 +667,8 @@ export function createCapsign(options: CapsignOptions): Capsign {
       if ((e as { code?: number })?.code !== CAPABILITY_REFUSED || asked) throw e;
       // The first token asked for it already: capsign's answer says whether it was refused.
       const answered = wish?.answer;
-      const refused = answered ? refusal(acquired(client, answered, wish!.capability), resource, ops) : null;
+      const refused = wish?.error
+        ?? (answered ? refusal(acquired(client, answered, wish!.capability), resource, ops) : null);
       if (refused) throw refused;
       await acquireFor(client, resource, ops);
       return operation();
