@@ -130,16 +130,23 @@ impl From<FlowError> for Reject {
             }
             FlowError::Ably(AblyError::Refused {
                 status,
-                code,
+                code: ably_code,
                 message,
             }) => {
-                // Ably's own refusal, passed on with its code; Ably failing is a 502, not ours.
-                let status = if status.is_client_error() {
-                    status
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                Reject::new(status, code, format!("Ably: {message}"))
+                // Ably refused capsign's own TokenRequest (its key, its clock, a capability its
+                // key cannot grant): capsign's fault, never the client's. Not a 401 (ably-js
+                // would refresh the user's session and retry) nor a 403 (a Realtime connection
+                // would fail): a 502 naming Ably's answer, and a WARN line for the operator.
+                tracing::warn!(
+                    ably_status = status.as_u16(),
+                    ably_code,
+                    "Ably refused capsign's token request ({ably_code}: {message}); check ABLY_API_KEY, the clock and the key's capability"
+                );
+                Reject::new(
+                    StatusCode::BAD_GATEWAY,
+                    code::BAD_GATEWAY,
+                    format!("Ably refused capsign's token request ({ably_code}: {message})"),
+                )
             }
             FlowError::Ably(inner) => {
                 tracing::warn!("{inner}");

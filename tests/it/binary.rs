@@ -622,3 +622,69 @@ fn port_is_honoured_when_listen_is_unset() {
     let e = Settings::load(&|k| (k == "PORT").then(|| "http".to_owned()), None).unwrap_err();
     assert_eq!(e.setting, "PORT");
 }
+
+/// Ably refusing capsign's own TokenRequest (here: the server's Ably key is wrong) is the
+/// operator's problem: the client gets a 502, and the log a WARN line naming Ably's answer.
+#[tokio::test]
+async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
+    use crate::fakes::{Answer, Fake};
+    let ably = Fake::start(|_| {
+        Answer::json(
+            401,
+            &serde_json::json!({"error": {"code": 40101, "statusCode": 401, "message": "Invalid mac"}}),
+        )
+    })
+    .await;
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let log = crate::harness::temp_file("capsign.log", "");
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+        .env("CAPSIGN_RULES", &rules)
+        .env("CAPSIGN_ABLY_REST_URL", ably.url(""))
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _child = Running(c.spawn().unwrap());
+    let read = || std::fs::read_to_string(&log).unwrap();
+    let mut addr = None;
+    for _ in 0..200 {
+        if let Some(a) = read()
+            .lines()
+            .find_map(|l| l.strip_prefix("capsign: listening on http://"))
+        {
+            addr = Some(a.trim().parse::<std::net::SocketAddr>().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = addr.expect("capsign did not start");
+    let session = crate::harness::session("erin", serde_json::Value::Null);
+    let r = send(
+        addr,
+        http::Request::get(
+            "/auth?format=token&capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D",
+        )
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {session}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    let mut warned = String::new();
+    for _ in 0..100 {
+        warned = read();
+        if warned.contains("Ably refused capsign's token request (40101: Invalid mac)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = warned
+        .lines()
+        .find(|l| l.contains("Ably refused capsign's token request"))
+        .unwrap_or_else(|| panic!("no WARN line: {warned}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("(40101: Invalid mac)"), "{line}");
+}

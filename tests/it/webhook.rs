@@ -394,7 +394,7 @@ async fn format_token_returns_ablys_token_details() {
 }
 
 #[tokio::test]
-async fn ably_errors_pass_through_and_an_unreachable_ably_is_502() {
+async fn ably_refusing_capsigns_token_request_is_502_not_a_session_error() {
     let ably = fake_ably(0).await;
     let s = Server::start(&[("CAPSIGN_ABLY_REST_URL", &ably.url(""))]).await;
     ably.answer(|_: &_| {
@@ -412,13 +412,24 @@ async fn ably_errors_pass_through_and_an_unreachable_ably_is_502() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
+    // Ably's 401 is about capsign's key, not the user's session: a 502 that names it (a 401
+    // would make ably-js refresh the session and retry, as if the user were logged out).
     let r = s.send(token(&s)).await;
-    assert_eq!((r.status, r.error_code()), (401, 40131));
-    assert!(r.body.contains("Key revoked"));
+    assert_eq!((r.status, r.error_code()), (502, 50200));
+    assert!(r.body.contains("40131: Key revoked"), "{}", r.body);
     assert!(r.header("set-cookie").is_none());
+    ably.answer(|_: &_| {
+        Answer::json(
+            401,
+            &json!({"error": {"code": 40101, "statusCode": 401, "message": "Invalid mac"}}),
+        )
+    });
+    let r = s.send(token(&s)).await;
+    assert_eq!((r.status, r.error_code()), (502, 50200));
+    assert!(r.body.contains("40101: Invalid mac"), "{}", r.body);
     ably.answer(|_: &_| Answer::json(500, &json!({"error": {"code": 50000, "message": "boom"}})));
     let r = s.send(token(&s)).await;
-    assert_eq!((r.status, r.error_code()), (502, 50000));
+    assert_eq!((r.status, r.error_code()), (502, 50200));
     ably.unplug();
     let r = s.send(token(&s)).await;
     assert_eq!((r.status, r.error_code()), (502, 50200));
@@ -441,9 +452,10 @@ async fn clock_correction_from_ablys_time() {
     let r = uncorrected.send(token(&uncorrected)).await;
     assert_eq!(
         (r.status, r.error_code()),
-        (401, 40104),
-        "Ably refuses the skewed timestamp"
+        (502, 50200),
+        "Ably refuses the skewed timestamp: capsign's clock, a 502"
     );
+    assert!(r.body.contains("40104"), "{}", r.body);
 
     let corrected = Server::start(&[
         ("CAPSIGN_ABLY_REST_URL", &ably.url("")),
