@@ -159,12 +159,16 @@ pub enum FlowError {
     },
     /// The grant cookie would exceed its size budget (`overflow = "reject"`).
     #[error(
-        "grant cookie full: {held} grants held and the new ones do not fit in {SET_COOKIE_BUDGET} \
-         bytes; ask for a wildcard resource instead of many channels"
+        "grant cookie full: {held} grants held and the new ones do not fit in {limit} bytes \
+         ({of}); ask for a wildcard resource instead of many channels"
     )]
     CookieFull {
         /// Grants held, new ones included.
         held: usize,
+        /// The limit that was hit, in bytes.
+        limit: usize,
+        /// Which limit: the `Set-Cookie` budget, or the largest encoded set that opens.
+        of: &'static str,
     },
     /// The policy webhook gave no usable answer.
     #[error(transparent)]
@@ -590,14 +594,24 @@ impl Flow {
                     // again.
                     let per_grant = (set_cookie_len / held_now.max(1)).max(1);
                     let excess = (set_cookie_len + 1 - SET_COOKIE_BUDGET).div_ceil(per_grant);
-                    (excess, FlowError::CookieFull { held: held_now })
+                    let full = FlowError::CookieFull {
+                        held: held_now,
+                        limit: SET_COOKIE_BUDGET,
+                        of: "the Set-Cookie budget",
+                    };
+                    (excess, full)
                 }
                 Err(SealError::TooManyGrants { held, max }) => {
                     (held - max, FlowError::TooManyGrants { held, max })
                 }
                 // A body over the inflate limit: an eighth at a time.
-                Err(SealError::TooLarge { .. }) => {
-                    (held_now / 8, FlowError::CookieFull { held: held_now })
+                Err(SealError::TooLarge { limit, .. }) => {
+                    let full = FlowError::CookieFull {
+                        held: held_now,
+                        limit,
+                        of: "the largest grant set that opens",
+                    };
+                    (held_now / 8, full)
                 }
             };
             if overflow == Overflow::Reject || held.is_empty() {
@@ -727,6 +741,41 @@ mod tests {
             capability: Some(CapabilitySet::from_json(cap).unwrap()),
             ..AuthParams::default()
         }
+    }
+
+    /// Issue 27 (10): a set too large to encode at all names the limit it hit (the largest
+    /// grant set that opens, 64 KiB), not the Set-Cookie budget.
+    #[tokio::test]
+    async fn a_set_too_large_to_encode_names_the_limit_it_hit() {
+        let app = app(&[
+            ("CAPSIGN_MAX_GRANTS", "400"),
+            ("CAPSIGN_MAX_NEW_GRANTS", "400"),
+        ]);
+        // 200 names of 490 bytes that share no more than "doc:": about 98 KB encoded.
+        let cap: serde_json::Map<String, serde_json::Value> = (0..200)
+            .map(|i| {
+                let tail: String = (0..490)
+                    .map(|j| char::from(b'a' + ((i * 7 + j * 13 + j / 5) % 26) as u8))
+                    .collect();
+                (
+                    format!("doc:{i:03}{tail}"),
+                    serde_json::json!(["subscribe"]),
+                )
+            })
+            .collect();
+        let err = authorize(
+            &app,
+            &alice(),
+            Presented::default(),
+            params(&serde_json::Value::Object(cap).to_string()),
+        )
+        .await
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("do not fit in 65536 bytes (the largest grant set that opens)"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -125,11 +125,8 @@ pub fn grant_cookie(data: &[u8]) {
             );
             return;
         }
-        Err(SealError::TooLarge { bytes }) => {
-            assert!(
-                bytes > crate::grants::MAX_SEALED_LEN,
-                "refused at {bytes} bytes"
-            );
+        Err(SealError::TooLarge { bytes, limit }) => {
+            assert!(bytes > limit, "refused at {bytes} bytes, limit {limit}");
             return;
         }
     };

@@ -90,10 +90,12 @@ pub enum SealError {
         max: usize,
     },
     /// The body or the sealed value is over the limits `open` enforces.
-    #[error("sealed grants too large ({bytes} bytes)")]
+    #[error("sealed grants too large ({bytes} bytes, at most {limit})")]
     TooLarge {
         /// The size that is over its limit.
         bytes: usize,
+        /// The limit: the encoded body's (64 KiB) or the sealed value's (4096 bytes).
+        limit: usize,
     },
 }
 
@@ -380,7 +382,10 @@ impl Sealer {
         }
         let body_len = out.len() - HEADER_LEN;
         if body_len > MAX_BODY_LEN {
-            return Err(SealError::TooLarge { bytes: body_len });
+            return Err(SealError::TooLarge {
+                bytes: body_len,
+                limit: MAX_BODY_LEN,
+            });
         }
         if body_len >= DEFLATE_FROM {
             let deflated =
@@ -396,7 +401,10 @@ impl Sealer {
         let raw_len = out.len() + MAC_LEN;
         let sealed_len = (4 * raw_len).div_ceil(3);
         if sealed_len > MAX_SEALED_LEN {
-            return Err(SealError::TooLarge { bytes: sealed_len });
+            return Err(SealError::TooLarge {
+                bytes: sealed_len,
+                limit: MAX_SEALED_LEN,
+            });
         }
         Ok(Payload(out))
     }
@@ -995,7 +1003,7 @@ mod tests {
         let over_body = wide(200, 500);
         assert!(matches!(
             s.seal_grants(Purpose::Cookie, "u", 1000, &over_body),
-            Err(SealError::TooLarge { bytes }) if bytes > MAX_BODY_LEN
+            Err(SealError::TooLarge { bytes, limit: MAX_BODY_LEN }) if bytes > MAX_BODY_LEN
         ));
         assert!(matches!(
             s.seal_grants(Purpose::Cookie, "u", 1000, &wide(301, 0)),
@@ -1013,9 +1021,9 @@ mod tests {
                         let opened = s.open(purpose, &sealed, "u", limits(1000)).unwrap();
                         assert_eq!(opened.grants, g, "{n} × {tail}");
                     }
-                    Err(SealError::TooLarge { bytes }) => {
+                    Err(SealError::TooLarge { bytes, limit }) => {
                         assert!(
-                            bytes > MAX_SEALED_LEN || bytes > MAX_BODY_LEN,
+                            [MAX_SEALED_LEN, MAX_BODY_LEN].contains(&limit) && bytes > limit,
                             "{n} × {tail}"
                         )
                     }
