@@ -207,8 +207,8 @@ settings_table! {
         parse::cookie_name,
         "The grant cookie's name (bound into its MAC).";
     max_grants: usize = "CAPSIGN_MAX_GRANTS", default ("256"), plain,
-        parse::positive,
-        "Most grants one client may hold; also the most a request may ask for.";
+        parse::grant_count,
+        "Most grants one client may hold; also the most a request may ask for (at most 1024).";
     cookie_overflow: Overflow = "CAPSIGN_COOKIE_OVERFLOW", default ("reject"), plain,
         Overflow::parse,
         "When a merge would exceed the cookie budget: reject (400) or evict (oldest grants).";
@@ -327,11 +327,11 @@ settings_table! {
         parse::capability,
         "The Ably key's own capability (JSON); minted sets are intersected with it.";
     max_new_grants: usize = "CAPSIGN_MAX_NEW_GRANTS", default ("100"), plain,
-        parse::positive,
-        "Most new grants one request may ask for.";
+        parse::grant_count,
+        "Most new grants one request may ask for (at most CAPSIGN_MAX_GRANTS).";
     max_body: usize = "CAPSIGN_MAX_BODY", default ("16384"), plain,
-        parse::positive,
-        "Largest request body, in bytes.";
+        parse::body_size,
+        "Largest request body, in bytes (at most 1 MiB).";
     header_timeout: Duration = "CAPSIGN_HEADER_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a client may take to send its request headers.";
@@ -1087,6 +1087,25 @@ impl Settings {
     /// `configured` names the settings given besides the listen address and the mode).
     fn from_given(g: Given, configured: &[&str]) -> Result<Settings, SettingsError> {
         let mut demo_defaults = Vec::new();
+        if g.max_new_grants > g.max_grants {
+            return Err(SettingsError::new(
+                "CAPSIGN_MAX_NEW_GRANTS",
+                format!(
+                    "{} is more than CAPSIGN_MAX_GRANTS ({}), which bounds every request",
+                    g.max_new_grants, g.max_grants
+                ),
+            ));
+        }
+        if let (Some(embedded), Some(session)) = (&g.embedded_secret, &g.session_secret) {
+            // A start-up check of the operator's own two values (no attacker times it).
+            if embedded.expose() == session.expose() {
+                return Err(SettingsError::new(
+                    "CAPSIGN_EMBEDDED_SECRET",
+                    "equals CAPSIGN_SESSION_SECRET: every embedded credential capsign signs would \
+                     then also be a valid app session; give it a secret of its own",
+                ));
+            }
+        }
         let ttl = Settings::ttl(&g)?;
         let secs = |d: Duration| d.as_secs();
         let (regrant_after_s, grant_max_age_s) = (secs(g.regrant_after), secs(g.grant_max_age));
@@ -1527,6 +1546,28 @@ mod parse {
         }
     }
 
+    /// A count of grants: at least 1, at most [`MAX_RESOURCES`](crate::capability::MAX_RESOURCES)
+    /// (what one capability may name; a sealed set holds about 350 at most anyway).
+    pub(super) fn grant_count(s: &str) -> Result<usize, String> {
+        let max = crate::capability::MAX_RESOURCES;
+        let n = positive(s)?;
+        if n > max {
+            return Err(format!("at most {max}"));
+        }
+        Ok(n)
+    }
+
+    /// A body size in bytes: at least 1, at most 1 MiB (a capability of the most resources
+    /// fits in far less).
+    pub(super) fn body_size(s: &str) -> Result<usize, String> {
+        const MAX: usize = 1 << 20;
+        let n = positive(s)?;
+        if n > MAX {
+            return Err(format!("at most {MAX} (1 MiB)"));
+        }
+        Ok(n)
+    }
+
     pub(super) fn positive(s: &str) -> Result<usize, String> {
         s.parse::<usize>()
             .ok()
@@ -1710,6 +1751,14 @@ mod tests {
         policy_url_not_http: [("CAPSIGN_POLICY_URL", "ftp://x")] => "CAPSIGN_POLICY_URL";
         cors_wildcard: [("CAPSIGN_CORS_ORIGINS", "*")] => "CAPSIGN_CORS_ORIGINS";
         header_timeout_zero: [("CAPSIGN_HEADER_TIMEOUT", "0s")] => "CAPSIGN_HEADER_TIMEOUT";
+        // Issue 27 (5): upper bounds, and secrets that must differ.
+        max_grants_unbounded: [("CAPSIGN_MAX_GRANTS", "1000000")] => "CAPSIGN_MAX_GRANTS";
+        max_new_grants_unbounded: [("CAPSIGN_MAX_NEW_GRANTS", "1000000")] => "CAPSIGN_MAX_NEW_GRANTS";
+        max_new_grants_over_max_grants: [("CAPSIGN_MAX_GRANTS", "50"),
+            ("CAPSIGN_MAX_NEW_GRANTS", "100")] => "CAPSIGN_MAX_NEW_GRANTS";
+        max_body_unbounded: [("CAPSIGN_MAX_BODY", "1000000000")] => "CAPSIGN_MAX_BODY";
+        embedded_secret_is_the_session_secret: [("CAPSIGN_SESSION_SECRET", SECRET),
+            ("CAPSIGN_EMBEDDED_SECRET", SECRET)] => "CAPSIGN_EMBEDDED_SECRET";
     }
 
     const ABLY: (&str, &str) = ("ABLY_API_KEY", "app.key:secret");
