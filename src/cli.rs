@@ -19,7 +19,7 @@ fn env(name: &str) -> Option<String> {
 /// to nothing), prints each setting's effective value and where it came from, secrets
 /// redacted; exit 2 on a bad configuration.
 pub(crate) fn check(config: Option<&Path>) -> ExitCode {
-    let settings = match Settings::load(&env, config) {
+    let settings = match Settings::from_process(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("capsign: configuration error: {e}");
@@ -80,7 +80,7 @@ pub(crate) fn keygen(current: Option<&str>) -> ExitCode {
 /// value) with the configured cookie key and prints whose it is, its key id, when it was
 /// sealed and each grant with its approval age; or exactly why it does not open.
 pub(crate) fn inspect(config: Option<&Path>, value: &str, header: bool) -> ExitCode {
-    let settings = match Settings::load(&env, config) {
+    let settings = match Settings::from_process(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("capsign: configuration error: {e}");

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         Some(Command::Probe { url, timeout }) => return cli::probe(&url, timeout),
         Some(Command::Serve) | None => {}
     }
-    let settings = match Settings::load(&|k| std::env::var(k).ok(), args.config.as_deref()) {
+    let settings = match Settings::from_process(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("capsign: configuration error: {e}");

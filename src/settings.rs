@@ -988,7 +988,71 @@ fn read_file(path: &Path) -> Result<(String, toml::Table), SettingsError> {
     Ok((shown, table))
 }
 
+/// Refuses a `CAPSIGN_*` name among `names` (an environment's variable names) that is no
+/// setting: a typo (`CAPSIGN_COOKIE_KYE`, `CAPSIGN_DNY`) would otherwise leave the setting it
+/// meant at its default without a word, where an unknown key of the `--config` file is refused.
+///
+/// # Errors
+///
+/// The first such name, with the setting it is closest to when one differs by a letter or two.
+pub fn refuse_unknown_variables(
+    names: impl IntoIterator<Item = String>,
+) -> Result<(), SettingsError> {
+    for name in names {
+        if !name.starts_with("CAPSIGN_") || TABLE.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let near = TABLE
+            .iter()
+            .map(|d| (edit_distance(&name, d.name), d.name))
+            .min()
+            .filter(|(distance, _)| *distance <= 2)
+            .map(|(_, n)| format!(" (did you mean {n}?)"))
+            .unwrap_or_default();
+        return Err(SettingsError::new(
+            &name,
+            format!("set, but capsign has no such setting{near}; `capsign --help` lists them"),
+        ));
+    }
+    Ok(())
+}
+
+/// Levenshtein distance between two short ASCII names (for the suggestion above only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row.first().copied().unwrap_or_default();
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let above = row.get(j + 1).copied().unwrap_or_default();
+            let left = row.get(j).copied().unwrap_or_default();
+            let value = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(left + 1);
+            diagonal = above;
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = value;
+            }
+        }
+    }
+    row.last().copied().unwrap_or_default()
+}
+
 impl Settings {
+    /// [`Settings::load`] from this process's environment, after
+    /// [`refuse_unknown_variables`] on its variable names.
+    ///
+    /// # Errors
+    ///
+    /// An unknown `CAPSIGN_*` variable, or what [`Settings::load`] refuses.
+    pub fn from_process(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        refuse_unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
+        Settings::load(&|k| std::env::var(k).ok(), file)
+    }
+
     /// Adapts the settings to AWS Lambda, whose instances are frozen between invocations and
     /// come and go by the hundred: no spawned task may be relied on, so a JWKS fetched from a
     /// URL is refreshed in the request that finds it due (bounded by its timeout, as the
@@ -1759,6 +1823,23 @@ mod tests {
         max_body_unbounded: [("CAPSIGN_MAX_BODY", "1000000000")] => "CAPSIGN_MAX_BODY";
         embedded_secret_is_the_session_secret: [("CAPSIGN_SESSION_SECRET", SECRET),
             ("CAPSIGN_EMBEDDED_SECRET", SECRET)] => "CAPSIGN_EMBEDDED_SECRET";
+    }
+
+    /// Issue 27 (5): a misspelt variable is refused by name, with the setting it meant.
+    #[test]
+    fn unknown_capsign_variables_are_refused() {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(refuse_unknown_variables(names(&["PATH", "CAPSIGN_DENY", "PORT"])).is_ok());
+        let e = refuse_unknown_variables(names(&["HOME", "CAPSIGN_COOKIE_KYE"])).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_COOKIE_KYE");
+        assert!(
+            e.problem.contains("did you mean CAPSIGN_COOKIE_KEY?"),
+            "{e}"
+        );
+        let e = refuse_unknown_variables(names(&["CAPSIGN_WHATEVER_ELSE"])).unwrap_err();
+        assert!(!e.problem.contains("did you mean"), "{e}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     const ABLY: (&str, &str) = ("ABLY_API_KEY", "app.key:secret");

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let settings = Settings::load(&|k| std::env::var(k).ok(), None).and_then(Settings::for_lambda);
+    let settings = Settings::from_process(None).and_then(Settings::for_lambda);
     let settings = match settings {
         Ok(s) => s,
         Err(e) => return init_failed("configuration error", &e.to_string()).await,

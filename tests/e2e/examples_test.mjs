@@ -18,7 +18,7 @@ const { check, report } = checker('capsign-ably examples', 60_000);
 const dir = mkdtempSync(join(tmpdir(), 'capsign-example-'));
 const env = {
   ...process.env,
-  CAPSIGN_URL: `${process.env.CAPSIGN}/auth`,
+  AUTH_URL: `${process.env.CAPSIGN}/auth`,
   SESSION: process.env.SESSION_ALICE,
   ABLY_ENDPOINT: `127.0.0.1:${process.env.ABLY_PORT}`,
   GRANTS_FILE: join(dir, 'grants'),

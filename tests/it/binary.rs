@@ -179,6 +179,8 @@ fn bad_configuration_exits_2_naming_the_variable() {
         (&[("ABLY_API_KEY", "not-a-key")], "ABLY_API_KEY"),
         (&[("CAPSIGN_LISTEN", "0.0.0.0:0")], "CAPSIGN_IDENTITY"),
         (&[("CAPSIGN_TTL", "forever")], "CAPSIGN_TTL"),
+        // A misspelt setting is refused, not left at its default (issue 27).
+        (&[("CAPSIGN_DNY", "reject")], "did you mean CAPSIGN_DENY?"),
     ];
     for (vars, name) in cases {
         let mut c = command();

@@ -3,7 +3,7 @@
 // one Realtime connection, publishes one message to each and prints what came back, then
 // leaves. Run it twice: the second run asks capsign for nothing it already holds.
 //
-//   CAPSIGN_URL=https://app.example.com/ably/auth SESSION=<the user's session JWT> \
+//   AUTH_URL=https://app.example.com/ably/auth SESSION=<the user's session JWT> \
 //     node index.mjs chat:lobby doc:42
 //
 // ABLY_ENDPOINT=host:port points ably-js at another Ably (the capsign e2e suite's fake);
@@ -13,15 +13,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import * as Ably from 'ably';
 import { createCapsign } from 'capsign-ably';
 
-const { CAPSIGN_URL, SESSION, ABLY_ENDPOINT, GRANTS_FILE = 'capsign-grants' } = process.env;
+const { AUTH_URL, SESSION, ABLY_ENDPOINT, GRANTS_FILE = 'capsign-grants' } = process.env;
 const channels = process.argv.slice(2);
-if (!CAPSIGN_URL || !SESSION || channels.length === 0) {
-  console.error('usage: CAPSIGN_URL=... SESSION=... node index.mjs CHANNEL...');
+if (!AUTH_URL || !SESSION || channels.length === 0) {
+  console.error('usage: AUTH_URL=... SESSION=... node index.mjs CHANNEL...');
   process.exit(2);
 }
 
 const capsign = createCapsign({
-  url: CAPSIGN_URL,
+  url: AUTH_URL,
   session: SESSION,
   ErrorInfo: Ably.ErrorInfo,
   storage: {
