@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::jwks::JwksState;
 use super::{Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting, check_client_id};
@@ -103,8 +104,7 @@ impl SessionClaims {
     }
 }
 
-/// The claims every request reads, as `serde_json::Value`s (a repeated member: the last, as
-/// a map would keep it).
+/// The claims every request reads, as `serde_json::Value`s.
 #[derive(Default)]
 struct ReadClaims {
     exp: Option<Value>,
@@ -116,7 +116,9 @@ struct ReadClaims {
 
 /// Reads a claims object whole (every member checked as `serde_json::Value` would read it,
 /// see [`Checked`]) and keeps the members of [`ReadClaims`]; `iss` and `aud` only when
-/// `iss_aud`.
+/// `iss_aud`. A member named twice refuses the claims, as a header's does (`hs256`): readers
+/// that keep the first and readers that keep the last (the app's own, the webhook's) would
+/// otherwise see two different sessions.
 fn read_claims(
     text: &str,
     client_id: &str,
@@ -133,7 +135,14 @@ fn read_claims(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadClaims, A::Error> {
             let mut read = ReadClaims::default();
+            let mut seen: SmallVec<[std::borrow::Cow<'de, str>; 16]> = SmallVec::new();
             while let Some(JsonStr(name)) = map.next_key::<JsonStr<'de>>()? {
+                if seen.contains(&name) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "the claim {name:?} appears twice"
+                    )));
+                }
+                seen.push(name.clone());
                 // The clientId claim may be configured as one of the others' names.
                 let is_client_id = *name == *self.client_id;
                 let registered = matches!(&*name, "exp" | "nbf")
@@ -481,9 +490,9 @@ mod tests {
         let id = hs(b"s3cret");
         let raw = |text: &str| Hs256Key::new(b"s3cret", None).sign(text.as_bytes());
         let who = |text: &str| with_bearer(&id, Some(&raw(text)), 1000);
-        // Escaped names, a repeated claim (the last one counts), nested values skipped but kept.
-        let w =
-            who(r#"{"s\u0075b":"first","exp":2000,"sub":"bob","x":{"y":[1,{"z":null}]}}"#).unwrap();
+        // Escaped names, nested values skipped but kept (a repeated claim is refused: see
+        // a_claim_named_twice_refuses_the_session).
+        let w = who(r#"{"s\u0075b":"bob","exp":2000,"x":{"y":[1,{"z":null}]}}"#).unwrap();
         assert_eq!(w.client_id, "bob");
         assert_eq!(w.claims()["x"], json!({"y": [1, {"z": null}]}));
         let mut expected = Identity::new(
@@ -543,6 +552,35 @@ mod tests {
             1000,
         );
         assert_eq!(ok.unwrap().claims()["banned"], true);
+    }
+
+    /// Issue 27 (5): a claim named twice refuses the session (as a header member named twice
+    /// does): the app's reader may keep the first where capsign's and the webhook's keep the
+    /// last, so `"role":"user","role":"admin"` would be two sessions at once.
+    #[test]
+    fn a_claim_named_twice_refuses_the_session() {
+        let id = hs(b"s3cret");
+        let raw = |text: &str| Hs256Key::new(b"s3cret", None).sign(text.as_bytes());
+        for bad in [
+            r#"{"sub":"a","exp":2000,"role":"user","role":"admin"}"#,
+            r#"{"sub":"a","sub":"b","exp":2000}"#,
+            r#"{"sub":"a","exp":2000,"exp":9999}"#,
+            r#"{"sub":"a","exp":2000,"r\u006fle":1,"role":2}"#,
+        ] {
+            let r = with_bearer(&id, Some(&raw(bad)), 1000);
+            assert!(
+                matches!(&r, Err(IdentityError::Invalid(m)) if m.contains("twice")),
+                "{bad}: {r:?}"
+            );
+        }
+        assert!(
+            with_bearer(
+                &id,
+                Some(&raw(r#"{"sub":"a","exp":2000,"role":"user"}"#)),
+                1000
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -560,14 +560,14 @@ async fn cookie_overflow_reject_and_evict() {
             )))
             .unwrap()
     };
-    let s = Server::start(&[("CAPSIGN_MAX_NEW_GRANTS", "1000")]).await;
+    let s = Server::start(&[("CAPSIGN_MAX_NEW_GRANTS", "256")]).await;
     let r = s.send(post(&s)).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("grant cookie full"), "{}", r.body);
 
     let s2 = Server::start(&[
         ("CAPSIGN_COOKIE_OVERFLOW", "evict"),
-        ("CAPSIGN_MAX_NEW_GRANTS", "1000"),
+        ("CAPSIGN_MAX_NEW_GRANTS", "256"),
     ])
     .await;
     let r = s2.send(post(&s2)).await;
