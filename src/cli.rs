@@ -27,6 +27,7 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
         }
     };
     let demo = settings.is_demo();
+    let warnings = settings.warnings();
     if let Err(e) = App::build(settings) {
         eprintln!("capsign: configuration error: {e}");
         return ExitCode::from(2);
@@ -44,6 +45,9 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
             }
         }
         Err(e) => eprintln!("capsign: {e}"),
+    }
+    for w in &warnings {
+        eprintln!("capsign: {w}");
     }
     eprintln!(
         "capsign: configuration OK{}",

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         }
     };
     let _flushed = logging::init(settings.log_format, false);
+    settings.warnings().iter().for_each(|w| say(w));
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;
     let app = match App::build(settings) {

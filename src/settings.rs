@@ -1017,6 +1017,16 @@ pub fn refuse_unknown_variables(
     Ok(())
 }
 
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_host(url: &Uri) -> bool {
+    let host = url.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Levenshtein distance between two short ASCII names (for the suggestion above only).
 fn edit_distance(a: &str, b: &str) -> usize {
     let b = b.as_bytes();
@@ -1042,6 +1052,47 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Settings {
+    /// What is allowed but unwise, for the operator to read at start-up (and in `check`):
+    /// an outbound URL on plain `http` to a host off loopback, whose answers decide grants
+    /// (the webhook), identities (a JWKS) or carry credentials (Ably), and which anyone on the
+    /// path could then read or forge.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut urls: Vec<(&str, &Uri, &str)> = Vec::new();
+        if let Some(webhook) = &self.policy.webhook {
+            urls.push((
+                "CAPSIGN_POLICY_URL",
+                &webhook.url,
+                "its answers decide grants",
+            ));
+        }
+        if let IdentitySettings::Jwt {
+            key:
+                SessionKeySource::Jwks {
+                    location: JwksLocation::Url(url),
+                    ..
+                },
+            ..
+        } = &self.identity
+        {
+            urls.push(("CAPSIGN_SESSION_JWKS", url, "its keys decide who a user is"));
+        }
+        urls.push((
+            "CAPSIGN_ABLY_REST_URL",
+            &self.ably.rest_url,
+            "it carries signed TokenRequests and Ably tokens",
+        ));
+        urls.into_iter()
+            .filter(|(_, url, _)| url.scheme_str() == Some("http") && !is_loopback_host(url))
+            .map(|(name, url, why)| {
+                format!(
+                    "WARNING: {name} is plain http to {}: {why}, and anyone on the path can read \
+                     or change them; use https",
+                    url.host().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
     /// [`Settings::load`] from this process's environment, after
     /// [`refuse_unknown_variables`] on its variable names.
     ///
@@ -1823,6 +1874,40 @@ mod tests {
         max_body_unbounded: [("CAPSIGN_MAX_BODY", "1000000000")] => "CAPSIGN_MAX_BODY";
         embedded_secret_is_the_session_secret: [("CAPSIGN_SESSION_SECRET", SECRET),
             ("CAPSIGN_EMBEDDED_SECRET", SECRET)] => "CAPSIGN_EMBEDDED_SECRET";
+    }
+
+    /// Issue 27 (5): plain http off loopback is named at start-up; loopback and https are not.
+    #[test]
+    fn plain_http_off_loopback_is_warned_about() {
+        let with = |url: &str| {
+            load(&[
+                ABLY,
+                COOKIE,
+                RULES,
+                SESSION,
+                ("CAPSIGN_POLICY_URL", url),
+                (
+                    "CAPSIGN_POLICY_SECRET",
+                    "a-policy-secret-of-at-least-32-characters",
+                ),
+            ])
+            .unwrap()
+            .warnings()
+        };
+        let w = with("http://policy.internal:8080/decide");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("CAPSIGN_POLICY_URL is plain http to policy.internal"),
+            "{w:?}"
+        );
+        for quiet in [
+            "https://policy.internal/decide",
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://[::1]:9/x",
+        ] {
+            assert!(with(quiet).is_empty(), "{quiet}: {:?}", with(quiet));
+        }
     }
 
     /// Issue 27 (5): a misspelt variable is refused by name, with the setting it meant.

@@ -55,6 +55,7 @@ async fn run() -> ExitCode {
         Err(e) => return init_failed("configuration error", &e.to_string()).await,
     };
     let _flushed = logging::init(settings.log_format, true);
+    settings.warnings().iter().for_each(|w| say(w));
     let app = match App::build(settings) {
         Ok(app) => app,
         Err(e) => return init_failed("configuration error", &e.to_string()).await,

@@ -690,3 +690,27 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("(40101: Invalid mac)"), "{line}");
 }
+
+/// Issue 27 (5): `capsign check` and the start-up name a plain-http webhook off loopback.
+#[test]
+fn check_warns_about_a_plain_http_webhook_off_loopback() {
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let mut c = command();
+    c.arg("check")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+        .env("CAPSIGN_RULES", &rules)
+        .env("CAPSIGN_POLICY_URL", "http://policy.internal:8080/decide")
+        .env(
+            "CAPSIGN_POLICY_SECRET",
+            "policy-secret-for-the-warning-test-0123456789",
+        );
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("WARNING: CAPSIGN_POLICY_URL is plain http to policy.internal"),
+        "{err}"
+    );
+}
