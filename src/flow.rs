@@ -157,6 +157,18 @@ pub enum FlowError {
         /// The limit.
         max: usize,
     },
+    /// The rules give the capability user claims (`ably.room.*`, `ably.channel.*`) that only
+    /// a JWT carries, and the format asked for (or `auto` past the JWT budget) is not one.
+    #[error(
+        "the rules give this capability user claims ({claim}) that only an Ably JWT carries; \
+         {why}: ask for format=jwt (or embedded, with its JWT inside)"
+    )]
+    ClaimsNeedJwt {
+        /// The first claim that would be shed.
+        claim: String,
+        /// Why no JWT would be minted.
+        why: &'static str,
+    },
     /// The grant cookie would exceed its size budget (`overflow = "reject"`).
     #[error(
         "grant cookie full: {held} grants held and the new ones do not fit in {limit} bytes \
@@ -495,6 +507,11 @@ impl Flow {
         let (inner, exp) = match embedded.inner {
             EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms),
             EmbeddedInner::Token => {
+                self.keep_claims(
+                    capability,
+                    who,
+                    "CAPSIGN_EMBEDDED_INNER=token embeds an Ably token, which has no claims",
+                )?;
                 let tr = self.token_request(capability, who, ttl_ms, now_ms)?;
                 let details = self.exchange(tr).await?;
                 token_and_expiry(&details)?
@@ -657,15 +674,42 @@ impl Flow {
             ))
         };
         match format {
-            Format::TokenRequest | Format::Token => token_request(),
+            Format::TokenRequest | Format::Token => {
+                self.keep_claims(
+                    capability,
+                    who,
+                    "a TokenRequest or an Ably token has no claims",
+                )?;
+                token_request()
+            }
             Format::Jwt | Format::Auto | Format::Embedded => {
                 let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms);
                 if format == Format::Auto && jwt.len() > JWT_BUDGET {
+                    self.keep_claims(
+                        capability,
+                        who,
+                        "format=auto would send a TokenRequest (the JWT is over its budget)",
+                    )?;
                     token_request()
                 } else {
                     Ok(Credential::Jwt(jwt))
                 }
             }
+        }
+    }
+
+    /// Refuses a credential without claims (`why`) when the rules give `capability` user
+    /// claims: a client must not shed its `ably.room.*` claims (a moderator's role, say) by
+    /// asking for another format.
+    fn keep_claims(
+        &self,
+        capability: &CapabilitySet,
+        who: &Identity,
+        why: &'static str,
+    ) -> Result<(), FlowError> {
+        match self.policy.claims(who, capability).into_iter().next() {
+            Some((claim, _)) => Err(FlowError::ClaimsNeedJwt { claim, why }),
+            None => Ok(()),
         }
     }
 

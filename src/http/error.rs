@@ -119,6 +119,7 @@ impl From<FlowError> for Reject {
             | FlowError::TooManyRequested { .. }
             | FlowError::TooManyGrants { .. }
             | FlowError::CookieFull { .. }
+            | FlowError::ClaimsNeedJwt { .. }
             | FlowError::EmbeddedNotConfigured => Reject::bad(e.to_string()),
             FlowError::PolicyUnavailable(inner) => {
                 tracing::warn!("{inner}");

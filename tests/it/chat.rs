@@ -141,3 +141,66 @@ async fn a_claim_value_cannot_break_out_of_its_string() {
     assert_eq!(r.status, 200);
     assert_eq!(user_claims(&verify_ably_jwt(&r.body)), vec![]);
 }
+
+/// Issue 27 (2): a client cannot shed the claims the rules give its capability by asking for a
+/// format that has none (a TokenRequest, an Ably token, `auto` past the JWT budget): refused
+/// with 400 naming the claim; a capability without claims takes every format.
+#[tokio::test]
+async fn claims_are_not_shed_by_asking_another_format() {
+    let s = Server::start_with(server_map()).await;
+    let session = json!({"role": "moderator"});
+    let token = capsign::testing::session_jwt("alice", capsign::testing::now_s() + 3600, &session);
+    let ask = |cap: &str, format: &str| {
+        let path = format!("{}&format={format}", auth_path(Some(cap)));
+        bearer_request(&s, &token, &path, None)
+    };
+    for format in ["tokenRequest", "token"] {
+        let r = s.send(ask(r#"{"rooms:1":["publish"]}"#, format)).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 40000),
+            "{format}: {}",
+            r.body
+        );
+        assert!(r.body.contains("ably.room.rooms:1"), "{format}: {}", r.body);
+    }
+    // The JWT carries them; a capability with no claim takes a TokenRequest.
+    let r = s.send(ask(r#"{"rooms:1":["publish"]}"#, "jwt")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .send(ask(r#"{"lobby":["subscribe"]}"#, "tokenRequest"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // `auto` past the 8 KB JWT budget would fall back to a TokenRequest: refused too.
+    let many: serde_json::Map<String, Value> = (0..60)
+        .map(|i| {
+            (
+                format!("rooms:{i:03}-{}", "x".repeat(20)),
+                json!(["publish"]),
+            )
+        })
+        .collect();
+    // (In a POST body: the URL would be over the header limit.)
+    let form = format!(
+        "format=auto&capability={}",
+        percent_encoding::utf8_percent_encode(
+            &Value::Object(many).to_string(),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    let r = s
+        .send(
+            s.post("/auth")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(http_body_util::Full::new(bytes::Bytes::from(form)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((r.status, r.error_code()), (400, 40000), "{}", r.body);
+    assert!(
+        r.body.contains("format=auto would send a TokenRequest"),
+        "{}",
+        r.body
+    );
+}
