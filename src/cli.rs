@@ -11,6 +11,15 @@ use capsign::app::App;
 use capsign::grants::{Purpose, Sealer};
 use capsign::settings::{self, CookieKeys, Settings};
 
+/// `println!` that stops quietly when stdout is closed (`capsign check | head`), where
+/// `println!` panics.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -41,7 +50,7 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
                 } else {
                     &e.value
                 };
-                println!("{:width$}  {value}  [{}]", e.name, e.source);
+                out!("{:width$}  {value}  [{}]", e.name, e.source);
             }
         }
         Err(e) => eprintln!("capsign: {e}"),
@@ -61,7 +70,7 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
 pub(crate) fn keygen(current: Option<&str>) -> ExitCode {
     let secret: [u8; 32] = rand::random();
     let Some(current) = current else {
-        println!("{}", STANDARD.encode(secret));
+        out!("{}", STANDARD.encode(secret));
         eprintln!(
             "capsign: a new CAPSIGN_COOKIE_KEY (32 random bytes); give every instance the same"
         );
@@ -69,7 +78,7 @@ pub(crate) fn keygen(current: Option<&str>) -> ExitCode {
     };
     match CookieKeys::next_rotation_step(current, &secret) {
         Ok((next, what)) => {
-            println!("{next}");
+            out!("{next}");
             eprintln!("capsign: {what}");
             ExitCode::SUCCESS
         }
@@ -91,21 +100,35 @@ pub(crate) fn inspect(config: Option<&Path>, value: &str, header: bool) -> ExitC
             return ExitCode::from(2);
         }
     };
+    if settings
+        .demo_defaults
+        .iter()
+        .any(|d| d.contains("CAPSIGN_COOKIE_KEY"))
+    {
+        eprintln!(
+            "capsign: no cookie key configured (CAPSIGN_COOKIE_KEY): a value sealed by a \
+             deployment opens only with its key; set the same CAPSIGN_COOKIE_KEY (and \
+             --config) as the deployment"
+        );
+        return ExitCode::from(2);
+    }
     let sealer = Sealer::from_settings(&settings.cookie);
-    // A whole `Cookie` or `Set-Cookie` line, `name=value`, or the value alone.
-    let value = value.split(';').next().unwrap_or_default().trim();
-    let value = value
-        .strip_prefix(&format!("{}=", sealer.cookie_name()))
-        .unwrap_or(value);
+    let Some(value) = sealed_value(value, sealer.cookie_name()) else {
+        eprintln!(
+            "capsign: no {} cookie in that line (CAPSIGN_COOKIE_NAME names it)",
+            sealer.cookie_name()
+        );
+        return ExitCode::FAILURE;
+    };
     let purpose = if header {
         Purpose::Header
     } else {
         Purpose::Cookie
     };
-    let (holder, opened) = match sealer.inspect(purpose, value) {
+    let (holder, opened) = match sealer.inspect(purpose, &value) {
         Ok(x) => x,
         Err(e) => {
-            println!("does not open: {e}");
+            out!("does not open: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -124,20 +147,44 @@ pub(crate) fn inspect(config: Option<&Path>, value: &str, header: bool) -> ExitC
     } else {
         "valid for its clientId".to_owned()
     };
-    println!("clientId: {holder}");
-    println!("key id:   {}", opened.key_id);
-    println!("sealed:   {} ({})", opened.issued_at, age(opened.issued_at));
-    println!("state:    {state}");
-    println!("grants:   {}", opened.grants.len());
+    out!("clientId: {holder}");
+    out!("key id:   {}", opened.key_id);
+    out!("sealed:   {} ({})", opened.issued_at, age(opened.issued_at));
+    out!("state:    {state}");
+    out!("grants:   {}", opened.grants.len());
     for (resource, grant) in opened.grants.iter() {
         let ops: Vec<&str> = grant.ops.names().collect();
-        println!(
+        out!(
             "  {resource}  [{}]  approved {}",
             ops.join(","),
             age(grant.approved_at)
         );
     }
     ExitCode::SUCCESS
+}
+
+/// The sealed value in what `inspect` was given: a whole `Set-Cookie:` or `Cookie:` line (the
+/// grant cookie among others, found by its name), `name=value` (attributes after it are
+/// ignored), or the value alone. `None`: a header line without that cookie.
+fn sealed_value(given: &str, name: &str) -> Option<String> {
+    let given = given.trim();
+    let (line, rest) = match given.split_once(':') {
+        Some((k, rest)) if k.trim().eq_ignore_ascii_case("set-cookie") => {
+            let c = cookie::Cookie::parse(rest.trim()).ok()?;
+            return (c.name() == name).then(|| c.value().to_owned());
+        }
+        Some((k, rest)) if k.trim().eq_ignore_ascii_case("cookie") => (true, rest.trim()),
+        _ => (false, given),
+    };
+    let found = cookie::Cookie::split_parse(rest)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned());
+    if found.is_some() || line {
+        return found;
+    }
+    // A lone value (base64url holds no '='), or another name's: up to the first ';'.
+    Some(rest.split(';').next().unwrap_or_default().trim().to_owned())
 }
 
 /// `capsign probe URL`: `GET URL` over plain HTTP; exit 0 on a 2xx answer within `timeout`,
@@ -156,11 +203,11 @@ pub(crate) fn probe(url: &str, timeout: Duration) -> ExitCode {
     // The timer is created inside the runtime.
     match runtime.block_on(async { tokio::time::timeout(timeout, get(url)).await }) {
         Ok(Ok(status)) if status.is_success() => {
-            println!("{status}");
+            out!("{status}");
             ExitCode::SUCCESS
         }
         Ok(Ok(status)) => {
-            println!("{status}");
+            out!("{status}");
             ExitCode::FAILURE
         }
         Ok(Err(e)) => {

@@ -1588,7 +1588,12 @@ pub fn help() -> String {
         out.push_str("\n      ");
         out.push_str(d.doc);
     }
-    out.push('\n');
+    out.push_str(
+        "\nAlso read from the environment:\n\n  PORT\n      A container platform's port \
+         (Cloud Run, Fly.io, Knative): when CAPSIGN_LISTEN is unset, capsign listens on \
+         0.0.0.0:PORT (127.0.0.1:PORT in demo mode).\n\n  RUST_LOG\n      Log filter \
+         (tracing's EnvFilter syntax), e.g. info, capsign=debug, warn. Default: info.\n",
+    );
     out
 }
 

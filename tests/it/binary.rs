@@ -197,6 +197,27 @@ fn bad_configuration_exits_2_naming_the_variable() {
     }
 }
 
+/// Issue 27 (9): `--help` names the variables read besides the settings, and output into a
+/// pipe closed early (`capsign check | head -1`) ends quietly, not with a panic.
+#[test]
+fn help_names_port_and_rust_log_and_a_closed_stdout_is_no_panic() {
+    let out = command()
+        .arg("--help")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("PORT") && help.contains("RUST_LOG"), "{help}");
+    let mut c = command();
+    c.arg("check").stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn check_flag_validates_and_exits() {
     let out = command().arg("--check").output().unwrap();
@@ -529,6 +550,27 @@ async fn the_operator_cli_on_a_real_session() {
     let (code, out, _) = run(&["inspect", "--header", &header]);
     assert_eq!(code, Some(0), "{out}");
     let cookie = r.grant_cookie().unwrap();
+    // Issue 27 (9): what its help promises: whole header lines, the cookie among others.
+    for line in [
+        format!("Set-Cookie: {set_cookie}"),
+        format!("Cookie: theme=dark; __Host-capsign={cookie}; lang=en"),
+        format!("__Host-capsign={cookie}; Path=/; Secure"),
+    ] {
+        let (code, out, err) = run(&["inspect", &line]);
+        assert_eq!(code, Some(0), "{line}: {out}{err}");
+        assert!(out.contains("clientId: erin"), "{line}: {out}");
+    }
+    let (code, _, err) = run(&["inspect", "Cookie: theme=dark; lang=en"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no __Host-capsign cookie in that line"),
+        "{err}"
+    );
+    // Without a cookie key, it says so (not "the MAC does not verify").
+    let out = command().args(["inspect", &cookie]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no cookie key configured"), "{err}");
     let changed = format!(
         "{}{}",
         if cookie.starts_with('B') { "C" } else { "B" },
