@@ -54,7 +54,12 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
         .spawn(move || writer.write_batches());
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let not_access = filter::filter_fn(|m| m.target() != ACCESS_TARGET);
-    let events = tracing_subscriber::fmt::layer().with_writer(stderr.clone());
+    // Colours only for a person at a terminal: a log file, a pipe or a collector gets
+    // plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let events = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(stderr.clone());
     let events = if json {
         events
             .json()

@@ -430,6 +430,8 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
 async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     let (text, secrets) = a_logged_run("text").await;
     assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
+    // Issue 27 (7): a log going to a file (not a terminal) holds no ANSI colour escapes.
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a log file: {text:?}");
     for (what, secret) in secrets {
         assert!(!text.contains(&secret), "{what} appears in the debug log");
     }
