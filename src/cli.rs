@@ -37,6 +37,12 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
     };
     let demo = settings.is_demo();
     let warnings = settings.warnings();
+    // What a setting described in words (or decided by PORT) took.
+    let resolved: Vec<(&str, String)> = settings::TABLE
+        .iter()
+        .filter_map(|d| Some((d.name, settings.resolved(d.name)?)))
+        .collect();
+    let port = env("PORT");
     if let Err(e) = App::build(settings) {
         eprintln!("capsign: configuration error: {e}");
         return ExitCode::from(2);
@@ -45,12 +51,18 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
         Ok(all) => {
             let width = all.iter().map(|e| e.name.len()).max().unwrap_or(0);
             for e in all {
-                let value = if e.value.is_empty() {
-                    "(unset)"
-                } else {
-                    &e.value
-                };
-                out!("{:width$}  {value}  [{}]", e.name, e.source);
+                let mut source = e.source;
+                let mut value = e.value;
+                if source == "default" {
+                    if let Some((_, v)) = resolved.iter().find(|(n, _)| *n == e.name) {
+                        value.clone_from(v);
+                        if e.name == "CAPSIGN_LISTEN" && port.is_some() {
+                            source = "PORT".to_owned();
+                        }
+                    }
+                }
+                let value = if value.is_empty() { "(unset)" } else { &value };
+                out!("{:width$}  {value}  [{source}]", e.name);
             }
         }
         Err(e) => eprintln!("capsign: {e}"),

@@ -1515,6 +1515,27 @@ impl Settings {
     pub fn is_demo(&self) -> bool {
         matches!(self.identity, IdentitySettings::Demo)
     }
+
+    /// The value a setting took where the table describes its default in words (`["…"]`) or
+    /// another variable decides it (`PORT`), as `capsign check` shows it.
+    pub fn resolved(&self, name: &str) -> Option<String> {
+        let ms = |ms: u64| humantime::format_duration(Duration::from_millis(ms)).to_string();
+        Some(match name {
+            "CAPSIGN_LISTEN" => self.listen.to_string(),
+            "CAPSIGN_IDENTITY" => match self.identity {
+                IdentitySettings::Jwt { .. } => "jwt".into(),
+                IdentitySettings::Header { .. } => "header".into(),
+                IdentitySettings::Demo => "demo".into(),
+            },
+            "CAPSIGN_LOG_FORMAT" => match self.log_format {
+                LogFormat::Text => "text".into(),
+                LogFormat::Json => "json".into(),
+            },
+            "CAPSIGN_TTL" => ms(self.flow.ttl.default_ms),
+            "CAPSIGN_TTL_MAX" => ms(self.flow.ttl.max_ms),
+            _ => return None,
+        })
+    }
 }
 
 /// One setting as `capsign check` shows it.

@@ -431,7 +431,10 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     let (text, secrets) = a_logged_run("text").await;
     assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
     // Issue 27 (7): a log going to a file (not a terminal) holds no ANSI colour escapes.
-    assert!(!text.contains('\u{1b}'), "ANSI escapes in a log file: {text:?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escapes in a log file: {text:?}"
+    );
     for (what, secret) in secrets {
         assert!(!text.contains(&secret), "{what} appears in the debug log");
     }
@@ -526,6 +529,25 @@ async fn the_operator_cli_on_a_real_session() {
         out.contains("CAPSIGN_GRANT_MAX_AGE") && out.contains("[default]"),
         "{out}"
     );
+    // Issue 27 (9): effective values, not the table's descriptions of defaults.
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(line(&out, "CAPSIGN_IDENTITY"), "jwt [default]", "{out}");
+    assert_eq!(line(&out, "CAPSIGN_TTL"), "1h [default]", "{out}");
+    let mut c = command();
+    production(&mut c);
+    let out = c
+        .args(["check"])
+        .env("PORT", "8080")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(line(&out, "CAPSIGN_LISTEN"), "0.0.0.0:8080 [PORT]", "{out}");
 
     let mut c = command();
     production(&mut c);
