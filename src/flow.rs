@@ -29,6 +29,11 @@ use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
 /// headers, where about 8 KB is the practical limit.
 pub const JWT_BUDGET: usize = 8 * 1024;
 
+/// The most bytes of user claims (names and values) one Ably JWT carries. One claim per rule
+/// keeps them small; a claim template that copies a long session claim is refused, not sent
+/// on every renewal.
+pub const CLAIMS_BUDGET: usize = 4 * 1024;
+
 /// Seconds an Ably JWT's `iat` is back-dated, so a client whose clock (or Ably's) is slightly
 /// behind never sees a token "issued in the future" (which ably-js retries without end).
 pub const IAT_BACKDATE_S: u64 = 5;
@@ -168,6 +173,15 @@ pub enum FlowError {
         claim: String,
         /// Why no JWT would be minted.
         why: &'static str,
+    },
+    /// The user claims the rules give the capability are over [`CLAIMS_BUDGET`].
+    #[error(
+        "the user claims for this capability take {bytes} bytes, over the {CLAIMS_BUDGET}-byte \
+         budget: a claim template copies a session claim that is too long"
+    )]
+    ClaimsTooLarge {
+        /// Their size, names and values.
+        bytes: usize,
     },
     /// The grant cookie would exceed its size budget (`overflow = "reject"`).
     #[error(
@@ -505,7 +519,7 @@ impl Flow {
             .as_ref()
             .ok_or(FlowError::EmbeddedNotConfigured)?;
         let (inner, exp) = match embedded.inner {
-            EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms),
+            EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms)?,
             EmbeddedInner::Token => {
                 self.keep_claims(
                     capability,
@@ -683,7 +697,7 @@ impl Flow {
                 token_request()
             }
             Format::Jwt | Format::Auto | Format::Embedded => {
-                let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms);
+                let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms)?;
                 if format == Format::Auto && jwt.len() > JWT_BUDGET {
                     self.keep_claims(
                         capability,
@@ -730,19 +744,23 @@ impl Flow {
         )?)
     }
 
-    /// An Ably JWT and its `exp` (Unix seconds).
+    /// An Ably JWT and its `exp` (Unix seconds); its user claims within [`CLAIMS_BUDGET`].
     fn ably_jwt(
         &self,
         capability: &CapabilitySet,
         who: &Identity,
         ttl_ms: u64,
         now_ms: u64,
-    ) -> (String, u64) {
+    ) -> Result<(String, u64), FlowError> {
         let now = now_ms / 1000;
         let iat = now.saturating_sub(IAT_BACKDATE_S);
         // Within Ably's limit even counting the back-dating.
         let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
         let claims = self.policy.claims(who, capability);
+        let bytes: usize = claims.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > CLAIMS_BUDGET {
+            return Err(FlowError::ClaimsTooLarge { bytes });
+        }
         let jwt = self.ably.key.jwt_with_claims(
             capability,
             Some(who.client_id.as_str()),
@@ -750,7 +768,7 @@ impl Flow {
             exp,
             &claims,
         );
-        (jwt, exp)
+        Ok((jwt, exp))
     }
 }
 

@@ -120,6 +120,7 @@ impl From<FlowError> for Reject {
             | FlowError::TooManyGrants { .. }
             | FlowError::CookieFull { .. }
             | FlowError::ClaimsNeedJwt { .. }
+            | FlowError::ClaimsTooLarge { .. }
             | FlowError::EmbeddedNotConfigured => Reject::bad(e.to_string()),
             FlowError::PolicyUnavailable(inner) => {
                 tracing::warn!("{inner}");

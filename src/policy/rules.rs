@@ -319,7 +319,8 @@ impl Rules {
         if !self.has_claims {
             return Vec::new();
         }
-        let with_claims: Vec<(Resource, &Claim)> = self
+        // The rules with a claim, their patterns rendered for this user, in order.
+        let rules: Vec<(Resource, &Claim)> = self
             .rules
             .iter()
             .filter_map(|rule| {
@@ -331,18 +332,61 @@ impl Rules {
                 Some((pattern, claim))
             })
             .collect();
-        capability
+        // Each held resource's claim is its first covering rule's (capsign's precedence).
+        let chosen: Vec<(&Resource, usize)> = capability
             .iter()
             .filter_map(|(resource, _)| {
-                let (_, claim) = with_claims.iter().find(|(p, _)| p.covers(resource))?;
-                let value = render_claim(&claim.template, who)?;
-                let scope = match claim.scope {
-                    ClaimScope::Room => "room",
-                    ClaimScope::Channel => "channel",
-                };
-                Some((format!("ably.{scope}.{}", resource.as_str()), value))
+                let i = rules.iter().position(|(p, _)| p.covers(resource))?;
+                Some((resource, i))
             })
-            .collect()
+            .collect();
+        // One claim per rule used, named by the rule's pattern (Ably matches claim names as
+        // patterns: `ably.room.support:*` holds for every room under `support:`), so a claim
+        // is written once however many resources its rule covers.
+        let mut values: Vec<Option<Option<String>>> = vec![None; rules.len()];
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut named: Vec<(usize, &Resource)> = Vec::new();
+        for &(_, i) in &chosen {
+            let (Some((pattern, claim)), Some(slot)) = (rules.get(i), values.get_mut(i)) else {
+                continue;
+            };
+            if slot.is_some() {
+                continue;
+            }
+            let value = render_claim(&claim.template, who);
+            if let Some(v) = &value {
+                out.push((claim_name(claim.scope, pattern), v.clone()));
+                named.push((i, pattern));
+            }
+            *slot = Some(value);
+        }
+        // Ably gives a resource the claim of its most specific matching name (the exact
+        // resource, else the pattern with the most literal characters). Where that is another
+        // rule's than capsign's first covering rule, the resource gets its own exact claim.
+        for &(resource, i) in &chosen {
+            let Some(Some(Some(value))) = values.get(i) else {
+                continue;
+            };
+            let Some((_, claim)) = rules.get(i) else {
+                continue;
+            };
+            let ably_pick = named
+                .iter()
+                .filter(|(j, p)| {
+                    rules.get(*j).is_some_and(|(_, c)| c.scope == claim.scope) && p.covers(resource)
+                })
+                .max_by_key(|(_, p)| {
+                    (
+                        p.as_str() == resource.as_str(),
+                        p.as_str().bytes().filter(|b| *b != b'*').count(),
+                    )
+                })
+                .map(|(j, _)| *j);
+            if ably_pick != Some(i) {
+                out.push((claim_name(claim.scope, resource), value.clone()));
+            }
+        }
+        out
     }
 
     /// How many times the policy was asked (one per request that had new grants).
@@ -354,6 +398,15 @@ impl Rules {
     pub fn evaluated(&self) -> u64 {
         self.evaluated.load(Ordering::Relaxed)
     }
+}
+
+/// A user claim's name: `ably.room.<resource>` or `ably.channel.<resource>`.
+fn claim_name(scope: ClaimScope, resource: &Resource) -> String {
+    let scope = match scope {
+        ClaimScope::Room => "room",
+        ClaimScope::Channel => "channel",
+    };
+    format!("ably.{scope}.{}", resource.as_str())
 }
 
 /// The operation names of `ops` with each `@group` replaced by its operations.
@@ -749,6 +802,128 @@ mod tests {
         }
     }
 
+    /// Issue 27 (1): a claim is written once per rule, named by its pattern, however many
+    /// held resources the rule covers (255 rooms and a long claim made a 2 MB JWT).
+    #[test]
+    fn one_claim_per_rule_pattern_not_per_resource() {
+        let p = Rules::from_toml(CHAT_RULES).unwrap();
+        let mut claims = serde_json::Map::new();
+        claims.insert("role".into(), "m".repeat(5_800).into());
+        let alice = Identity::new("alice".into(), claims);
+        let many: serde_json::Map<String, serde_json::Value> = (0..255)
+            .map(|i| (format!("support:{i}"), serde_json::json!(["publish"])))
+            .collect();
+        let got = p.claims(&alice, &caps(&serde_json::Value::Object(many).to_string()));
+        assert_eq!(
+            got.len(),
+            1,
+            "{:?}",
+            got.iter().map(|c| &c.0).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0].0, "ably.room.support:*");
+    }
+
+    /// Where Ably's choice among the pattern claims (the most specific) would differ from
+    /// capsign's (the first rule that covers the resource), the resource gets an exact claim.
+    #[test]
+    fn an_exact_claim_where_ablys_most_specific_pattern_would_pick_another_rule() {
+        let p = Rules::from_toml(
+            r#"
+            [[rule]]
+            resource = "rooms:*"
+            ops = ["publish"]
+            claim = 'general'
+            claim_scope = "room"
+
+            [[rule]]
+            resource = "rooms:vip:*"
+            ops = ["publish"]
+            claim = 'vip'
+            claim_scope = "room"
+        "#,
+        )
+        .unwrap();
+        // Both rules cover rooms:vip:1; capsign's first rule (rooms:*) decides its claim, and
+        // rooms:vip:* is never the first rule of a held resource, so it is not named: one
+        // claim holds for both rooms, at Ably as here.
+        let got = p.claims(
+            &who("a"),
+            &caps(r#"{"rooms:1":["publish"],"rooms:vip:1":["publish"]}"#),
+        );
+        assert_eq!(
+            got,
+            vec![("ably.room.rooms:*".to_owned(), "general".to_owned())]
+        );
+        // With the rules the other way round, rooms:vip:* is named and wins for rooms:vip:1 at
+        // Ably as it does here; rooms:2 keeps rooms:*: no exact claim needed.
+        let q = Rules::from_toml(
+            r#"
+            [[rule]]
+            resource = "rooms:vip:*"
+            ops = ["publish"]
+            claim = 'vip'
+            claim_scope = "room"
+
+            [[rule]]
+            resource = "rooms:*"
+            ops = ["publish"]
+            claim = 'general'
+            claim_scope = "room"
+
+            [[rule]]
+            resource = "rooms:x:*"
+            ops = ["publish"]
+            claim = 'x'
+            claim_scope = "room"
+        "#,
+        )
+        .unwrap();
+        let got = q.claims(
+            &who("a"),
+            &caps(r#"{"rooms:2":["publish"],"rooms:vip:1":["publish"],"rooms:x:1":["publish"]}"#),
+        );
+        // rooms:x:1 is covered first by rooms:* ('general'); its own rule is never used, so
+        // no rooms:x:* claim is named and Ably's pick is rooms:* too.
+        assert_eq!(
+            got,
+            vec![
+                ("ably.room.rooms:*".to_owned(), "general".to_owned()),
+                ("ably.room.rooms:vip:*".to_owned(), "vip".to_owned()),
+            ]
+        );
+        // rooms:vip:c is covered first by rooms:*:c ('p'), but rooms:vip:* is named too (for
+        // rooms:vip:x) and has more literal characters, so Ably would give rooms:vip:c 'q':
+        // rooms:vip:c gets its own, exact claim.
+        let r = Rules::from_toml(
+            r#"
+            [[rule]]
+            resource = "rooms:*:c"
+            ops = ["publish"]
+            claim = 'p'
+            claim_scope = "room"
+
+            [[rule]]
+            resource = "rooms:vip:*"
+            ops = ["publish"]
+            claim = 'q'
+            claim_scope = "room"
+        "#,
+        )
+        .unwrap();
+        let got = r.claims(
+            &who("a"),
+            &caps(r#"{"rooms:vip:c":["publish"],"rooms:vip:x":["publish"]}"#),
+        );
+        assert_eq!(
+            got,
+            vec![
+                ("ably.room.rooms:*:c".to_owned(), "p".to_owned()),
+                ("ably.room.rooms:vip:*".to_owned(), "q".to_owned()),
+                ("ably.room.rooms:vip:c".to_owned(), "p".to_owned()),
+            ]
+        );
+    }
+
     #[test]
     fn claims_only_for_held_resources_escaped() {
         let p = Rules::from_toml(CHAT_RULES).unwrap();
@@ -761,9 +936,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("ably.channel.news:a".to_owned(), "reader".to_owned()),
+                ("ably.channel.news:*".to_owned(), "reader".to_owned()),
                 (
-                    "ably.room.support:1".to_owned(),
+                    "ably.room.support:*".to_owned(),
                     r#"{"role":"mod\",\"admin\":\"yes","name":"al\"ice"}"#.to_owned()
                 ),
             ]

@@ -75,10 +75,11 @@ async fn claims_follow_the_held_set() {
         ))
         .await;
     let claims = verify_ably_jwt(&r.body);
+    // Named by the rule's pattern: once, however many rooms it covers (issue 27).
     assert_eq!(
         user_claims(&claims),
         vec![(
-            "ably.room.rooms:7".to_owned(),
+            "ably.room.rooms:*".to_owned(),
             r#"{"role":"moderator"}"#.to_owned()
         )]
     );
@@ -97,11 +98,11 @@ async fn claims_follow_the_held_set() {
         user_claims(&claims),
         vec![
             (
-                "ably.channel.feed:news".to_owned(),
+                "ably.channel.feed:*".to_owned(),
                 r#"{"tier":"gold"}"#.to_owned()
             ),
             (
-                "ably.room.rooms:7".to_owned(),
+                "ably.room.rooms:*".to_owned(),
                 r#"{"role":"moderator"}"#.to_owned()
             ),
         ]
@@ -126,7 +127,7 @@ async fn a_claim_value_cannot_break_out_of_its_string() {
         ))
         .await;
     let claims = verify_ably_jwt(&r.body);
-    let value = claims["ably.room.rooms:1"].as_str().unwrap();
+    let value = claims["ably.room.rooms:*"].as_str().unwrap();
     let parsed: Value = serde_json::from_str(value).unwrap();
     assert_eq!(parsed, json!({"role": "x\",\"role\":\"admin"}));
     // A session without the claim: the rule grants, but sets no claim.
@@ -147,7 +148,11 @@ async fn a_claim_value_cannot_break_out_of_its_string() {
 /// with 400 naming the claim; a capability without claims takes every format.
 #[tokio::test]
 async fn claims_are_not_shed_by_asking_another_format() {
-    let s = Server::start_with(server_map()).await;
+    let s = Server::start_with(capsign::testing::env_with_rules(
+        RULES,
+        &[("CAPSIGN_MAX_NEW_GRANTS", "256")],
+    ))
+    .await;
     let session = json!({"role": "moderator"});
     let token = capsign::testing::session_jwt("alice", capsign::testing::now_s() + 3600, &session);
     let ask = |cap: &str, format: &str| {
@@ -162,7 +167,7 @@ async fn claims_are_not_shed_by_asking_another_format() {
             "{format}: {}",
             r.body
         );
-        assert!(r.body.contains("ably.room.rooms:1"), "{format}: {}", r.body);
+        assert!(r.body.contains("ably.room.rooms:*"), "{format}: {}", r.body);
     }
     // The JWT carries them; a capability with no claim takes a TokenRequest.
     let r = s.send(ask(r#"{"rooms:1":["publish"]}"#, "jwt")).await;
@@ -172,7 +177,7 @@ async fn claims_are_not_shed_by_asking_another_format() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // `auto` past the 8 KB JWT budget would fall back to a TokenRequest: refused too.
-    let many: serde_json::Map<String, Value> = (0..60)
+    let many: serde_json::Map<String, Value> = (0..160)
         .map(|i| {
             (
                 format!("rooms:{i:03}-{}", "x".repeat(20)),
@@ -180,19 +185,13 @@ async fn claims_are_not_shed_by_asking_another_format() {
             )
         })
         .collect();
-    // (In a POST body: the URL would be over the header limit.)
-    let form = format!(
-        "format=auto&capability={}",
-        percent_encoding::utf8_percent_encode(
-            &Value::Object(many).to_string(),
-            percent_encoding::NON_ALPHANUMERIC
-        )
-    );
+    // (In a JSON body: the URL would be over the header limit.)
+    let form = json!({"format": "auto", "capability": Value::Object(many).to_string()}).to_string();
     let r = s
         .send(
             s.post("/auth")
                 .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-type", "application/json")
                 .body(http_body_util::Full::new(bytes::Bytes::from(form)))
                 .unwrap(),
         )
@@ -203,4 +202,38 @@ async fn claims_are_not_shed_by_asking_another_format() {
         "{}",
         r.body
     );
+}
+
+/// Issue 27 (1): claims were copied once per held resource with no size limit (255 rooms and
+/// a 5,800-character session claim made a 2 MB JWT on every renewal). Now one claim per rule,
+/// and a claim over the 4 KB budget is refused, not sent.
+#[tokio::test]
+async fn claims_are_not_amplified_and_have_a_budget() {
+    let s = Server::start_with(capsign::testing::env_with_rules(
+        RULES,
+        &[("CAPSIGN_MAX_NEW_GRANTS", "256")],
+    ))
+    .await;
+    let many: serde_json::Map<String, Value> = (0..255)
+        .map(|i| (format!("rooms:{i}"), json!(["publish"])))
+        .collect();
+    let body = |session: &Value| {
+        let token =
+            capsign::testing::session_jwt("alice", capsign::testing::now_s() + 3600, session);
+        s.post("/auth")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                json!({"capability": Value::Object(many.clone()).to_string()}).to_string(),
+            )))
+            .unwrap()
+    };
+    let r = s.send(body(&json!({"role": "r".repeat(2_000)}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The capability of 255 rooms is most of it; the claim is written once (was 255 times).
+    assert!(r.body.len() < 16_000, "a {}-byte JWT", r.body.len());
+    assert_eq!(user_claims(&verify_ably_jwt(&r.body)).len(), 1);
+    let r = s.send(body(&json!({"role": "r".repeat(5_800)}))).await;
+    assert_eq!((r.status, r.error_code()), (400, 40000), "{}", r.body);
+    assert!(r.body.contains("over the 4096-byte budget"), "{}", r.body);
 }
