@@ -366,6 +366,16 @@ where
     };
     let outcome = app.flow.authorize(&who, presented, params, now_ms).await?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
+    if !(outcome.denied.is_empty() && outcome.partial.is_empty()) {
+        // Who was refused what, for "why was user X refused channel Y" (the access line
+        // counts them at info).
+        tracing::debug!(
+            client_id = %who.client_id,
+            denied = %resource_list(&outcome.denied),
+            partial = %resource_list(&outcome.partial),
+            "refused"
+        );
+    }
 
     let (content_type, format, body) = match outcome.credential {
         Credential::Jwt(jwt) => ("application/jwt", "jwt", Bytes::from(jwt)),

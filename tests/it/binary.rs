@@ -394,6 +394,18 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
         Some("support-case-4711"),
         "echoed, errors too"
     );
+    // A resource the webhook refuses: named at debug, counted on the access line.
+    let e = send(
+        addr,
+        get(
+            "/auth?capability=%7B%22secret%3Ax%22%3A%5B%22subscribe%22%5D%7D",
+            Some(&cookie),
+            None,
+            &session,
+        ),
+    )
+    .await;
+    assert_eq!(e.header("x-capsign-denied"), Some("secret:x"), "{}", e.body);
     // A graceful stop (SIGTERM), so the log writer flushes what it holds.
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -430,6 +442,12 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
 async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     let (text, secrets) = a_logged_run("text").await;
     assert!(text.contains("DEBUG"), "the run logged at debug: {text}");
+    // Issue 27 (7): who was refused what, at debug.
+    let refused = text
+        .lines()
+        .find(|l| l.contains("refused") && l.contains("secret:x"))
+        .unwrap_or_else(|| panic!("no debug line naming the refused resource: {text}"));
+    assert!(refused.contains("erin"), "{refused}");
     // Issue 27 (7): a log going to a file (not a terminal) holds no ANSI colour escapes.
     assert!(
         !text.contains('\u{1b}'),
@@ -454,7 +472,7 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         .iter()
         .filter(|l| l["target"] == "capsign::access")
         .collect();
-    assert_eq!(access.len(), 4, "one access event per request: {access:?}");
+    assert_eq!(access.len(), 5, "one access event per request: {access:?}");
     for event in &access {
         assert_eq!(event["level"], "INFO");
         assert_eq!(event["route"], "auth");
@@ -480,6 +498,7 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         (access[3]["status"].clone(), access[3]["code"].clone()),
         (401.into(), 40101.into())
     );
+    assert_eq!(access[4]["denied"], 1, "{}", access[4]);
     assert!(lines.iter().any(|l| {
         l["message"]
             .as_str()
