@@ -66,6 +66,40 @@ fn shed_response() -> Vec<u8> {
     .into_bytes()
 }
 
+/// What a shed connection that asks `GET /healthz` is told: the process is alive. Liveness
+/// must not fail because the instance is busy (a probe would restart it for being loaded);
+/// `/readyz` and everything else still get the `503`.
+const SHED_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\
+    cache-control: no-store, private\r\nconnection: close\r\ncontent-length: 3\r\n\r\nok\n";
+
+/// How long a shed connection may take to send the start of its request line.
+const SHED_READ: Duration = Duration::from_millis(250);
+
+/// Rate-limits the shedding warning to a line a second, counting what it did not write.
+#[derive(Default)]
+struct ShedLog {
+    last_second: std::sync::atomic::AtomicU64,
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+impl ShedLog {
+    /// Counts one shed connection; `Some(n)`: write a line now, for `n` shed connections.
+    fn shed(&self, now_s: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.unlogged.fetch_add(1, Relaxed) + 1;
+        let last = self.last_second.load(Relaxed);
+        if now_s <= last
+            || self
+                .last_second
+                .compare_exchange(last, now_s, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(self.unlogged.swap(0, Relaxed).max(n))
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish (for at most `CAPSIGN_SHUTDOWN_GRACE`; idle connections are
 /// closed at once). The caller's `shutdown` future holds the drain (`/readyz` 503 while still
@@ -90,6 +124,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let shed_response: Arc<[u8]> = shed_response().into();
+    let shed_log = ShedLog::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -104,7 +139,16 @@ pub async fn run(
                     }
                 };
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::warn!("connection limit reached; shedding a new connection");
+                    let now_s = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if let Some(n) = shed_log.shed(now_s) {
+                        tracing::warn!(
+                            shed = n,
+                            "connection limit (CAPSIGN_MAX_CONNECTIONS) reached: shedding new \
+                             connections with 503 ({n} since the last line; at most a line a second)"
+                        );
+                    }
                     app.metrics.connection_shed();
                     shed(stream, &shedding, &shed_response);
                     continue;
@@ -205,19 +249,40 @@ fn metrics_response<B>(
     resp
 }
 
-/// Answers a connection over the limit with a `503` and closes it. The request is read and
-/// discarded first (for at most [`SHED_LINGER`]): closing a socket with unread data sends a
-/// reset, which would lose the answer. At most [`MAX_SHEDDING`] connections linger so at a
-/// time; past that a connection is answered and closed at once.
+/// Answers a connection over the limit and closes it: `200` to a liveness probe
+/// (`GET /healthz`), else a `503`. The start of the request is read for at most
+/// [`SHED_READ`], then the rest is read and discarded (for at most [`SHED_LINGER`]): closing a
+/// socket with unread data sends a reset, which would lose the answer. At most
+/// [`MAX_SHEDDING`] connections are handled so at a time; past that a connection is answered
+/// `503` and closed at once.
 fn shed(stream: TcpStream, shedding: &Arc<Semaphore>, response: &Arc<[u8]>) {
-    // One non-blocking write into a fresh socket's empty buffer.
-    let _ = stream.try_write(response);
     let Ok(permit) = Arc::clone(shedding).try_acquire_owned() else {
+        // One non-blocking write into a fresh socket's empty buffer.
+        let _ = stream.try_write(response);
         return;
     };
+    let response = Arc::clone(response);
     tokio::spawn(async move {
         let mut stream = stream;
-        let linger = async {
+        let handle = async {
+            const PROBE: &[u8] = b"GET /healthz ";
+            let mut head = [0u8; PROBE.len()];
+            let mut got = 0;
+            let read_head = async {
+                while let Some(rest) = head.get_mut(got..).filter(|r| !r.is_empty()) {
+                    match stream.read(rest).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(SHED_READ, read_head).await;
+            let answer: &[u8] = if head.get(..got) == Some(PROBE) {
+                SHED_ALIVE
+            } else {
+                &response
+            };
+            let _ = stream.write_all(answer).await;
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let mut seen = 0usize;
@@ -228,7 +293,7 @@ fn shed(stream: TcpStream, shedding: &Arc<Semaphore>, response: &Arc<[u8]>) {
                 }
             }
         };
-        let _ = tokio::time::timeout(SHED_LINGER, linger).await;
+        let _ = tokio::time::timeout(SHED_LINGER + SHED_READ, handle).await;
         drop(permit);
     });
 }
@@ -299,4 +364,23 @@ async fn drain(mut body: Incoming) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, read).await;
+}
+
+#[cfg(test)]
+mod shed_log_tests {
+    use super::ShedLog;
+
+    /// Issue 27 (3): every shed connection wrote a WARN line; now a line a second at most,
+    /// with the count of the connections shed since the last one.
+    #[test]
+    fn a_line_a_second_with_the_count() {
+        let log = ShedLog::default();
+        assert_eq!(log.shed(100), Some(1));
+        assert_eq!(log.shed(100), None);
+        assert_eq!(log.shed(100), None);
+        assert_eq!(log.shed(100), None);
+        assert_eq!(log.shed(101), Some(4));
+        assert_eq!(log.shed(101), None);
+        assert_eq!(log.shed(105), Some(2));
+    }
 }

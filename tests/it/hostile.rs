@@ -640,10 +640,11 @@ async fn covering_a_full_request_against_a_full_held_set() {
 }
 
 /// `GET /healthz` on a fresh connection: its status, or 0 when the connection fails.
+/// `GET /readyz`'s status: 503 while the connection is shed, 200 when served.
 async fn health(s: &Server) -> u16 {
     let (status, _) = raw(
         s,
-        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
     .await;
     status
@@ -665,19 +666,24 @@ async fn connections_over_the_limit_are_shed_with_503() {
     }
     // The accept loop takes them in order; give it a moment to hand out the three slots.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, text) = raw(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let (status, text) = raw(&s, b"GET /auth HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(raw_code(&text), 50300);
     assert!(
         text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"
     );
-    // Operators see it: the shed connection is counted.
+    // Issue 27 (3): liveness still answers (a probe must not restart a busy instance);
+    // readiness says 503, so a load balancer sends its traffic elsewhere.
+    let (status, text) = raw(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!((status, text.ends_with("ok\n")), (200, true), "{text}");
+    assert_eq!(health(&s).await, 503);
+    // Operators see it: the shed connections are counted.
     assert!(
         s.app
             .metrics
             .encode()
-            .contains("capsign_connections_shed_total 1\n"),
+            .contains("capsign_connections_shed_total 3\n"),
         "{}",
         s.app.metrics.encode()
     );
