@@ -3,7 +3,7 @@
 //!
 //! [`TABLE`] is the one declaration: each setting's name, built-in default, parser, one-line
 //! doc, and whether it is secret. The same table reads the environment and the `--config`
-//! TOML file, writes `capsign --help`, and is compared with the README's configuration table
+//! TOML file, writes `capsign --help`, and is compared with the configuration table of `docs/configuration.md`
 //! by a test. In the file a setting goes by its name in lower case without the `CAPSIGN_`
 //! prefix (`CAPSIGN_COOKIE_KEY` is `cookie_key`, `ABLY_API_KEY` is `ably_api_key`); the
 //! environment wins over the file. A variable that is set but empty is an invalid value,
@@ -146,7 +146,7 @@ impl<T> fmt::Debug for Secret<T> {
 macro_rules! settings_table {
     ($( $field:ident : $ty:ty = $name:literal, default $default:tt, $secret:ident,
         $parse:expr, $doc:literal; )*) => {
-        /// Every setting capsign reads, in the order `--help` and the README list them.
+        /// Every setting capsign reads, in the order `--help` and `docs/configuration.md` list them.
         pub const TABLE: &[Def] = &[$(Def {
             name: $name,
             default: settings_table!(@shown $default),
@@ -573,7 +573,7 @@ impl CookieKeys {
         }
     }
 
-    /// The next step of the README's three-step rotation of `current` (a
+    /// The next step of the three-step rotation (`docs/security.md`) of `current` (a
     /// `CAPSIGN_COOKIE_KEY` value), with `new_secret` as the new key where one is added, and
     /// what the step does:
     ///
@@ -2081,15 +2081,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The README's configuration table lists exactly the settings of [`TABLE`].
+    /// The configuration table (`docs/configuration.md`) lists exactly the settings of
+    /// [`TABLE`].
     #[test]
-    fn readme_lists_every_setting() {
-        let readme = include_str!("../README.md");
-        let section = readme
-            .split("\n## Configuration")
-            .nth(1)
-            .and_then(|s| s.split("\n## ").next())
-            .unwrap();
+    fn the_configuration_table_lists_every_setting() {
+        let section = include_str!("../docs/configuration.md");
         let mut in_readme: Vec<&str> = section
             .lines()
             .filter(|l| l.starts_with("| `"))

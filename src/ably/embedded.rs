@@ -10,7 +10,7 @@
 //! The outer token: header `{"typ":"JWT","alg":"HS256","x-ably-token":"…"}`, claims
 //! `{"iat":…,"exp":…,"sub":"…"}` followed by the configured claims in their configured order,
 //! HS256 under `CAPSIGN_EMBEDDED_SECRET`'s UTF-8 bytes. Serialized by hand in this fixed order,
-//! so the README's vector reproduces byte for byte.
+//! so the vector of docs/http.md reproduces byte for byte.
 
 use std::fmt;
 
@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::settings::{EmbeddedClaims, Secret};
 
-    /// The README's known-answer vector: J1b (`docs/ably-protocol.md` §4.6) embedded under the
+    /// The known-answer vector of docs/http.md: J1b (`docs/ably-protocol.md` §4.6) embedded under the
     /// secret `app-secret-0123456789abcdef0123456789`, checked with Python's `hmac`.
     const VECTOR: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiIsIngtYWJseS10b2tlbiI6ImV5SjBlWEFpT2lKS1YxUWlMQ0poYkdjaU9pSklVekkxTmlJc0ltdHBaQ0k2SW5oV1RIbElkeTV0UkZsdVJrRWlmUS5leUpwWVhRaU9qRTNNREF3TURBd01EQXNJbVY0Y0NJNk1UY3dNREF3TXpZd01Dd2llQzFoWW14NUxXTmhjR0ZpYVd4cGRIa2lPaUo3WENJcVhDSTZXMXdpS2x3aVhYMGlMQ0o0TFdGaWJIa3RZMnhwWlc1MFNXUWlPaUoxYzJWeUxURXlNeUo5LmJLYjlQeFF3Y3h0RFZGa1paS1FDRld5VTJRMGFsejM3dmc4eUY0N1YzRUEifQ.eyJpYXQiOjE3MDAwMDAwMDAsImV4cCI6MTcwMDAwMzYwMCwic3ViIjoidXNlci0xMjMiLCJpc3MiOiJodHRwczovL2FwcC5leGFtcGxlLmNvbSJ9.INGirmo-VltytGEeCFxmt3j72UdkxGxjbfpHCzzuT_Y";
 

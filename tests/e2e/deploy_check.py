@@ -1,4 +1,4 @@
-"""The Kubernetes manifest of deploy/ parses, and says what the README promises: probes on
+"""The Kubernetes manifest of deploy/ parses, and says what docs/deploy.md promises: probes on
 /healthz and /readyz, a preStop wait, a grace period covering preStop, the drain delay and the
 grace, secrets from a Secret, a non-root read-only container. Prints PASS/FAIL; exit 1 on a
 failure."""

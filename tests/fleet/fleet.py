@@ -8,7 +8,7 @@ Phases, each reporting requests served, errors and p99:
      the client holds. Every instance serves.
   2. HAProxy with active health checks on /readyz: a rolling restart of all three instances
      (SIGTERM, one at a time) under steady load, with zero failed or non-2xx requests.
-  3. The README's three-step cookie-key rotation, each step rolled across the fleet under the
+  3. The three-step cookie-key rotation of docs/security.md, each step rolled across the fleet under the
      same load; step 3 waits until the old key id stops growing in every instance's metrics.
      No failed request; no grant lost.
 
@@ -478,7 +478,7 @@ def main():
         codes = rolling_restart(instances, lb, load, phase)
         passed.append(phase_report(load, phase, codes))
 
-        # The README's rotation: `capsign keygen --current` gives each step; each is rolled
+        # The rotation of docs/security.md: `capsign keygen --current` gives each step; each is rolled
         # across the fleet under load.
         key = first_key
         for step in (1, 2, 3):

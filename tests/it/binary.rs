@@ -435,7 +435,7 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     (text, secrets)
 }
 
-/// Issue 16: the README promises that no secret, session token, cookie value or credential
+/// Issue 16: docs/operate.md promises that no secret, session token, cookie value or credential
 /// appears in the logs, and no test looked. This one searches everything the real binary
 /// printed at `RUST_LOG=debug`.
 #[tokio::test]

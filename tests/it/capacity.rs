@@ -1,4 +1,4 @@
-//! How many realistic grants fit in one grant cookie (a headline figure of the README).
+//! How many realistic grants fit in one grant cookie (a headline figure of docs/performance.md).
 
 use capsign::capability::{CapabilitySet, OpSet};
 use capsign::grants::{GrantSet, Purpose, SET_COOKIE_BUDGET};

@@ -414,7 +414,7 @@ fn status_post(srv: &Server, content_type: &str, body: &'static str) -> http::Re
         .unwrap()
 }
 
-/// Every error status of the README's endpoint table, each with Ably's envelope, no-store, and no cookie
+/// Every error status of the endpoint table (docs/http.md), each with Ably's envelope, no-store, and no cookie
 /// change: one named test per row, against a server with `CAPSIGN_DENY` as given.
 macro_rules! error_statuses {
     ($($name:ident: deny $deny:literal, |$s:ident| $req:expr => $status:literal, $code:literal;)*) => {$(

@@ -1,4 +1,4 @@
-//! Key rotation while requests flow: a fleet rolls through the README's three cookie-key
+//! Key rotation while requests flow: a fleet rolls through the three cookie-key
 //! steps, and switches its Ably key, while clients keep acquiring channels through a
 //! round-robin "load balancer" over a mixed fleet. No client ever loses a grant, and every
 //! credential verifies under the Ably key its `kid` names.
@@ -35,7 +35,7 @@ fn verify(jwt: &str) -> Value {
 
 #[tokio::test]
 async fn cookie_and_ably_keys_rotate_while_requests_flow() {
-    // The deployments of the rotation, in order (README, "Rotating the cookie key").
+    // The deployments of the rotation, in order (`docs/security.md`, "Rotating the cookie key").
     let step0 = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("1:{OLD}"))]).await;
     let step1 = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("1:{OLD},2:{NEW}"))]).await;
     let step2 = Server::start(&[

@@ -1,7 +1,7 @@
 //! Known-answer vectors, all in tests/data/vectors.json: the TokenRequest and Ably JWT vectors
 //! of docs/ably-protocol.md §1.3 and §4.6 (one of them Ably's published `test_hmac`, the
 //! others computed by this project and cross-checked with ably-js, ably-python and openssl), and
-//! capsign's own grant cookie and grants header (README, "The grant cookie").
+//! capsign's own grant cookie and grants header (`docs/grant-cookie.md`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -136,7 +136,7 @@ fn grant_cookie_vector_reproduces() {
     assert_eq!(opened.grants, grants);
 }
 
-/// Checks the vector against the format as the README describes it, with plain hkdf/hmac and
+/// Checks the vector against the format as `docs/grant-cookie.md` describes it, with plain hkdf/hmac and
 /// a hand-written reader: the documentation and the code agree.
 #[test]
 fn grant_cookie_vector_matches_the_documented_format() {
@@ -225,7 +225,7 @@ fn grant_cookie_vector_matches_the_documented_format() {
     assert_eq!(decoded, expected);
 }
 
-/// Unsigned LEB128 and length-prefixed bytes, as the README defines them.
+/// Unsigned LEB128 and length-prefixed bytes, as `docs/grant-cookie.md` defines them.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {

@@ -324,7 +324,7 @@ async fn a_webhook_outage_keeps_due_grants_until_their_maximum_age() {
 
 /// Issue 16: wildcards reached the webhook as if they were channel names (`*`, `[*]*`,
 /// `doc:*`). With `CAPSIGN_POLICY_PATTERNS=deny` they are denied before it is asked; by
-/// default they are asked, as the README says.
+/// default they are asked, as docs/policy.md says.
 #[tokio::test]
 async fn patterns_can_be_kept_from_the_webhook() {
     let hook = Fake::start(grant_all_but_secret).await;
