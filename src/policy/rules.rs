@@ -823,26 +823,25 @@ mod tests {
         assert_eq!(got[0].0, "ably.room.support:*");
     }
 
+    /// Rules that each allow `publish` on a pattern and set a claim in `scope`, in order.
+    fn claim_rules(scope: &str, rules: &[(&str, &str)]) -> Rules {
+        let text: String = rules
+            .iter()
+            .map(|(resource, claim)| {
+                format!(
+                    "[[rule]]\nresource = \"{resource}\"\nops = [\"publish\"]\n\
+                     claim = '{claim}'\nclaim_scope = \"{scope}\"\n"
+                )
+            })
+            .collect();
+        Rules::from_toml(&text).unwrap()
+    }
+
     /// Where Ably's choice among the pattern claims (the most specific) would differ from
     /// capsign's (the first rule that covers the resource), the resource gets an exact claim.
     #[test]
     fn an_exact_claim_where_ablys_most_specific_pattern_would_pick_another_rule() {
-        let p = Rules::from_toml(
-            r#"
-            [[rule]]
-            resource = "rooms:*"
-            ops = ["publish"]
-            claim = 'general'
-            claim_scope = "room"
-
-            [[rule]]
-            resource = "rooms:vip:*"
-            ops = ["publish"]
-            claim = 'vip'
-            claim_scope = "room"
-        "#,
-        )
-        .unwrap();
+        let p = claim_rules("room", &[("rooms:*", "general"), ("rooms:vip:*", "vip")]);
         // Both rules cover rooms:vip:1; capsign's first rule (rooms:*) decides its claim, and
         // rooms:vip:* is never the first rule of a held resource, so it is not named: one
         // claim holds for both rooms, at Ably as here.
@@ -856,28 +855,14 @@ mod tests {
         );
         // With the rules the other way round, rooms:vip:* is named and wins for rooms:vip:1 at
         // Ably as it does here; rooms:2 keeps rooms:*: no exact claim needed.
-        let q = Rules::from_toml(
-            r#"
-            [[rule]]
-            resource = "rooms:vip:*"
-            ops = ["publish"]
-            claim = 'vip'
-            claim_scope = "room"
-
-            [[rule]]
-            resource = "rooms:*"
-            ops = ["publish"]
-            claim = 'general'
-            claim_scope = "room"
-
-            [[rule]]
-            resource = "rooms:x:*"
-            ops = ["publish"]
-            claim = 'x'
-            claim_scope = "room"
-        "#,
-        )
-        .unwrap();
+        let q = claim_rules(
+            "room",
+            &[
+                ("rooms:vip:*", "vip"),
+                ("rooms:*", "general"),
+                ("rooms:x:*", "x"),
+            ],
+        );
         let got = q.claims(
             &who("a"),
             &caps(r#"{"rooms:2":["publish"],"rooms:vip:1":["publish"],"rooms:x:1":["publish"]}"#),
@@ -894,22 +879,7 @@ mod tests {
         // rooms:vip:c is covered first by rooms:*:c ('p'), but rooms:vip:* is named too (for
         // rooms:vip:x) and has more literal characters, so Ably would give rooms:vip:c 'q':
         // rooms:vip:c gets its own, exact claim.
-        let r = Rules::from_toml(
-            r#"
-            [[rule]]
-            resource = "rooms:*:c"
-            ops = ["publish"]
-            claim = 'p'
-            claim_scope = "room"
-
-            [[rule]]
-            resource = "rooms:vip:*"
-            ops = ["publish"]
-            claim = 'q'
-            claim_scope = "room"
-        "#,
-        )
-        .unwrap();
+        let r = claim_rules("room", &[("rooms:*:c", "p"), ("rooms:vip:*", "q")]);
         let got = r.claims(
             &who("a"),
             &caps(r#"{"rooms:vip:c":["publish"],"rooms:vip:x":["publish"]}"#),

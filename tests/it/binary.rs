@@ -299,6 +299,37 @@ fn listening_is_announced_only_after_the_jwks_fetch() {
     );
 }
 
+/// A production configuration on `c`: the harness's Ably key, cookie key and session
+/// secret, and the rules file `rules`, listening on a free loopback port.
+fn production<'c>(c: &'c mut Command, rules: &std::path::Path) -> &'c mut Command {
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
+        .env("CAPSIGN_RULES", rules)
+}
+
+/// Starts `c` with its stderr written to the file `log` and waits for its "listening on"
+/// line (text or JSON); the child and the address.
+async fn start_logging_to(
+    mut c: Command,
+    log: &std::path::Path,
+) -> (Running, std::net::SocketAddr) {
+    c.stderr(std::fs::File::create(log).unwrap());
+    let child = Running(c.spawn().unwrap());
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(log).unwrap();
+        if let Some(a) = text.lines().find_map(|l| {
+            let at = l.find("listening on http://")? + "listening on http://".len();
+            l.get(at..)?.split(['"', ' ']).next()
+        }) {
+            return (child, a.parse().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("capsign did not start");
+}
+
 /// Runs the real binary in `log_format` at `RUST_LOG=debug` through logins, grants, a webhook
 /// call, a TokenRequest, a tampered cookie and a bad session (one request carrying the
 /// `X-Request-Id` `support-case-4711`); returns everything it printed and every value that
@@ -310,30 +341,12 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
     let log = crate::harness::temp_file("capsign.log", "");
     let mut c = command();
-    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
-        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
-        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
-        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
-        .env("CAPSIGN_RULES", &rules)
+    production(&mut c, &rules)
         .env("CAPSIGN_POLICY_URL", hook.url("/decide"))
         .env("CAPSIGN_POLICY_SECRET", POLICY_SECRET)
         .env("CAPSIGN_LOG_FORMAT", log_format)
-        .env("RUST_LOG", "debug")
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = Running(c.spawn().unwrap());
-    let mut addr = None;
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if let Some(a) = text.lines().find_map(|l| {
-            let at = l.find("listening on http://")? + "listening on http://".len();
-            l.get(at..)?.split(['"', ' ']).next()
-        }) {
-            addr = Some(a.parse::<std::net::SocketAddr>().unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let addr = addr.expect("capsign did not start");
+        .env("RUST_LOG", "debug");
+    let (mut child, addr) = start_logging_to(c, &log).await;
     let session = crate::harness::session("erin", serde_json::json!({"team": "red"}));
     let get = |path: &str, cookie: Option<&str>, grants: Option<&str>, bearer: &str| {
         let mut b = http::Request::get(path)
@@ -517,10 +530,7 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
 async fn the_operator_cli_on_a_real_session() {
     let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
     let production = |c: &mut Command| {
-        c.env("ABLY_API_KEY", crate::harness::ABLY_KEY)
-            .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
-            .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
-            .env("CAPSIGN_RULES", &rules);
+        production(c, &rules);
     };
     let run = |args: &[&str]| {
         let mut c = command();
@@ -561,6 +571,7 @@ async fn the_operator_cli_on_a_real_session() {
     production(&mut c);
     let out = c
         .args(["check"])
+        .env_remove("CAPSIGN_LISTEN")
         .env("PORT", "8080")
         .stdout(Stdio::piped())
         .output()
@@ -725,28 +736,11 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
     let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
     let log = crate::harness::temp_file("capsign.log", "");
     let mut c = command();
-    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
-        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
-        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
-        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
-        .env("CAPSIGN_RULES", &rules)
+    production(&mut c, &rules)
         .env("CAPSIGN_ABLY_REST_URL", ably.url(""))
-        .env("RUST_LOG", "warn")
-        .stderr(std::fs::File::create(&log).unwrap());
-    let _child = Running(c.spawn().unwrap());
+        .env("RUST_LOG", "warn");
+    let (_child, addr) = start_logging_to(c, &log).await;
     let read = || std::fs::read_to_string(&log).unwrap();
-    let mut addr = None;
-    for _ in 0..200 {
-        if let Some(a) = read()
-            .lines()
-            .find_map(|l| l.strip_prefix("capsign: listening on http://"))
-        {
-            addr = Some(a.trim().parse::<std::net::SocketAddr>().unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let addr = addr.expect("capsign did not start");
     let session = crate::harness::session("erin", serde_json::Value::Null);
     let r = send(
         addr,
@@ -781,11 +775,8 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
 fn check_warns_about_a_plain_http_webhook_off_loopback() {
     let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
     let mut c = command();
-    c.arg("check")
-        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
-        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
-        .env("CAPSIGN_SESSION_SECRET", crate::harness::SESSION_SECRET)
-        .env("CAPSIGN_RULES", &rules)
+    production(&mut c, &rules)
+        .arg("check")
         .env("CAPSIGN_POLICY_URL", "http://policy.internal:8080/decide")
         .env(
             "CAPSIGN_POLICY_SECRET",

@@ -182,7 +182,7 @@ pub fn token_request_mac(secret: &str, tr: &serde_json::Map<String, Value>) -> S
 }
 
 /// The TokenRequest fields the MAC covers, in order (all but `mac`).
-const SIGNED_FIELDS: [&str; 6] = [
+pub const SIGNED_FIELDS: [&str; 6] = [
     "keyName",
     "ttl",
     "capability",
