@@ -12,10 +12,13 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -112,6 +115,139 @@ impl CookieResult {
     }
 }
 
+/// The credential formats (`format` label).
+pub const FORMATS: [&str; 4] = ["jwt", "tokenRequest", "token", "embedded"];
+
+const COOKIE_RESULTS: [CookieResult; 6] = [
+    CookieResult::Absent,
+    CookieResult::Opened,
+    CookieResult::Expired,
+    CookieResult::OtherUser,
+    CookieResult::UnknownKey,
+    CookieResult::Tampered,
+];
+
+/// The `kind` of a failed policy webhook call (`WebhookError::kind`).
+pub const WEBHOOK_ERROR_KINDS: [&str; 5] =
+    ["timeout", "network", "too_large", "status", "malformed"];
+
+/// The `kind` of a failed Ably call (`AblyError::kind`).
+pub const ABLY_ERROR_KINDS: [&str; 5] = ["timeout", "network", "too_large", "refused", "malformed"];
+
+/// The two text formats of the exposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`), which Prometheus asks
+    /// for.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), for a scraper that asks
+    /// for nothing else.
+    Text,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for: OpenMetrics when it names it, else text.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Exposition::OpenMetrics,
+            _ => Exposition::Text,
+        }
+    }
+
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// The process metrics every Prometheus client library exports (CPU, memory, file
+/// descriptors, threads, start time), read by `metrics-process` on each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// The process families, as `# TYPE` names them.
+const PROCESS_FAMILIES: [&str; 8] = [
+    "process_cpu_seconds",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let now = metrics_process::collector::collect();
+        if let Some(cpu) = now.cpu_seconds_total {
+            let counter = ConstCounter::new(cpu);
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "sizes and counts far below 2^53"
+        )]
+        let gauges = [
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                now.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors (0: unlimited)",
+                now.max_fds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                now.virtual_memory_bytes,
+            ),
+            (
+                "process_virtual_memory_max_bytes",
+                "Maximum amount of virtual memory available in bytes (0: unlimited)",
+                now.virtual_memory_max_bytes,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                now.resident_memory_bytes,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                now.start_time_seconds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                now.threads,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value as f64);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How many label sets of one family [`Hot`] keeps handles for.
 const HOT_SLOTS: usize = 16;
 
@@ -188,7 +324,8 @@ pub struct Metrics {
     ably_errors: Family<Kind, Counter>,
     jwks_refreshes: Family<CookieResultLabel, Counter>,
     connections_shed: Counter,
-    clock_offset: Gauge,
+    clock_offset: Gauge<f64, AtomicU64>,
+    ready: Gauge,
     registry: std::sync::Arc<Registry>,
     families: std::sync::Arc<Vec<String>>,
     /// Whether anything is recorded: off when nothing serves the metrics, so a deployment
@@ -222,8 +359,10 @@ impl Metrics {
     /// A fresh registry with every metric registered (each app instance has its own, so
     /// several in one process stay apart).
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("capsign");
-        let mut families = Vec::new();
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let mut families: Vec<String> = PROCESS_FAMILIES.iter().map(|f| f.to_string()).collect();
+        let registry = root.sub_registry_with_prefix("capsign");
         let mut named = |name: &str, unit: Option<&str>| {
             families.push(match unit {
                 Some(unit) => format!("capsign_{name}_{unit}"),
@@ -349,12 +488,20 @@ impl Metrics {
             "Connections answered 503 and closed because CAPSIGN_MAX_CONNECTIONS were open",
             connections_shed.clone(),
         );
-        let clock_offset = Gauge::default();
-        named("clock_offset_milliseconds", None);
-        registry.register(
-            "clock_offset_milliseconds",
+        let clock_offset = Gauge::<f64, AtomicU64>::default();
+        named("clock_offset", Some("seconds"));
+        registry.register_with_unit(
+            "clock_offset",
             "Correction applied to the system clock from Ably's /time (CAPSIGN_ABLY_TIME)",
+            Unit::Seconds,
             clock_offset.clone(),
+        );
+        let ready = Gauge::default();
+        named("ready", None);
+        registry.register(
+            "ready",
+            "1 when the instance takes traffic (/readyz answers 200), 0 when starting or draining",
+            ready.clone(),
         );
         let build_info = Family::<Version, Gauge>::default();
         named("build_info", None);
@@ -364,6 +511,31 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+        // Every counter with a known set of label values starts at 0 for each, so a rate or
+        // an alert over it has a series from the first scrape (not only after the first
+        // event).
+        for format in FORMATS {
+            drop(credentials.get_or_create(&FormatLabel { format }));
+        }
+        for decider in ["cookie", "rules", "webhook"] {
+            for outcome in ["allowed", "denied"] {
+                drop(decisions.get_or_create(&Decision { decider, outcome }));
+            }
+        }
+        for result in COOKIE_RESULTS {
+            drop(cookies.get_or_create(&CookieResultLabel {
+                result: result.label(),
+            }));
+        }
+        for kind in WEBHOOK_ERROR_KINDS {
+            drop(webhook_errors.get_or_create(&Kind { kind }));
+        }
+        for kind in ABLY_ERROR_KINDS {
+            drop(ably_errors.get_or_create(&Kind { kind }));
+        }
+        for result in ["ok", "error"] {
+            drop(jwks_refreshes.get_or_create(&CookieResultLabel { result }));
+        }
         Metrics {
             requests: Hot::new(requests),
             request_duration: Hot::new(request_duration),
@@ -382,14 +554,15 @@ impl Metrics {
             jwks_refreshes,
             connections_shed,
             clock_offset,
-            registry: std::sync::Arc::new(registry),
+            ready,
+            registry: std::sync::Arc::new(root),
             families: std::sync::Arc::new(families),
             enabled: true,
         }
     }
 
     /// A registry that records nothing (every recording method returns at once); its
-    /// exposition shows the build info alone.
+    /// exposition shows the build info and the process metrics alone.
     pub fn disabled() -> Metrics {
         Metrics {
             enabled: false,
@@ -403,12 +576,32 @@ impl Metrics {
         &self.families
     }
 
-    /// The text exposition of every metric.
+    /// The exposition of every metric in OpenMetrics 1.0 text.
     pub fn encode(&self) -> String {
+        self.encode_as(Exposition::OpenMetrics)
+    }
+
+    /// The exposition of every metric in `format`.
+    pub fn encode_as(&self, format: Exposition) -> String {
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a `String` cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Exposition::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Exposition::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
         out
+    }
+
+    /// Counts every refusal code in `codes` at 0, so each has a series from the first
+    /// scrape (the error table knows them; the server calls this before serving metrics).
+    pub fn known_refusals(&self, codes: &[u32]) {
+        for &code in codes {
+            self.refusals.with(Code { code }, |_| {});
+        }
     }
 
     /// Whether anything is recorded ([`Metrics::disabled`] records nothing).
@@ -545,12 +738,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Whether the instance takes traffic (set when the metrics are read).
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
     /// The clock correction applied at start-up.
     pub fn clock_offset(&self, offset_ms: i64) {
         if !self.enabled {
             return;
         }
-        self.clock_offset.set(offset_ms);
+        #[allow(clippy::cast_precision_loss, reason = "an offset of minutes at most")]
+        self.clock_offset.set(offset_ms as f64 / 1000.0);
     }
 }
 

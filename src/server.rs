@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app::App;
+use crate::metrics::Exposition;
 
 /// The connection read buffer, which bounds the size of a request's headers.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -189,7 +190,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves `GET /metrics` (the Prometheus text exposition of `app`'s metrics) on `listener`, a
+/// Serves `GET /metrics` (the exposition of `app`'s metrics, OpenMetrics or the Prometheus
+/// text format as the scraper's `Accept` asks, every known refusal code at 0 from the start) on `listener`, a
 /// listener of its own (`CAPSIGN_METRICS_LISTEN`), until `shutdown` completes. Anything else
 /// is a 404.
 ///
@@ -207,6 +209,7 @@ pub async fn run_metrics(
         .header_read_timeout(app.server_settings().header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
+    app.metrics.known_refusals(crate::http::REFUSAL_CODES);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -239,12 +242,18 @@ fn metrics_response<B>(
         *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
         return resp;
     }
-    *resp.body_mut() = http_body_util::Full::new(Bytes::from(app.metrics.encode()));
+    app.metrics
+        .ready(app.readiness() == crate::app::Readiness::Ready);
+    // Prometheus asks for OpenMetrics; a scraper that does not gets the 0.0.4 text format.
+    let format = Exposition::negotiate(
+        req.headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|a| a.to_str().ok()),
+    );
+    *resp.body_mut() = http_body_util::Full::new(Bytes::from(app.metrics.encode_as(format)));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        hyper::header::HeaderValue::from_static(format.content_type()),
     );
     resp
 }

@@ -46,6 +46,22 @@ pub(crate) mod code {
     pub(crate) const BAD_GATEWAY: u32 = 50200;
     /// A service capsign depends on (the policy webhook) is unavailable.
     pub(crate) const UNAVAILABLE: u32 = 50300;
+
+    /// Every code above.
+    pub(crate) const ALL: [u32; 12] = [
+        BAD_REQUEST,
+        INVALID_TTL,
+        INVALID_CLIENT_ID,
+        UNAUTHORIZED,
+        CLIENT_ID_MISMATCH,
+        CAPABILITY_DENIED,
+        FORBIDDEN,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        INTERNAL,
+        BAD_GATEWAY,
+        UNAVAILABLE,
+    ];
 }
 
 /// A refusal: the status, Ably's code and the message the client sees.
@@ -205,6 +221,21 @@ fn envelope(status: StatusCode, code: u32, message: &str) -> Response<Full<Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_of_the_table_is_in_all() {
+        // The codes are the `u32` constants of `code`; `ALL` lists each once.
+        let source = include_str!("error.rs");
+        let declared = source
+            .lines()
+            .filter(|l| l.trim_start().starts_with("pub(crate) const ") && l.contains(": u32 ="))
+            .count();
+        let mut all = code::ALL.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), code::ALL.len(), "a code listed twice");
+        assert_eq!(declared, code::ALL.len(), "a code missing from code::ALL");
+    }
 
     #[test]
     fn error_envelope_shape() {

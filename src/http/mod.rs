@@ -30,6 +30,9 @@ use crate::settings::HttpSettings;
 use error::{Reject, code};
 use params::{RawParams, read_body};
 
+/// Every Ably error code capsign refuses a request with (its error table's).
+pub const REFUSAL_CODES: &[u32] = &error::code::ALL;
+
 /// Response header: the sealed grants, for clients without a cookie jar.
 pub const X_CAPSIGN_GRANTS: HeaderName = HeaderName::from_static("x-capsign-grants");
 /// Response header: resources asked for and granted nothing (percent-encoded,

@@ -67,10 +67,16 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
         .await;
     assert_eq!((c.status, c.error_code()), (403, 40160), "{}", c.body);
 
+    // Prometheus's own `Accept` (2.x, scrape_protocols' default order).
     let scrape = send(
         metrics_addr,
         http::Request::get("/metrics")
             .header("host", metrics_addr.to_string())
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )
             .body(Full::new(Bytes::new()))
             .unwrap(),
     )
@@ -130,6 +136,16 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
         (r#"capsign_webhook_duration_seconds_count"#, 2.0),
         (r#"capsign_grant_cookie_size_bytes_count"#, 2.0),
         (r#"capsign_http_requests_in_flight"#, 0.0),
+        // Known label values are there at 0 from the start.
+        (r#"capsign_refusals_total{code="50200"}"#, 0.0),
+        (r#"capsign_credentials_issued_total{format="token"}"#, 0.0),
+        (r#"capsign_grant_cookies_total{result="unknown_key"}"#, 0.0),
+        (r#"capsign_webhook_errors_total{kind="timeout"}"#, 0.0),
+        (r#"capsign_ably_errors_total{kind="refused"}"#, 0.0),
+        (r#"capsign_jwks_refreshes_total{result="error"}"#, 0.0),
+        (r#"capsign_connections_shed_total"#, 0.0),
+        (r#"capsign_clock_offset_seconds"#, 0.0),
+        (r#"capsign_ready"#, 1.0),
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }
@@ -146,6 +162,45 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
             "{family} not in {families:?}"
         );
     }
+    // The process metrics every client library exports.
+    // (CPU time is counted in ticks of 10 ms: it may still read 0.)
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(family)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(value.is_some_and(|v| v > 0.0), "{family} in\n{text}");
+    }
+    assert!(sample(&text, "process_cpu_seconds_total").is_some_and(|v| v >= 0.0));
+    // A scraper that asks for nothing in particular gets the 0.0.4 text format, whose
+    // counter families carry `_total` and which has no `# EOF`.
+    let plain = send(
+        metrics_addr,
+        http::Request::get("/metrics")
+            .header("host", metrics_addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        plain
+            .body
+            .contains("# TYPE capsign_http_requests_total counter\n")
+    );
+    assert!(!plain.body.contains("# EOF"));
+    assert_eq!(
+        sample(&plain.body, r#"capsign_refusals_total{code="40160"}"#),
+        Some(1.0)
+    );
     // No client-chosen value is a label.
     for private in ["alice", "chat:a", "billing:1", "secret:x"] {
         assert!(!text.contains(private), "{private} in the metrics");
@@ -164,40 +219,73 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
     );
 }
 
-/// The Grafana dashboard (`deploy/grafana-capsign.json`) queries only metrics capsign exports:
-/// every `capsign_*` name in every panel's expression is a sample name of the exposition
-/// (a family, or its `_total`, `_bucket`, `_sum` or `_count`).
+/// The metric names in a PromQL expression (capsign's and the process ones).
+fn metric_names(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("capsign_") || w.starts_with("process_"))
+        .collect()
+}
+
+/// Whether `name` is a sample name of the exposition (a family, or its `_total`, `_bucket`,
+/// `_sum` or `_count`).
+fn exported(name: &str) -> bool {
+    let metrics = capsign::metrics::Metrics::new();
+    metrics.families().iter().any(|f| {
+        name == f
+            || ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix) == Some(f))
+    })
+}
+
+/// The Grafana dashboard (`deploy/grafana-capsign.json`) queries only metrics capsign exports,
+/// and every query is narrowed by the dashboard's `job` and `instance` variables.
 #[test]
 fn every_dashboard_query_names_an_exported_metric() {
     let dashboard: serde_json::Value =
         serde_json::from_str(include_str!("../../deploy/grafana-capsign.json")).unwrap();
-    let metrics = capsign::metrics::Metrics::new();
-    let families: Vec<&str> = metrics.families().iter().map(String::as_str).collect();
-    let exported = |name: &str| {
-        families.iter().any(|f| {
-            name == *f
-                || ["_total", "_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|suffix| name.strip_suffix(suffix) == Some(f))
-        })
-    };
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance"]);
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            let names: Vec<&str> = expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| w.starts_with("capsign_"))
-                .collect();
+            let names = metric_names(expr);
             assert!(!names.is_empty(), "{expr} names no capsign metric");
             for name in names {
+                assert!(exported(name), "{name} (in {expr}) is not exported");
+                let scoped = format!("{name}{{job=~\"$job\",instance=~\"$instance\"");
                 assert!(
-                    exported(name),
-                    "{name} (in {expr}) is not exported: {families:?}"
+                    expr.contains(&scoped),
+                    "{name} not narrowed by job and instance in {expr}"
                 );
                 checked += 1;
             }
         }
     }
-    assert!(checked >= 10, "{checked} names checked");
+    assert!(checked >= 20, "{checked} names checked");
+}
+
+/// The alerting rules (`deploy/prometheus/capsign-alerts.yml`, tested by `promtool test
+/// rules` in CI) name only exported metrics.
+#[test]
+fn every_alert_names_an_exported_metric() {
+    let rules = include_str!("../../deploy/prometheus/capsign-alerts.yml");
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("expr: "))
+        .collect();
+    assert!(exprs.len() >= 7, "{exprs:?}");
+    for expr in exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{expr} names no capsign metric");
+        for name in names {
+            assert!(exported(name), "{name} (in {expr}) is not exported");
+        }
+    }
 }
