@@ -14,6 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// The header that carries the request id to the policy webhook and to Ably, so their logs
+/// and capsign's meet.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
 /// Why an outbound call failed. The message never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {

@@ -335,6 +335,7 @@ impl Flow {
         presented: Presented<'_>,
         params: AuthParams,
         now_ms: u64,
+        request_id: &str,
     ) -> Result<AuthOutcome, FlowError> {
         let cfg = &self.settings;
         if let Some(asked) = params.client_id {
@@ -373,7 +374,9 @@ impl Flow {
                 max: cfg.max_new_grants,
             });
         }
-        let granted = self.decide(who, &mut held, stale, &new, now).await?;
+        let granted = self
+            .decide(who, &mut held, stale, &new, now, request_id)
+            .await?;
         let (mut denied, mut partial) = (Vec::new(), Vec::new());
         for (resource, ops) in new.iter() {
             let given = granted.ops_for(resource.as_str()).unwrap_or_default();
@@ -407,7 +410,7 @@ impl Flow {
         }
         let ttl_ms = self.ttl(params.ttl_ms, who, &held, now_ms);
         let credential = self
-            .credential(format, &capability, who, ttl_ms, now_ms)
+            .credential(format, &capability, who, ttl_ms, now_ms, request_id)
             .await?;
         let (format_label, bytes) = match &credential {
             Credential::Jwt(jwt) => ("jwt", jwt.len()),
@@ -445,6 +448,7 @@ impl Flow {
         stale: GrantSet,
         new: &CapabilitySet,
         now: u64,
+        request_id: &str,
     ) -> Result<CapabilitySet, FlowError> {
         let ask = if stale.is_empty() {
             std::borrow::Cow::Borrowed(new)
@@ -454,7 +458,7 @@ impl Flow {
         if ask.is_empty() {
             return Ok(CapabilitySet::new());
         }
-        match self.policy.decide(who, &ask, now).await {
+        match self.policy.decide(who, &ask, now, request_id).await {
             Ok(granted) => Ok(granted),
             Err(e) if new.is_empty() => {
                 tracing::warn!("{e}; serving grants due for a re-check until their maximum age");
@@ -478,27 +482,37 @@ impl Flow {
         who: &Identity,
         ttl_ms: u64,
         now_ms: u64,
+        request_id: &str,
     ) -> Result<Credential, FlowError> {
         if format == Format::Embedded {
             return self
-                .embedded_credential(capability, who, ttl_ms, now_ms)
+                .embedded_credential(capability, who, ttl_ms, now_ms, request_id)
                 .await;
         }
         let credential = self.mint(format, capability, who, ttl_ms, now_ms)?;
         match credential {
             Credential::TokenRequest(tr) if format == Format::Token => {
-                Ok(Credential::Token(self.exchange(tr).await?))
+                Ok(Credential::Token(self.exchange(tr, request_id).await?))
             }
             other => Ok(other),
         }
     }
 
     /// Exchanges a TokenRequest with Ably for its TokenDetails.
-    async fn exchange(&self, token_request: String) -> Result<bytes::Bytes, FlowError> {
+    async fn exchange(
+        &self,
+        token_request: String,
+        request_id: &str,
+    ) -> Result<bytes::Bytes, FlowError> {
         let key_name = self.ably.key.key_name();
         let started = std::time::Instant::now();
         // Boxed: the HTTP exchange's future is large and only `format=token` needs it.
-        let answer = Box::pin(self.ably.rest.request_token(key_name, token_request)).await;
+        let answer = Box::pin(
+            self.ably
+                .rest
+                .request_token(key_name, token_request, request_id),
+        )
+        .await;
         let error = answer.as_ref().err().map(AblyError::kind);
         self.metrics.ably_call(started.elapsed(), error);
         Ok(answer?)
@@ -512,6 +526,7 @@ impl Flow {
         who: &Identity,
         ttl_ms: u64,
         now_ms: u64,
+        request_id: &str,
     ) -> Result<Credential, FlowError> {
         let embedded = self
             .ably
@@ -527,7 +542,7 @@ impl Flow {
                     "CAPSIGN_EMBEDDED_INNER=token embeds an Ably token, which has no claims",
                 )?;
                 let tr = self.token_request(capability, who, ttl_ms, now_ms)?;
-                let details = self.exchange(tr).await?;
+                let details = self.exchange(tr, request_id).await?;
                 token_and_expiry(&details)?
             }
         };
@@ -790,7 +805,7 @@ mod tests {
         params: AuthParams,
     ) -> Result<AuthOutcome, FlowError> {
         app.flow
-            .authorize(who, presented, params, app.clock.now_ms())
+            .authorize(who, presented, params, app.clock.now_ms(), "test")
             .await
     }
 

@@ -64,6 +64,7 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
         events
             .json()
             .flatten_event(true)
+            .with_span_list(false)
             .with_filter(not_access)
             .boxed()
     } else {
@@ -433,9 +434,12 @@ impl std::fmt::Write for JsonEscaped<'_> {
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        // Without `fmt`: the common value needs no escaping and is copied whole.
+        // Without `fmt`: the common value needs no escaping and is copied whole. In text, a
+        // value with a space, a quote, a `=` or a control character (a user agent) is quoted
+        // and escaped, so the line still splits into fields.
         self.name(field);
-        if !self.json {
+        let plain = |b: u8| b > b' ' && b != b'"' && b != b'\\' && b != b'=';
+        if !self.json && !value.is_empty() && value.bytes().all(plain) {
             self.line.push_str(value);
         } else if value.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\') {
             self.line.push('"');

@@ -158,14 +158,12 @@ pub async fn run(
                 let mut stream = TimeoutStream::new(stream);
                 stream.set_write_timeout(Some(limits.write_timeout));
                 let app = Arc::clone(&app);
-                let wants_peer = app.identity.wants_peer();
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let app = Arc::clone(&app);
-                    let mut req = req.map(LingeringBody::new);
-                    if wants_peer {
-                        req.extensions_mut().insert(crate::http::PeerAddr(peer));
+                    let req = req.map(LingeringBody::new);
+                    async move {
+                        Ok::<_, Infallible>(crate::http::handle_from(&app, req, Some(peer.ip())).await)
                     }
-                    async move { Ok::<_, Infallible>(crate::http::handle(&app, req).await) }
                 });
                 let io = TokioIo::new(Box::pin(stream));
                 let conn = graceful.watch(builder.serve_connection(io, service));

@@ -259,7 +259,9 @@ settings_table! {
         "header mode: the header the front proxy sets to the user's id.";
     trusted_proxies: Vec<ipnet::IpNet> = "CAPSIGN_TRUSTED_PROXIES", default [""], plain,
         parse::networks,
-        "header mode: the proxies' addresses (IPs or CIDR blocks), comma-separated.";
+        "Front proxies' addresses (IPs or CIDR blocks), comma-separated: in header mode the only \
+         peers whose identity header is believed; in any mode, the access log follows their \
+         X-Forwarded-For to the client's address.";
     rules: PathBuf = "CAPSIGN_RULES", default ["examples/rules.toml (demo only)"], plain,
         parse::path,
         "Path of the rules file.";
@@ -904,6 +906,9 @@ pub struct HttpSettings {
     pub max_body: usize,
     /// Time a client has to send its body.
     pub body_timeout: Duration,
+    /// Front proxies (`CAPSIGN_TRUSTED_PROXIES`): the access line follows `X-Forwarded-For`
+    /// from them to the client's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The settings of the `server` module.
@@ -1301,6 +1306,7 @@ impl Settings {
                 allowed_hosts: g.allowed_hosts.unwrap_or_default(),
                 max_body: g.max_body,
                 body_timeout: g.body_timeout,
+                trusted_proxies: g.trusted_proxies.clone().unwrap_or_default(),
             },
             server: ServerSettings {
                 metrics_listen: g.metrics_listen,

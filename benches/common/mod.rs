@@ -282,6 +282,7 @@ impl Fixture {
                                     ..AuthParams::default()
                                 },
                                 app.clock.now_ms(),
+                                "bench",
                             ))
                             .unwrap(),
                     );

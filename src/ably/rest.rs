@@ -85,6 +85,7 @@ impl AblyRest {
         &self,
         key_name: &str,
         token_request: String,
+        request_id: &str,
     ) -> Result<Bytes, AblyError> {
         let path = format!(
             "/keys/{}/requestToken",
@@ -96,6 +97,7 @@ impl AblyRest {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, USER_AGENT)
+            .header(crate::client::REQUEST_ID, request_id)
             .body(Full::new(Bytes::from(token_request)))
             .map_err(|e| AblyError::Malformed(e.to_string()))?;
         let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;

@@ -15,12 +15,14 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, LOCATION,
-    ORIGIN, SET_COOKIE, VARY,
+    ORIGIN, SET_COOKIE, USER_AGENT, VARY,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use smallvec::SmallVec;
+use std::net::{IpAddr, SocketAddr};
+use tracing::Instrument as _;
 
 use crate::app::{App, Readiness};
 use crate::capability::Resource;
@@ -46,6 +48,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Response header: resources evicted to keep the cookie within budget.
 pub const X_CAPSIGN_EVICTED: HeaderName = HeaderName::from_static("x-capsign-evicted");
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The response headers a listed cross-origin page may read.
 const EXPOSED_HEADERS: &str = "X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Capsign-Grants, \
      X-Capsign-Denied, X-Capsign-Partial, X-Capsign-Evicted, X-Request-Id";
@@ -61,25 +64,34 @@ const DEMO_PAGE: &str = include_str!("../demo.html");
 type Body = Full<Bytes>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The address of the peer a request came from, set by the transport in the request's
-/// extensions (`server::run` does when the identity mode needs it: only `header` identity
-/// looks at it).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
-/// Answers one request.
+/// Answers one request that came with no peer address (a test, a benchmark).
 pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    // The clock is read for the request's duration only when something records it.
-    let started = (app.metrics.is_enabled()
-        || tracing::enabled!(target: "capsign::access", tracing::Level::INFO))
-    .then(std::time::Instant::now);
+    handle_from(app, req, None).await
+}
+
+/// Answers one request from `peer`, the address the transport got it from (`header` identity
+/// believes its proxy header only from trusted peers; the access line names it).
+///
+/// Every log line written while answering carries the request id: the lines are written
+/// inside a `request` span holding it (`request{request_id=…}` in text, `"span":{…}` in JSON),
+/// and the access line has it as a field. The span is at `error` level so that a `RUST_LOG`
+/// of `warn` or `error` keeps it on the lines it lets through.
+pub async fn handle_from<B>(app: &App, req: Request<B>, peer: Option<IpAddr>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let started = std::time::Instant::now();
     let _in_flight = app.metrics.in_flight();
     let (parts, body) = req.into_parts();
     let request_id = request_id(&parts.headers);
+    // Visible ASCII by construction.
+    let id = request_id.to_str().unwrap_or_default();
+    let span = tracing::error_span!("request", request_id = id);
     let method = &parts.method;
     let path = parts.uri.path();
     // An allow-listed Origin gets CORS headers on every answer, errors included, so ably-js
@@ -96,31 +108,33 @@ where
         (method, path),
         (&Method::GET | &Method::POST, "/auth") | (&Method::POST, "/login" | "/logout")
     );
-    let result = check_host(app, &parts.headers, path);
-    let result = result.and_then(|()| {
-        if changes_cookie {
-            refuse_cross_site(&parts.headers, cors.is_some())
-        } else {
-            Ok(())
+    let answer = async {
+        let result = check_host(app, &parts.headers, path);
+        let result = result.and_then(|()| {
+            if changes_cookie {
+                refuse_cross_site(&parts.headers, cors.is_some())
+            } else {
+                Ok(())
+            }
+        });
+        let result = result.and_then(|()| route(app, method, path, cors.is_some()));
+        match result {
+            Ok(Route::Auth) => auth(app, &parts, body, peer, id)
+                .await
+                .map(|(resp, access)| (resp, Some(access))),
+            Ok(Route::Login) => login(app, &parts, body).await.map(|r| (r, None)),
+            Ok(Route::Done(resp)) => Ok((resp, None)),
+            Err(e) => Err(e),
         }
-    });
-    let result = result.and_then(|()| route(app, method, path, cors.is_some()));
-    let mut info = None;
-    let result = match result {
-        Ok(Route::Auth) => auth(app, &parts, body).await.map(|(resp, access)| {
-            info = Some(access);
-            resp
-        }),
-        Ok(Route::Login) => login(app, &parts, body).await,
-        Ok(Route::Done(resp)) => Ok(resp),
-        Err(e) => Err(e),
     };
+    let result = answer.instrument(span.clone()).await;
+    let _in_span = span.enter();
     let mut refusal = None;
-    let mut response = result.unwrap_or_else(|reject| {
+    let (mut response, info) = result.unwrap_or_else(|reject| {
         let (status, code) = (reject.status, reject.code);
         tracing::debug!(%method, %path, %status, code, "{}", reject.message);
         refusal = Some(code);
-        reject.into_response()
+        (reject.into_response(), None)
     });
     if let Some(origin) = cors {
         let h = response.headers_mut();
@@ -136,15 +150,17 @@ where
     }
     let status = response.status();
     let route = route_label(method, path);
-    let took = started.map(|t| t.elapsed()).unwrap_or_default();
+    let took = started.elapsed();
     app.metrics
         .request_done(route, status.as_u16(), took, refusal);
-    // Every value a `&str` or a number, so the access layer writes the line without `fmt`
-    // (the message too: a field, not format arguments).
+    let client_ip = peer
+        .and_then(|p| forwarded_client(&parts.headers, p, &app.http_settings().trusted_proxies));
+    // Every value a `&str`, a number or an address, so the access layer writes the line
+    // without `fmt` (the message too: a field, not format arguments).
     tracing::info!(
         target: "capsign::access",
         message = "request",
-        request_id = request_id.to_str().unwrap_or_default(),
+        request_id = id,
         method = method.as_str(),
         route,
         status = status.as_u16(),
@@ -154,9 +170,54 @@ where
         held = info.as_ref().map(|i| i.held),
         new = info.as_ref().map(|i| i.new),
         denied = info.as_ref().map(|i| i.denied),
+        peer = peer.map(tracing::field::display),
+        client_ip = client_ip.map(tracing::field::display),
+        user_agent = header_str(&parts.headers, &USER_AGENT).map(|ua| clip(ua, MAX_LOGGED_AGENT)),
     );
+    drop(_in_span);
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     response
+}
+
+/// The longest `User-Agent` the access line holds (the rest is cut).
+const MAX_LOGGED_AGENT: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// The client's address behind trusted proxies (`CAPSIGN_TRUSTED_PROXIES`), for the access
+/// line: when the peer is one of them, the right-most `X-Forwarded-For` address that is not
+/// (each proxy appends the address it got the request from, so the entries left of the first
+/// untrusted one are the client's to write). `None` when the peer is not trusted, the header
+/// is absent, or an entry is not an address.
+fn forwarded_client(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let mut entries: SmallVec<[&str; 8]> = SmallVec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        entries.extend(value.to_str().ok()?.split(',').map(str::trim));
+    }
+    let mut last = None;
+    for entry in entries.iter().rev() {
+        let ip = entry
+            .parse::<IpAddr>()
+            .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+            .ok()?;
+        last = Some(ip);
+        if !is_trusted(&ip) {
+            return last;
+        }
+    }
+    // Every entry a trusted proxy: the left-most is as near the client as the header goes.
+    last
 }
 
 /// What the access log says of a successful `/auth`, returned by its handler with the
@@ -337,6 +398,8 @@ async fn auth<B>(
     app: &App,
     parts: &http::request::Parts,
     body: B,
+    peer: Option<IpAddr>,
+    request_id: &str,
 ) -> Result<(Response<Body>, AccessInfo), Reject>
 where
     B: http_body::Body<Data = Bytes>,
@@ -350,7 +413,7 @@ where
         bearer: bearer(&parts.headers),
         cookie: &lookup,
         headers: &parts.headers,
-        peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
+        peer,
     };
     // One reading of the clock for the whole request: the session's expiry is checked, and
     // the credential and cookie are dated, at the same instant.
@@ -367,7 +430,10 @@ where
         cookies: &cookies,
         header: header_str(&parts.headers, &X_CAPSIGN_GRANTS),
     };
-    let outcome = app.flow.authorize(&who, presented, params, now_ms).await?;
+    let outcome = app
+        .flow
+        .authorize(&who, presented, params, now_ms, request_id)
+        .await?;
     tracing::debug!(client_id = %who.client_id, capability = %outcome.capability, "granted");
     if !(outcome.denied.is_empty() && outcome.partial.is_empty()) {
         // Who was refused what, for "why was user X refused channel Y" (the access line
@@ -594,6 +660,44 @@ fn redirect_home(set_cookie: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forwarded_client_is_the_right_most_untrusted_address_from_a_trusted_peer() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let from = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(X_FORWARDED_FOR, v.parse().unwrap());
+            }
+            h
+        };
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A client-written entry left of the real one is ignored.
+        let h = from(&["6.6.6.6, 203.0.113.7, 10.0.0.9"]);
+        assert_eq!(forwarded_client(&h, proxy, &trusted), ip("203.0.113.7"));
+        // Several headers are one list, in order; a port is dropped; IPv6 too.
+        let h = from(&["198.51.100.1", "203.0.113.7:4711"]);
+        assert_eq!(forwarded_client(&h, proxy, &trusted), ip("203.0.113.7"));
+        let h = from(&["2001:db8::1"]);
+        assert_eq!(forwarded_client(&h, proxy, &trusted), ip("2001:db8::1"));
+        // Only from a trusted peer; nothing that is not an address.
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(forwarded_client(&h, untrusted, &trusted), None);
+        assert_eq!(forwarded_client(&from(&["unknown"]), proxy, &trusted), None);
+        assert_eq!(forwarded_client(&HeaderMap::new(), proxy, &trusted), None);
+        assert_eq!(forwarded_client(&h, proxy, &[]), None);
+        // All trusted: the left-most.
+        let h = from(&["10.9.9.9, 10.0.0.1"]);
+        assert_eq!(forwarded_client(&h, proxy, &trusted), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abc", 2), "ab");
+        assert_eq!(clip("abc", 9), "abc");
+        assert_eq!(clip("a\u{e9}b", 2), "a");
+    }
 
     #[test]
     fn resource_list_escapes_separators() {

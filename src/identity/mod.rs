@@ -315,12 +315,6 @@ impl IdentityService {
         }
     }
 
-    /// Whether identification needs the peer's address (`header` mode), so the transport
-    /// only records it then.
-    pub fn wants_peer(&self) -> bool {
-        matches!(self, IdentityService::Header(_))
-    }
-
     /// The demo identity, when this is the demo mode.
     pub fn demo(&self) -> Option<&DemoIdentity> {
         match self {

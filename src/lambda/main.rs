@@ -85,11 +85,23 @@ async fn run() -> ExitCode {
     }
 }
 
+/// The client's address as API Gateway saw it (an ALB event has none), for the access line.
+fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
+    use lambda_http::request::RequestContext;
+    let ip = match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(c) => c.http.source_ip.as_deref(),
+        RequestContext::ApiGatewayV1(c) => c.identity.source_ip.as_deref(),
+        _ => None,
+    };
+    ip?.parse().ok()
+}
+
 /// One event: the path without its API Gateway stage, then [`capsign::http::handle`], then
 /// the body as `lambda_http` should pass it on.
 async fn answer(app: &App, req: Request) -> Response<Body> {
     let req = without_stage(req);
-    let response = capsign::http::handle(app, req).await;
+    let peer = source_ip(&req);
+    let response = capsign::http::handle_from(app, req, peer).await;
     let (mut parts, body) = response.into_parts();
     // `lambda_http` base64-encodes every body whose type it does not know as text, and API
     // Gateway REST APIs pass such a body on still encoded unless `application/jwt` is among

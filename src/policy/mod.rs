@@ -134,6 +134,7 @@ impl Policy {
         who: &Identity,
         ask: &CapabilitySet,
         now: u64,
+        request_id: &str,
     ) -> Result<CapabilitySet, WebhookError> {
         let Some(hook) = &self.webhook else {
             let granted = self.rules.decide(who, ask);
@@ -167,7 +168,7 @@ impl Policy {
             let started = Instant::now();
             // Boxed: the webhook call's future is large, and a request the rules decide
             // alone should not carry (and move) its room.
-            let answer = Box::pin(hook.decide(who, &rest, now)).await;
+            let answer = Box::pin(hook.decide(who, &rest, now, request_id)).await;
             self.metrics.webhook_call(
                 started.elapsed(),
                 answer.as_ref().err().map(WebhookError::kind),

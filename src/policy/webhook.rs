@@ -24,7 +24,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::capability::CapabilitySet;
-use crate::client::{ClientError, HttpClient, USER_AGENT};
+use crate::client::{ClientError, HttpClient, REQUEST_ID, USER_AGENT};
 use crate::crypto::{HmacSha256, keyed_hmac};
 use crate::identity::Identity;
 use crate::settings::WebhookSettings;
@@ -123,7 +123,8 @@ impl Webhook {
     }
 
     /// Asks the webhook about `requested` (non-empty) for `who`; returns the granted part,
-    /// never more than was asked.
+    /// never more than was asked. `request_id` goes along as `X-Request-Id`, so the webhook's
+    /// logs and capsign's meet.
     ///
     /// # Errors
     ///
@@ -133,6 +134,7 @@ impl Webhook {
         who: &Identity,
         requested: &CapabilitySet,
         now: u64,
+        request_id: &str,
     ) -> Result<CapabilitySet, WebhookError> {
         let body = Webhook::body(who, requested);
         let mut req = Request::builder()
@@ -140,7 +142,8 @@ impl Webhook {
             .uri(self.url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT);
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(REQUEST_ID, request_id);
         if let Some(sig) = self.signature(now, &body) {
             req = req.header(SIGNATURE_HEADER, sig);
         }

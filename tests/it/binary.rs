@@ -389,7 +389,16 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     )
     .await;
     assert_eq!(b.status, 200, "{}", b.body);
-    assert_eq!(hook.seen().len(), 1, "the webhook was called");
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 1, "the webhook was called");
+    // Issue 27 (7): with the request's id, so the webhook's logs and capsign's meet.
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
+        b.header("x-request-id")
+    );
     let tr: serde_json::Value = serde_json::from_str(&b.body).unwrap();
     // The last character changed (to one it is not), so the value no longer opens.
     let other = |v: &str| if v.ends_with('A') { 'B' } else { 'A' };
@@ -400,6 +409,10 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     let mut d = get("/auth", Some(&cookie), None, &bad_session);
     d.headers_mut()
         .insert("x-request-id", "support-case-4711".parse().unwrap());
+    d.headers_mut().insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; \"case\" 4711)".parse().unwrap(),
+    );
     let d = send(addr, d).await;
     assert_eq!(d.status, 401, "{}", d.body);
     assert_eq!(
@@ -461,6 +474,42 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
         .find(|l| l.contains("refused") && l.contains("secret:x"))
         .unwrap_or_else(|| panic!("no debug line naming the refused resource: {text}"));
     assert!(refused.contains("erin"), "{refused}");
+    // Issue 27 (7): the debug "granted" line is written for every request that is granted
+    // (a `tracing::enabled!` check before it left the thread's per-layer filter state
+    // dirty, so the next event was dropped), and every line written while answering a
+    // request carries its id.
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("capsign::access"))
+        .collect();
+    let granted_requests = access.iter().filter(|l| l.contains(" status=200 ")).count();
+    let granted_lines = text
+        .lines()
+        .filter(|l| l.ends_with("granted") || l.contains(": granted "))
+        .count();
+    assert_eq!((granted_requests, granted_lines), (3, 3), "{text}");
+    for line in text
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && l.contains("capsign::"))
+    {
+        if line.contains("connection ended") {
+            continue;
+        }
+        assert!(
+            line.contains("request{request_id="),
+            "a request's line without its id: {line}"
+        );
+    }
+    // The access line names the peer and quotes the user agent.
+    let case = access
+        .iter()
+        .find(|l| l.contains("request_id=support-case-4711"))
+        .unwrap();
+    assert!(
+        case.contains(" peer=127.0.0.1 ")
+            && case.ends_with(r#" user_agent="Mozilla/5.0 (X11; \"case\" 4711)""#),
+        "{case}"
+    );
     // Issue 27 (7): a log going to a file (not a terminal) holds no ANSI colour escapes.
     assert!(
         !text.contains('\u{1b}'),
@@ -507,6 +556,33 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         (403.into(), 40160.into())
     );
     assert_eq!(access[3]["request_id"], "support-case-4711");
+    assert_eq!(access[3]["peer"], "127.0.0.1");
+    assert_eq!(access[3]["user_agent"], "Mozilla/5.0 (X11; \"case\" 4711)");
+    // Every other line written while answering carries the request's id in its span.
+    let ids: Vec<&str> = access
+        .iter()
+        .map(|a| a["request_id"].as_str().unwrap())
+        .collect();
+    let in_requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] != "capsign::access" && l["target"] != "capsign")
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| !m.starts_with("connection ended"))
+        })
+        .collect();
+    assert!(in_requests.len() >= 5, "{in_requests:?}");
+    for line in in_requests {
+        let id = line["span"]["request_id"].as_str().unwrap_or_default();
+        assert!(ids.contains(&id), "a request's line without its id: {line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == "support-case-4711" && l["level"] == "DEBUG"),
+        "the refusal's debug line carries the client's id"
+    );
     assert_eq!(
         (access[3]["status"].clone(), access[3]["code"].clone()),
         (401.into(), 40101.into())
@@ -748,6 +824,7 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
             "/auth?format=token&capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D",
         )
         .header("host", addr.to_string())
+        .header("x-request-id", "ably-case-42")
         .header("authorization", format!("Bearer {session}"))
         .body(Full::new(Bytes::new()))
         .unwrap(),
@@ -768,6 +845,20 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
         .unwrap_or_else(|| panic!("no WARN line: {warned}"));
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("(40101: Invalid mac)"), "{line}");
+    // Issue 27 (7): at RUST_LOG=warn too, the WARN line carries the request id, and Ably was
+    // sent it.
+    assert!(
+        line.contains(r#"request{request_id="ably-case-42"}"#),
+        "{line}"
+    );
+    let asked = ably.seen();
+    assert_eq!(
+        asked[0]
+            .headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
+        Some("ably-case-42")
+    );
 }
 
 /// Issue 27 (5): `capsign check` and the start-up name a plain-http webhook off loopback.
