@@ -73,6 +73,29 @@ struct Version {
     version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// Which connection limit shed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// `CAPSIGN_MAX_CONNECTIONS`.
+    MaxConnections,
+    /// `CAPSIGN_MAX_CONNECTIONS_PER_PEER`.
+    PerPeer,
+}
+
+impl ShedReason {
+    fn label(self) -> &'static str {
+        match self {
+            ShedReason::MaxConnections => "max_connections",
+            ShedReason::PerPeer => "per_peer",
+        }
+    }
+}
+
 /// Who decided a requested grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decider {
@@ -323,7 +346,7 @@ pub struct Metrics {
     ably_duration: Histogram,
     ably_errors: Family<Kind, Counter>,
     jwks_refreshes: Family<CookieResultLabel, Counter>,
-    connections_shed: Counter,
+    connections_shed: Family<Reason, Counter>,
     clock_offset: Gauge<f64, AtomicU64>,
     ready: Gauge,
     registry: std::sync::Arc<Registry>,
@@ -481,13 +504,19 @@ impl Metrics {
             "Fetches of the JWKS URL, by result (ok, error)",
             jwks_refreshes.clone(),
         );
-        let connections_shed = Counter::default();
+        let connections_shed = Family::<Reason, Counter>::default();
         named("connections_shed", None);
         registry.register(
             "connections_shed",
-            "Connections answered 503 and closed because CAPSIGN_MAX_CONNECTIONS were open",
+            "Connections answered 503 and closed, by the limit reached (max_connections: \
+             CAPSIGN_MAX_CONNECTIONS; per_peer: CAPSIGN_MAX_CONNECTIONS_PER_PEER)",
             connections_shed.clone(),
         );
+        for reason in [ShedReason::MaxConnections, ShedReason::PerPeer] {
+            drop(connections_shed.get_or_create(&Reason {
+                reason: reason.label(),
+            }));
+        }
         let clock_offset = Gauge::<f64, AtomicU64>::default();
         named("clock_offset", Some("seconds"));
         registry.register_with_unit(
@@ -690,10 +719,14 @@ impl Metrics {
         }
     }
 
-    /// A connection was shed at the connection limit.
-    pub fn connection_shed(&self) {
+    /// A connection was shed at a connection limit.
+    pub fn connection_shed(&self, reason: ShedReason) {
         if self.enabled {
-            self.connections_shed.inc();
+            self.connections_shed
+                .get_or_create(&Reason {
+                    reason: reason.label(),
+                })
+                .inc();
         }
     }
 

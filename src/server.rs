@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app::App;
-use crate::metrics::Exposition;
+use crate::metrics::{Exposition, ShedReason};
 
 /// The connection read buffer, which bounds the size of a request's headers.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -101,6 +101,77 @@ impl ShedLog {
     }
 }
 
+/// Open connections by peer, for `CAPSIGN_MAX_CONNECTIONS_PER_PEER`: one client opening idle
+/// connections cannot take every slot. An IPv6 peer counts by its /64 (a client has a whole
+/// prefix to pick addresses from); trusted proxies (a load balancer carries everyone's
+/// connections) are exempt. The map holds only peers with a connection open, so it is
+/// bounded by `CAPSIGN_MAX_CONNECTIONS`.
+struct PeerSlots {
+    limit: usize,
+    trusted: Vec<ipnet::IpNet>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in [`PeerSlots`], given back when dropped.
+struct PeerSlot {
+    slots: Arc<PeerSlots>,
+    key: std::net::IpAddr,
+}
+
+impl PeerSlots {
+    fn new(limit: usize, trusted: Vec<ipnet::IpNet>) -> Arc<PeerSlots> {
+        Arc::new(PeerSlots {
+            limit,
+            trusted,
+            open: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A place for a connection from `peer`: `Ok(None)` when it is exempt, `Err` when it
+    /// already has `limit` open.
+    fn take(self: &Arc<Self>, peer: std::net::IpAddr) -> Result<Option<PeerSlot>, ()> {
+        let peer = peer.to_canonical();
+        if self.trusted.iter().any(|n| n.contains(&peer)) {
+            return Ok(None);
+        }
+        let key = match peer {
+            std::net::IpAddr::V6(v6) => {
+                std::net::IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into())
+            }
+            v4 => v4,
+        };
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(PeerSlot {
+            slots: Arc::clone(self),
+            key,
+        }))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish (for at most `CAPSIGN_SHUTDOWN_GRACE`; idle connections are
 /// closed at once). The caller's `shutdown` future holds the drain (`/readyz` 503 while still
@@ -123,6 +194,11 @@ pub async fn run(
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peer_slots = PeerSlots::new(
+        limits.max_connections_per_peer,
+        limits.trusted_proxies.clone(),
+    );
+    let peer_shed_log = ShedLog::default();
     let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
     let shed_response: Arc<[u8]> = shed_response().into();
     let shed_log = ShedLog::default();
@@ -150,7 +226,27 @@ pub async fn run(
                              connections with 503 ({n} since the last line; at most a line a second)"
                         );
                     }
-                    app.metrics.connection_shed();
+                    app.metrics.connection_shed(ShedReason::MaxConnections);
+                    shed(stream, &shedding, &shed_response);
+                    continue;
+                };
+                let Ok(peer_slot) = peer_slots.take(peer.ip()) else {
+                    let now_s = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if let Some(n) = peer_shed_log.shed(now_s) {
+                        tracing::warn!(
+                            shed = n,
+                            peer = %peer.ip(),
+                            "connection limit per peer (CAPSIGN_MAX_CONNECTIONS_PER_PEER={}) \
+                             reached by this peer: shedding its new connections with 503 ({n} \
+                             since the last line; at most a line a second); a load balancer in \
+                             front belongs in CAPSIGN_TRUSTED_PROXIES",
+                            limits.max_connections_per_peer,
+                        );
+                    }
+                    drop(slot);
+                    app.metrics.connection_shed(ShedReason::PerPeer);
                     shed(stream, &shedding, &shed_response);
                     continue;
                 };
@@ -172,6 +268,7 @@ pub async fn run(
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     drop(slot);
+                    drop(peer_slot);
                 });
             }
             () = &mut shutdown => break,

@@ -70,6 +70,7 @@ const TRANSPORT: &[&str] = &[
     "CAPSIGN_BODY_TIMEOUT",
     "CAPSIGN_WRITE_TIMEOUT",
     "CAPSIGN_MAX_CONNECTIONS",
+    "CAPSIGN_MAX_CONNECTIONS_PER_PEER",
     "CAPSIGN_SHUTDOWN_DELAY",
     "CAPSIGN_SHUTDOWN_GRACE",
 ];
@@ -352,6 +353,9 @@ settings_table! {
     max_connections: usize = "CAPSIGN_MAX_CONNECTIONS", default ("1000"), plain,
         parse::positive,
         "Most open connections; past it new ones get 503 and are closed.";
+    max_connections_per_peer: usize = "CAPSIGN_MAX_CONNECTIONS_PER_PEER",
+        default ["half of CAPSIGN_MAX_CONNECTIONS"], plain, parse::positive,
+        "Most open connections from one address (CAPSIGN_TRUSTED_PROXIES are exempt).";
 }
 
 /// Declares a setting's enum of keywords and its parser: `Name { Variant = "keyword", … }`.
@@ -927,6 +931,11 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Most open connections.
     pub max_connections: usize,
+    /// Most open connections from one address, except from `trusted_proxies`.
+    pub max_connections_per_peer: usize,
+    /// Addresses exempt from the per-peer limit (`CAPSIGN_TRUSTED_PROXIES`: a load balancer
+    /// is one peer carrying everyone's connections).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where settings come from: the environment, then the file.
@@ -1315,6 +1324,11 @@ impl Settings {
                 shutdown_delay: g.shutdown_delay,
                 shutdown_grace: g.shutdown_grace,
                 max_connections: g.max_connections,
+                max_connections_per_peer: g
+                    .max_connections_per_peer
+                    .unwrap_or(g.max_connections.div_ceil(2))
+                    .min(g.max_connections),
+                trusted_proxies: g.trusted_proxies.clone().unwrap_or_default(),
             },
             demo_defaults,
         })
@@ -1539,6 +1553,7 @@ impl Settings {
             },
             "CAPSIGN_TTL" => ms(self.flow.ttl.default_ms),
             "CAPSIGN_TTL_MAX" => ms(self.flow.ttl.max_ms),
+            "CAPSIGN_MAX_CONNECTIONS_PER_PEER" => self.server.max_connections_per_peer.to_string(),
             _ => return None,
         })
     }

@@ -657,6 +657,7 @@ async fn health(s: &Server) -> u16 {
 async fn connections_over_the_limit_are_shed_with_503() {
     let s = Server::start(&[
         ("CAPSIGN_MAX_CONNECTIONS", "3"),
+        ("CAPSIGN_MAX_CONNECTIONS_PER_PEER", "3"),
         ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
     ])
     .await;
@@ -683,7 +684,7 @@ async fn connections_over_the_limit_are_shed_with_503() {
         s.app
             .metrics
             .encode()
-            .contains("capsign_connections_shed_total 3\n"),
+            .contains("capsign_connections_shed_total{reason=\"max_connections\"} 3\n"),
         "{}",
         s.app.metrics.encode()
     );
@@ -697,6 +698,98 @@ async fn connections_over_the_limit_are_shed_with_503() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(served, 200, "a freed slot serves again");
+}
+
+/// A connection from `ip` (any 127.0.0.0/8 address reaches loopback on Linux).
+async fn connect_from(s: &Server, ip: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(s.addr).await.unwrap()
+}
+
+/// The status line's code of a raw request on `stream`.
+async fn status_on(mut stream: TcpStream, request: &[u8]) -> u16 {
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 27 (3): 1,000 idle connections from one address made every request 503. One peer
+/// now gets at most `CAPSIGN_MAX_CONNECTIONS_PER_PEER` (by default half of
+/// `CAPSIGN_MAX_CONNECTIONS`); others are still served; a trusted proxy is exempt.
+#[tokio::test]
+async fn one_peer_cannot_take_every_connection() {
+    const READY: &[u8] = b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let s = Server::start(&[
+        ("CAPSIGN_MAX_CONNECTIONS", "8"),
+        ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
+    let mut greedy = Vec::new();
+    for _ in 0..4 {
+        greedy.push(connect_from(&s, "127.0.0.2").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        status_on(connect_from(&s, "127.0.0.2").await, READY).await,
+        503,
+        "a fifth from the same peer"
+    );
+    for _ in 0..3 {
+        let other = connect_from(&s, "127.0.0.3").await;
+        assert_eq!(status_on(other, READY).await, 200, "another peer is served");
+    }
+    assert!(
+        s.app
+            .metrics
+            .encode()
+            .contains("capsign_connections_shed_total{reason=\"per_peer\"} 1\n")
+    );
+    // A freed connection frees the peer's place.
+    drop(greedy.pop());
+    let mut status = 0;
+    for _ in 0..50 {
+        status = status_on(connect_from(&s, "127.0.0.2").await, READY).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+
+    // A load balancer listed as a trusted proxy carries everyone's connections.
+    let s = Server::start(&[
+        ("CAPSIGN_MAX_CONNECTIONS", "8"),
+        ("CAPSIGN_MAX_CONNECTIONS_PER_PEER", "2"),
+        ("CAPSIGN_TRUSTED_PROXIES", "127.0.0.2/32"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connect_from(&s, "127.0.0.2").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        status_on(connect_from(&s, "127.0.0.2").await, READY).await,
+        200
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect_from(&s, "127.0.0.4").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        status_on(connect_from(&s, "127.0.0.4").await, READY).await,
+        503
+    );
+    drop(held);
 }
 
 /// Issue 16 (5): no write timeout: a client that pipelines requests and never reads the

@@ -143,7 +143,7 @@ async fn a_known_sequence_gives_exact_counts_on_the_metrics_listener() {
         (r#"capsign_webhook_errors_total{kind="timeout"}"#, 0.0),
         (r#"capsign_ably_errors_total{kind="refused"}"#, 0.0),
         (r#"capsign_jwks_refreshes_total{result="error"}"#, 0.0),
-        (r#"capsign_connections_shed_total"#, 0.0),
+        (r#"capsign_connections_shed_total{reason="per_peer"}"#, 0.0),
         (r#"capsign_clock_offset_seconds"#, 0.0),
         (r#"capsign_ready"#, 1.0),
     ] {
