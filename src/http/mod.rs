@@ -9,6 +9,9 @@
 
 mod error;
 mod params;
+mod request_id;
+
+pub use request_id::with_current as with_current_request_id;
 
 use bytes::Bytes;
 use http::header::{
@@ -22,7 +25,6 @@ use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use smallvec::SmallVec;
 use std::net::{IpAddr, SocketAddr};
-use tracing::Instrument as _;
 
 use crate::app::{App, Readiness};
 use crate::capability::Resource;
@@ -76,10 +78,8 @@ where
 /// Answers one request from `peer`, the address the transport got it from (`header` identity
 /// believes its proxy header only from trusted peers; the access line names it).
 ///
-/// Every log line written while answering carries the request id: the lines are written
-/// inside a `request` span holding it (`request{request_id=…}` in text, `"span":{…}` in JSON),
-/// and the access line has it as a field. The span is at `error` level so that a `RUST_LOG`
-/// of `warn` or `error` keeps it on the lines it lets through.
+/// Every log line written while answering carries the request id (see `request_id`); the
+/// access line has it as a field.
 pub async fn handle_from<B>(app: &App, req: Request<B>, peer: Option<IpAddr>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
@@ -88,10 +88,9 @@ where
     let started = std::time::Instant::now();
     let _in_flight = app.metrics.in_flight();
     let (parts, body) = req.into_parts();
-    let request_id = request_id(&parts.headers);
+    let request_id = request_id::choose(&parts.headers);
     // Visible ASCII by construction.
     let id = request_id.to_str().unwrap_or_default();
-    let span = tracing::error_span!("request", request_id = id);
     let method = &parts.method;
     let path = parts.uri.path();
     // An allow-listed Origin gets CORS headers on every answer, errors included, so ably-js
@@ -127,12 +126,14 @@ where
             Err(e) => Err(e),
         }
     };
-    let result = answer.instrument(span.clone()).await;
-    let _in_span = span.enter();
+    let result = {
+        let answer = std::pin::pin!(answer);
+        request_id::Carrying { id, inner: answer }.await
+    };
     let mut refusal = None;
     let (mut response, info) = result.unwrap_or_else(|reject| {
         let (status, code) = (reject.status, reject.code);
-        tracing::debug!(%method, %path, %status, code, "{}", reject.message);
+        tracing::debug!(%method, %path, %status, code, request_id = id, "{}", reject.message);
         refusal = Some(code);
         (reject.into_response(), None)
     });
@@ -174,9 +175,14 @@ where
         client_ip = client_ip.map(tracing::field::display),
         user_agent = header_str(&parts.headers, &USER_AGENT).map(|ua| clip(ua, MAX_LOGGED_AGENT)),
     );
-    drop(_in_span);
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     response
+}
+
+/// A request refused by its transport before it reached [`handle`] (a Lambda event that is not
+/// a valid HTTP request, say): `status` (a 4xx) with Ably's error envelope, code 40000.
+pub fn refused_by_transport(status: StatusCode, message: &str) -> Response<Body> {
+    Reject::new(status, code::BAD_REQUEST, message).into_response()
 }
 
 /// The longest `User-Agent` the access line holds (the rest is cut).
@@ -228,29 +234,6 @@ struct AccessInfo {
     held: usize,
     new: usize,
     denied: usize,
-}
-
-/// The request id: the client's or proxy's `X-Request-Id` when it is 1 to 128 characters of
-/// letters, digits and `-_.:/+=`, else a new random one (32 hex digits). Echoed in every
-/// response, so a user's failed `authorize()` can be found in the log.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(&X_REQUEST_ID) {
-        Some(id)
-            if (1..=128).contains(&id.len())
-                && id
-                    .as_bytes()
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b)) =>
-        {
-            id.clone()
-        }
-        _ => {
-            let mut hex = [0u8; 32];
-            // 16 bytes always fit 32 hex digits.
-            let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut hex);
-            HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("-"))
-        }
-    }
 }
 
 /// The `route` label of a request: one of a fixed few, never the path a client chose.

@@ -15,6 +15,7 @@
 //!   init-error endpoint, so the Lambda console and the invoking client see it, and the
 //!   process exits.
 
+mod event;
 #[path = "../logging.rs"]
 mod logging;
 
@@ -26,9 +27,11 @@ use capsign::app::App;
 use capsign::settings::Settings;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body_util::BodyExt as _;
-use lambda_http::request::RequestContext;
+use lambda_http::lambda_runtime::{self, LambdaEvent};
+use lambda_http::request::{LambdaRequest, RequestContext};
 use lambda_http::{Body, Request, RequestExt as _, Response};
 use logging::say;
+use serde_json::Value;
 
 /// Tells `lambda_http` to pass a body as text (`isBase64Encoded: false`) whatever its type.
 const TEXT_BODY: &str = "x-lambda-http-content-encoding";
@@ -75,7 +78,18 @@ async fn run() -> ExitCode {
             Ok::<_, Infallible>(response)
         }
     });
-    match lambda_http::run(service).await {
+    // The events are read as JSON and checked (`event::check`) before `lambda_http`'s
+    // adapter turns them into requests.
+    let adapter = lambda_http::Adapter::from(service);
+    let events = lambda_runtime::service_fn(move |event: LambdaEvent<Value>| {
+        let mut adapter = adapter.clone();
+        async move {
+            let answered = invocation(&mut adapter, event).await;
+            logging::flush();
+            answered
+        }
+    });
+    match lambda_runtime::run(events).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("the Lambda runtime stopped: {e}"));
@@ -85,9 +99,90 @@ async fn run() -> ExitCode {
     }
 }
 
+/// The answer to one invocation: capsign's, through `lambda_http`, or the refusal of an HTTP
+/// event that `lambda_http` could not read safely.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer<R> {
+    Capsign(R),
+    Refused(Value),
+}
+
+/// One invocation: the event checked, then read by `lambda_http` and answered by capsign. An
+/// event that is not an HTTP request is an invocation error, as `lambda_http` makes it.
+async fn invocation<S, R>(
+    adapter: &mut S,
+    event: LambdaEvent<Value>,
+) -> Result<Answer<R>, lambda_http::Error>
+where
+    S: lambda_http::Service<LambdaEvent<LambdaRequest>, Response = R, Error = Infallible>,
+{
+    let LambdaEvent { payload, context } = event;
+    let kind = event::kind(&payload);
+    if let Err(refused) = event::check(&payload) {
+        return refuse(refused.kind, refused.status, &refused.message).await;
+    }
+    let request: LambdaRequest = match serde_json::from_value(payload) {
+        Ok(request) => request,
+        // The error's text can quote the event; only where it is goes out.
+        Err(e) => {
+            let at = format!(
+                "{:?} at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            );
+            return match kind {
+                Some(kind) => {
+                    let message = format!("the event is not a valid HTTP request ({at})");
+                    refuse(kind, http::StatusCode::BAD_REQUEST, &message).await
+                }
+                None => Err(format!(
+                    "not an event capsign serves (API Gateway, a Function URL or an ALB): {at}"
+                )
+                .into()),
+            };
+        }
+    };
+    // `lambda_http` builds the request with `expect`s; what the checks above missed is a 400
+    // rather than a lost instance.
+    let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        adapter.call(LambdaEvent {
+            payload: request,
+            context,
+        })
+    }));
+    match call {
+        Ok(answer) => match answer.await {
+            Ok(answer) => Ok(Answer::Capsign(answer)),
+            Err(never) => match never {},
+        },
+        Err(_) => {
+            let message = "the event could not be read as an HTTP request";
+            refuse(
+                kind.unwrap_or(event::Kind::V2),
+                http::StatusCode::BAD_REQUEST,
+                message,
+            )
+            .await
+        }
+    }
+}
+
+/// The answer to an HTTP event refused before capsign saw it, with a WARN line (the front
+/// door never writes such an event: it was invoked by hand, or by a wrong integration).
+async fn refuse<R>(
+    kind: event::Kind,
+    status: http::StatusCode,
+    message: &str,
+) -> Result<Answer<R>, lambda_http::Error> {
+    tracing::warn!(status = status.as_u16(), "Lambda event refused: {message}");
+    let response = capsign::http::refused_by_transport(status, message);
+    Ok(Answer::Refused(event::answer(kind, response).await))
+}
+
 /// The client's address as API Gateway saw it (an ALB event has none), for the access line.
 fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
-    use lambda_http::request::RequestContext;
     let ip = match req.request_context_ref()? {
         RequestContext::ApiGatewayV2(c) => c.http.source_ip.as_deref(),
         RequestContext::ApiGatewayV1(c) => c.identity.source_ip.as_deref(),

@@ -485,7 +485,7 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
     let granted_requests = access.iter().filter(|l| l.contains(" status=200 ")).count();
     let granted_lines = text
         .lines()
-        .filter(|l| l.ends_with("granted") || l.contains(": granted "))
+        .filter(|l| l.contains(": granted "))
         .count();
     assert_eq!((granted_requests, granted_lines), (3, 3), "{text}");
     for line in text
@@ -496,7 +496,7 @@ async fn debug_logs_hold_no_secret_token_cookie_or_credential() {
             continue;
         }
         assert!(
-            line.contains("request{request_id="),
+            line.contains(" request_id="),
             "a request's line without its id: {line}"
         );
     }
@@ -558,7 +558,7 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
     assert_eq!(access[3]["request_id"], "support-case-4711");
     assert_eq!(access[3]["peer"], "127.0.0.1");
     assert_eq!(access[3]["user_agent"], "Mozilla/5.0 (X11; \"case\" 4711)");
-    // Every other line written while answering carries the request's id in its span.
+    // Every other line written while answering carries the request's id.
     let ids: Vec<&str> = access
         .iter()
         .map(|a| a["request_id"].as_str().unwrap())
@@ -574,13 +574,13 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         .collect();
     assert!(in_requests.len() >= 5, "{in_requests:?}");
     for line in in_requests {
-        let id = line["span"]["request_id"].as_str().unwrap_or_default();
+        let id = line["request_id"].as_str().unwrap_or_default();
         assert!(ids.contains(&id), "a request's line without its id: {line}");
     }
     assert!(
         lines
             .iter()
-            .any(|l| l["span"]["request_id"] == "support-case-4711" && l["level"] == "DEBUG"),
+            .any(|l| l["request_id"] == "support-case-4711" && l["level"] == "DEBUG"),
         "the refusal's debug line carries the client's id"
     );
     assert_eq!(
@@ -848,7 +848,7 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
     // Issue 27 (7): at RUST_LOG=warn too, the WARN line carries the request id, and Ably was
     // sent it.
     assert!(
-        line.contains(r#"request{request_id="ably-case-42"}"#),
+        line.ends_with(" request_id=ably-case-42"),
         "{line}"
     );
     let asked = ably.seen();

@@ -532,6 +532,70 @@ async fn an_unknown_event_is_an_invocation_error_and_the_next_is_served() {
     assert_eq!(received(Kind::Alb, &runtime.invoke(e).await).status, 200);
 }
 
+/// Issue 27 (4): a malformed HTTP event was a panic inside `lambda_http` (an invalid base64
+/// body) or a deserialize error (no `requestContext`, `cookies` not an array, a header with
+/// CR/LF): an invocation error, which the front door turns into a bare 502. Each is now a 400
+/// (a 431 for headers over the server's 16 KiB) in Ably's envelope and the event's own shape,
+/// and the function serves the next event.
+#[tokio::test]
+async fn malformed_http_events_are_answered_400_in_their_shape() {
+    let mut runtime = FakeRuntime::start().await;
+    let _function = lambda(&runtime, &capsign::testing::env(&[]));
+    let health = |kind: Kind| {
+        event(
+            kind,
+            &Call {
+                method: "GET",
+                path: "/healthz",
+                query: &[],
+                headers: &[],
+                cookies: &[],
+                body: None,
+            },
+        )
+    };
+    let mut cases: Vec<(Kind, Value, u16, &str)> = Vec::new();
+    let mut e = health(Kind::HttpApiV2);
+    e["body"] = json!("%%% not base64 %%%");
+    e["isBase64Encoded"] = json!(true);
+    cases.push((Kind::HttpApiV2, e, 400, "not base64"));
+    let mut e = health(Kind::RestApiV1);
+    e.as_object_mut().unwrap().remove("requestContext");
+    cases.push((Kind::RestApiV1, e, 400, "requestContext"));
+    let mut e = health(Kind::FunctionUrl);
+    e["cookies"] = json!({"a": "b"});
+    cases.push((Kind::FunctionUrl, e, 400, "cookies"));
+    let mut e = health(Kind::Alb);
+    e["headers"]["x-split"] = json!("a\r\nset-cookie: injected=1");
+    cases.push((Kind::Alb, e, 400, "character"));
+    let mut e = health(Kind::HttpApiV2);
+    e["headers"]["x-big"] = json!("a".repeat(200 * 1024));
+    cases.push((Kind::HttpApiV2, e, 431, "16 KiB"));
+    for (kind, e, status, names) in cases {
+        let answer = runtime.invoke(e).await;
+        let r = received(kind, &answer);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (status, 40000),
+            "{kind:?}: {answer}"
+        );
+        assert!(r.body.contains(names), "{kind:?}: {}", r.body);
+        assert_eq!(r.header("x-ably-errorcode"), Some("40000"));
+        assert!(
+            !r.body.contains("injected"),
+            "nothing of the event is echoed"
+        );
+        if kind == Kind::Alb {
+            assert_eq!(answer["statusDescription"], "400 Bad Request");
+        }
+        // The instance is still there.
+        assert_eq!(
+            received(kind, &runtime.invoke(health(kind)).await).status,
+            200
+        );
+    }
+}
+
 /// API Gateway puts a named stage before the path (`/prod/healthz`); the routes are found
 /// anyway (the REST API sample above has the stage `prod` too).
 #[tokio::test]
