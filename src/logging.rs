@@ -16,10 +16,7 @@ use std::time::{Duration, SystemTime};
 use capsign::settings::LogFormat;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, filter};
 
@@ -67,14 +64,11 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
         events
             .json()
             .flatten_event(true)
-            .map_event_format(|inner| WithRequestId { inner, json: true })
+            .with_span_list(false)
             .with_filter(not_access)
             .boxed()
     } else {
-        events
-            .map_event_format(|inner| WithRequestId { inner, json: false })
-            .with_filter(not_access)
-            .boxed()
+        events.with_filter(not_access).boxed()
     };
     let access = AccessLayer {
         out: stderr.clone(),
@@ -87,44 +81,6 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
         .with(access)
         .init();
     Flushed(stderr)
-}
-
-/// Adds the id of the request being answered on this thread
-/// (`capsign::http::with_current_request_id`) to a line written while it is: as the JSON
-/// object's last member, `"request_id":"…"`, or at the end of a text line, ` request_id=…`.
-/// A request id needs no escaping (letters, digits and `-_.:/+=` only). Lines written outside
-/// a request are written as they are.
-struct WithRequestId<F> {
-    inner: F,
-    json: bool,
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        capsign::http::with_current_request_id(|id| {
-            let Some(id) = id else {
-                return self.inner.format_event(ctx, writer, event);
-            };
-            let mut line = String::with_capacity(256);
-            self.inner
-                .format_event(ctx, Writer::new(&mut line), event)?;
-            let (body, end) = line.split_at(line.trim_end_matches('\n').len());
-            match body.strip_suffix('}').filter(|_| self.json) {
-                Some(object) => write!(writer, "{object},\"request_id\":\"{id}\"}}{end}"),
-                None => write!(writer, "{body} request_id={id}{end}"),
-            }
-        })
-    }
 }
 
 /// Writes what waits in the log buffer now (`capsign-lambda` does after each invocation:
