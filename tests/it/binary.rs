@@ -858,6 +858,64 @@ async fn ably_refusing_capsigns_key_is_a_warn_line_and_a_502() {
     );
 }
 
+/// Issue 27 (7): "why was this user's request refused?" read from the logs of a webhook
+/// failure: the client's 503 carries its request id, the webhook was sent it, and the WARN
+/// line naming the failure carries it too.
+#[tokio::test]
+async fn a_webhook_failure_is_found_in_the_log_by_its_request_id() {
+    use crate::fakes::{Answer, Fake};
+    let hook = Fake::start(|_| Answer::json(500, &serde_json::json!({"oops": true}))).await;
+    let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let log = crate::harness::temp_file("capsign.log", "");
+    let mut c = command();
+    production(&mut c, &rules)
+        .env("CAPSIGN_POLICY_URL", hook.url("/decide"))
+        .env("CAPSIGN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn");
+    let (_child, addr) = start_logging_to(c, &log).await;
+    let session = crate::harness::session("erin", serde_json::Value::Null);
+    let r = send(
+        addr,
+        http::Request::get("/auth?capability=%7B%22billing%3A7%22%3A%5B%22subscribe%22%5D%7D")
+            .header("host", addr.to_string())
+            .header("x-request-id", "case-hook-9")
+            .header("authorization", format!("Bearer {session}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (503, 50300), "{}", r.body);
+    assert_eq!(r.header("x-request-id"), Some("case-hook-9"));
+    assert_eq!(
+        hook.seen()[0]
+            .headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
+        Some("case-hook-9")
+    );
+    let mut found = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["span"]["request_id"] == "case-hook-9");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = found.expect("no log line with the request id");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("policy webhook answered 500"),
+        "{line}"
+    );
+}
+
 /// Issue 27 (5): `capsign check` and the start-up name a plain-http webhook off loopback.
 #[test]
 fn check_warns_about_a_plain_http_webhook_off_loopback() {
