@@ -237,6 +237,8 @@ def capsign_env(port=0):
             "CAPSIGN_SESSION_SECRET": SESSION_SECRET,
             "CAPSIGN_RULES": RULES_PATH,
             "RUST_LOG": "warn",
+            # Stopped between runs: no load balancer to wait for.
+            "CAPSIGN_SHUTDOWN_DELAY": "0s",
         }
     )
     return env

@@ -183,6 +183,8 @@ def main():
             "CAPSIGN_SESSION_SECRET": SESSION_SECRET,
             "CAPSIGN_RULES": rules,
             "RUST_LOG": "warn",
+            # Stopped after each sample: no load balancer to wait for.
+            "CAPSIGN_SHUTDOWN_DELAY": "0s",
         })
         bearer = session("alice")
         rows = {"capsign (server)": [], "capsign-lambda": []}

@@ -171,22 +171,41 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         Ok(addr) => say(&format!("listening on http://{addr}")),
         Err(e) => say(&format!("listening (address unknown: {e})")),
     }
-    // SIGTERM: /readyz turns 503 at once; requests are still served for the delay (a load
-    // balancer's health-check interval), then in-flight ones get the grace, then exit 0.
+    // SIGTERM (or Ctrl-C): /readyz turns 503 at once; requests are still served for the
+    // delay (until load balancers have seen it), then in-flight ones get the grace, then exit
+    // 0, or 1 when the grace ran out with connections open. A second signal ends it at once.
+    let signals = signals();
     let draining = Arc::clone(&app);
+    let mut first = signals.clone();
     let drain = async move {
-        shutdown_signal().await;
+        let _ = first.wait_for(|n| *n >= 1).await;
+        say("shutting down");
         draining.begin_drain();
         let delay = draining.server_settings().shutdown_delay;
         if !delay.is_zero() {
             say(&format!(
-                "draining: /readyz answers 503; serving {delay:?} more"
+                "draining: /readyz answers 503; serving {delay:?} more (CAPSIGN_SHUTDOWN_DELAY; \
+                 a second signal stops at once)"
             ));
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = first.wait_for(|n| *n >= 2) => {}
+            }
         }
     };
-    match capsign::server::run(listener, app, drain).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let mut second = signals;
+    let abort = async move {
+        let _ = second.wait_for(|n| *n >= 2).await;
+    };
+    match capsign::server::run_until(listener, app, drain, abort).await {
+        Ok(drained) if drained.cut == 0 => ExitCode::SUCCESS,
+        Ok(drained) => {
+            say(&format!(
+                "exiting with {} connection(s) cut before their answer",
+                drained.cut
+            ));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             say(&format!("server error: {e}"));
             ExitCode::FAILURE
@@ -194,27 +213,35 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The number of shutdown signals (SIGTERM, SIGINT) received so far, counted by a task of
+/// its own.
+fn signals() -> tokio::sync::watch::Receiver<u32> {
+    let (count, counted) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return std::future::pending::<()>().await;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                count.send_modify(|n| *n += 1);
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    say("shutting down");
+        #[cfg(not(unix))]
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            count.send_modify(|n| *n += 1);
+        }
+    });
+    counted
 }

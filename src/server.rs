@@ -184,7 +184,31 @@ pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Drained> {
+    run_until(listener, app, shutdown, std::future::pending()).await
+}
+
+/// How a server's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Drained {
+    /// Connections still open when the drain ended (at `CAPSIGN_SHUTDOWN_GRACE`, or at
+    /// `abort`), closed without an answer to what they were sending.
+    pub cut: usize,
+}
+
+/// [`run`], and when `abort` completes during the drain (a second SIGTERM), the drain ends
+/// at once.
+///
+/// # Errors
+///
+/// None today; accept errors are logged and retried.
+pub async fn run_until(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    abort: impl Future<Output = ()>,
+) -> std::io::Result<Drained> {
     let limits = app.server_settings().clone();
     let mut builder = http1::Builder::new();
     // Without the timer, hyper's header_read_timeout is silently off.
@@ -276,13 +300,22 @@ pub async fn run(
     }
     drop(listener);
     let grace = limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {grace:?}; closing them");
-    }
-    Ok(())
+    let cut = tokio::select! {
+        // Done when nothing is left, whatever else is ready.
+        biased;
+        () = graceful.shutdown() => 0,
+        () = tokio::time::sleep(grace) => {
+            let cut = slots_in_use(&slots, limits.max_connections);
+            tracing::warn!("{cut} connection(s) still open after {grace:?} (CAPSIGN_SHUTDOWN_GRACE); closing them");
+            cut
+        }
+        () = abort => {
+            let cut = slots_in_use(&slots, limits.max_connections);
+            tracing::warn!("drain ended by a second signal; closing {cut} open connection(s)");
+            cut
+        }
+    };
+    Ok(Drained { cut })
 }
 
 /// Serves `GET /metrics` (the exposition of `app`'s metrics, OpenMetrics or the Prometheus
@@ -351,6 +384,11 @@ fn metrics_response<B>(
         hyper::header::HeaderValue::from_static(format.content_type()),
     );
     resp
+}
+
+/// Connections holding one of the `max` slots.
+fn slots_in_use(slots: &Semaphore, max: usize) -> usize {
+    max.saturating_sub(slots.available_permits())
 }
 
 /// Answers a connection over the limit and closes it: `200` to a liveness probe

@@ -59,6 +59,9 @@ pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
+/// `CAPSIGN_SHUTDOWN_DELAY` outside demo mode.
+const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(10);
+
 /// The settings of where and how capsign listens, logs and shuts down: giving them does not
 /// make a configuration a production one (they supply no identity, key or policy), so a demo
 /// can still be tried with them.
@@ -341,9 +344,10 @@ settings_table! {
     body_timeout: Duration = "CAPSIGN_BODY_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a client may take to send its request body.";
-    shutdown_delay: Duration = "CAPSIGN_SHUTDOWN_DELAY", default ("0s"), plain,
-        parse::up_to_ten_minutes,
-        "On SIGTERM, /readyz turns 503 at once and requests are still served this long.";
+    shutdown_delay: Duration = "CAPSIGN_SHUTDOWN_DELAY", default ["10s (0s in demo mode)"],
+        plain, parse::up_to_ten_minutes,
+        "On SIGTERM, /readyz turns 503 at once and requests are still served this long: at least \
+         the load balancer's health-check interval × its failure threshold, plus propagation.";
     shutdown_grace: Duration = "CAPSIGN_SHUTDOWN_GRACE", default ("10s"), plain,
         parse::up_to_ten_minutes,
         "Then in-flight requests get this long to complete before capsign exits.";
@@ -1321,7 +1325,14 @@ impl Settings {
                 metrics_listen: g.metrics_listen,
                 header_timeout: g.header_timeout,
                 write_timeout: g.write_timeout,
-                shutdown_delay: g.shutdown_delay,
+                // Long enough for common health checks to see /readyz fail (HAProxy's
+                // `inter 2s fall 3`: 6 s) and for endpoint removal to propagate; nothing
+                // routes to a demo on loopback.
+                shutdown_delay: g.shutdown_delay.unwrap_or(if demo {
+                    Duration::ZERO
+                } else {
+                    DEFAULT_SHUTDOWN_DELAY
+                }),
                 shutdown_grace: g.shutdown_grace,
                 max_connections: g.max_connections,
                 max_connections_per_peer: g
@@ -1554,6 +1565,9 @@ impl Settings {
             "CAPSIGN_TTL" => ms(self.flow.ttl.default_ms),
             "CAPSIGN_TTL_MAX" => ms(self.flow.ttl.max_ms),
             "CAPSIGN_MAX_CONNECTIONS_PER_PEER" => self.server.max_connections_per_peer.to_string(),
+            "CAPSIGN_SHUTDOWN_DELAY" => {
+                humantime::format_duration(self.server.shutdown_delay).to_string()
+            }
             _ => return None,
         })
     }

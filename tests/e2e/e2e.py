@@ -229,6 +229,8 @@ def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
         "CAPSIGN_EMBEDDED_CLAIMS": '{"iss":"https://app.example.test"}',
         "CAPSIGN_ABLY_REST_URL": f"http://127.0.0.1:{ably_port}",
         "RUST_LOG": "warn",
+        # Stopped at the end: no load balancer to wait for.
+        "CAPSIGN_SHUTDOWN_DELAY": "0s",
     })
     capsign, url, metrics_url = start_capsign(
         binary, dict(env, CAPSIGN_METRICS_LISTEN="127.0.0.1:0"), want_metrics=True)

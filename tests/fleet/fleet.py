@@ -120,7 +120,7 @@ class Instance:
         """SIGTERM, as an orchestrator sends it; returns the exit code (None: killed)."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
+            return self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -212,10 +212,21 @@ http {{
     return Balancer(["nginx", "-p", d, "-e", f"{d}/error.log", "-c", path], port, workdir, "nginx")
 
 
-def haproxy(workdir, instances):
+def haproxy(workdir, instances, usual=False):
+    """HAProxy in front of `instances`, health-checking /readyz: tuned (200 ms checks, fall 1,
+    retries), or with `usual` the checks most configurations have (HAProxy's default `inter
+    2s`, `fall 3`, `rise 2`) and no retries at all."""
     port = free_port()
-    sock = os.path.join(workdir, "haproxy.sock")
+    name = "haproxy-usual" if usual else "haproxy"
+    sock = os.path.join(workdir, f"{name}.sock")
     servers = "\n".join(f"    server {i.name} 127.0.0.1:{i.port} check" for i in instances)
+    if usual:
+        retrying = "    retries 0"
+        checks = "    default-server inter 2s fall 3 rise 2"
+    else:
+        retrying = ("    retries 3\n    option redispatch 1\n"
+                    "    retry-on conn-failure empty-response response-timeout")
+        checks = "    default-server inter 200ms fastinter 100ms downinter 200ms fall 1 rise 2"
     conf = f"""
 global
     maxconn 512
@@ -226,9 +237,7 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+{retrying}
 
 frontend public
     bind 127.0.0.1:{port}
@@ -238,14 +247,14 @@ backend capsign
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 200ms fastinter 100ms downinter 200ms fall 1 rise 2
+{checks}
     http-response set-header X-Upstream %s
 {servers}
 """
-    path = os.path.join(workdir, "haproxy.cfg")
+    path = os.path.join(workdir, f"{name}.cfg")
     with open(path, "w") as f:
         f.write(conf)
-    b = Balancer(["haproxy", "-db", "-f", path], port, workdir, "haproxy")
+    b = Balancer(["haproxy", "-db", "-f", path], port, workdir, name)
     b.sock = sock
     return b
 
@@ -503,6 +512,30 @@ def main():
         time.sleep(1)
         load.finish()
         passed.append(phase_report(load, "after the rotation", []))
+
+        # Issue 28: capsign's own drain defaults behind the health checks most HAProxy
+        # configurations have, with no retries to hide a lost request. The instances restart
+        # first (without load) so every one runs with the defaults.
+        for i in instances:
+            for k in ("CAPSIGN_SHUTDOWN_DELAY", "CAPSIGN_SHUTDOWN_GRACE"):
+                i.env.pop(k, None)
+            i.stop()
+            i.start()
+        usual = haproxy(workdir, instances, usual=True)
+        started.append(usual)
+        wait_until("HAProxy (usual checks) seeing every instance up",
+                   lambda: all(haproxy_status(usual).get(i.name) == "UP" for i in instances))
+        print(f"== HAProxy with its usual checks (inter 2s fall 3 rise 2, no retries), "
+              f"127.0.0.1:{usual.port}; capsign's default drain", flush=True)
+        defaults = Load(usual.port)
+        phase = "rolling restart with capsign's default drain, HAProxy's usual checks, no retries"
+        defaults.start(phase)
+        time.sleep(1)
+        codes = rolling_restart(instances, usual, defaults, phase)
+        time.sleep(1)
+        defaults.finish()
+        passed.append(phase_report(defaults, phase, codes))
+        load.results.update({f"defaults: {k}": v for k, v in defaults.results.items()})
         with load.lock:
             idle = load.results.get("waiting for the old key id to stop growing")
         if idle and idle["errors"]:

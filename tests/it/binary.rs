@@ -432,13 +432,23 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     )
     .await;
     assert_eq!(e.header("x-capsign-denied"), Some("secret:x"), "{}", e.body);
-    // A graceful stop (SIGTERM), so the log writer flushes what it holds.
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    // A graceful stop (SIGTERM), so the log writer flushes what it holds; a second one ends
+    // the default 10 s drain at once (issue 28 (1)), and with nothing in flight the exit is
+    // clean.
+    let stopping = std::time::Instant::now();
+    for _ in 0..2 {
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert!(child.wait().unwrap().success(), "a clean exit on SIGTERM");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the second signal ended the drain"
+    );
 
     let text = std::fs::read_to_string(&log).unwrap();
     let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
@@ -562,7 +572,10 @@ async fn json_logs_parse_line_by_line_with_one_access_event_per_request() {
         .collect();
     let in_requests: Vec<&serde_json::Value> = lines
         .iter()
-        .filter(|l| l["target"] != "capsign::access" && l["target"] != "capsign")
+        .filter(|l| {
+            !["capsign::access", "capsign", "capsign::server"]
+                .contains(&l["target"].as_str().unwrap())
+        })
         .filter(|l| {
             l["message"]
                 .as_str()
@@ -769,6 +782,58 @@ async fn sigterm_drains_then_exits_cleanly() {
         .await
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Issue 28 (1): the drain defaults cover common health checks (10 s in production, nothing in
+/// demo mode); when the grace runs out with a request still in flight, the exit is non-zero
+/// and says how many connections were cut.
+#[tokio::test]
+async fn a_drain_that_cuts_a_request_exits_non_zero() {
+    let production_settings =
+        capsign::settings::Settings::load(&|k| capsign::testing::env(&[]).get(k).cloned(), None)
+            .unwrap();
+    assert_eq!(
+        production_settings.server.shutdown_delay,
+        Duration::from_secs(10)
+    );
+    let demo = capsign::settings::Settings::load(&|_| None, None).unwrap();
+    assert_eq!(demo.server.shutdown_delay, Duration::ZERO);
+
+    let log = crate::harness::temp_file("capsign.log", "");
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("CAPSIGN_SHUTDOWN_DELAY", "0s")
+        .env("CAPSIGN_SHUTDOWN_GRACE", "500ms");
+    let (mut child, addr) = start_logging_to(c, &log).await;
+    // A request whose body never comes: in flight until the body timeout (10 s).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut slow,
+        b"POST /login HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+          content-length: 100\r\n\r\nuser=",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a drain that cut a request is a failure"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("exiting with 1 connection(s) cut before their answer"),
+        "{text}"
+    );
+    drop(slow);
 }
 
 /// Issue 13 (containers): `PORT` is honoured when `CAPSIGN_LISTEN` is unset: on all

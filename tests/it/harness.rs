@@ -53,7 +53,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<capsign::server::Drained>>>,
 }
 
 impl Server {
@@ -83,7 +83,7 @@ impl Server {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+            let _drained = task.await.unwrap().unwrap();
         }
     }
 

@@ -98,7 +98,8 @@ def main():
         for n in range(2):
             port, metrics = free_port(), free_port()
             env = dict(os.environ, CAPSIGN_LISTEN=f"127.0.0.1:{port}",
-                       CAPSIGN_METRICS_LISTEN=f"127.0.0.1:{metrics}", RUST_LOG="warn")
+                       CAPSIGN_METRICS_LISTEN=f"127.0.0.1:{metrics}", RUST_LOG="warn",
+                       CAPSIGN_SHUTDOWN_DELAY="0s")
             env.pop("PORT", None)
             started.append(Process([binary], env, os.path.join(work, f"capsign{n}.log")))
             instances.append((port, metrics))
