@@ -989,6 +989,54 @@ impl Source<'_> {
     }
 }
 
+/// `NAME_FILE` gives a secret setting `NAME` as the path of a file holding it.
+const FILE_SUFFIX: &str = "_FILE";
+
+/// The largest secret file read.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// The secrets given as files (`NAME_FILE`, as container platforms mount secrets: Docker and
+/// Kubernetes secrets, systemd credentials), read once: each secret setting's name and value.
+///
+/// # Errors
+///
+/// `NAME` and `NAME_FILE` both set, or a file that cannot be read, is empty, or is larger
+/// than 64 KiB.
+fn secret_files(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, String)>, SettingsError> {
+    let mut read = Vec::new();
+    for d in TABLE.iter().filter(|d| d.secret) {
+        let var = format!("{}{FILE_SUFFIX}", d.name);
+        let Some(path) = env(&var) else { continue };
+        let err = |problem: String| SettingsError::new(&var, problem);
+        if env(d.name).is_some() {
+            return Err(err(format!(
+                "set together with {}; set one of them",
+                d.name
+            )));
+        }
+        let file =
+            std::fs::File::open(&path).map_err(|e| err(format!("cannot read {path}: {e}")))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_SECRET_FILE + 1),
+            &mut text,
+        )
+        .map_err(|e| err(format!("cannot read {path}: {e}")))?;
+        if text.len() as u64 > MAX_SECRET_FILE {
+            return Err(err(format!("{path} is larger than 64 KiB")));
+        }
+        // A file written with `echo` ends with a line break, which is not part of the value.
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(err(format!("{path} is empty")));
+        }
+        read.push((d.name, value.to_owned()));
+    }
+    Ok(read)
+}
+
 /// Reads a `--config` file, refusing keys that name no setting.
 fn read_file(path: &Path) -> Result<(String, toml::Table), SettingsError> {
     let shown = path.display().to_string();
@@ -1017,7 +1065,11 @@ pub fn refuse_unknown_variables(
     names: impl IntoIterator<Item = String>,
 ) -> Result<(), SettingsError> {
     for name in names {
-        if !name.starts_with("CAPSIGN_") || TABLE.iter().any(|d| d.name == name) {
+        let named = |n: &str| TABLE.iter().any(|d| d.name == n);
+        let secret_file = name
+            .strip_suffix(FILE_SUFFIX)
+            .is_some_and(|n| TABLE.iter().any(|d| d.name == n && d.secret));
+        if !name.starts_with("CAPSIGN_") || named(&name) || secret_file {
             continue;
         }
         let near = TABLE
@@ -1183,6 +1235,14 @@ impl Settings {
         file: Option<&Path>,
     ) -> Result<Settings, SettingsError> {
         let file = file.map(read_file).transpose()?;
+        let files = secret_files(env)?;
+        let env = &|k: &str| {
+            files
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(k))
+        };
         let src = Source { env, file };
         let mut given = Given::read(&src)?;
         // A container platform's PORT (Cloud Run, Fly.io, Knative), when CAPSIGN_LISTEN is
@@ -1599,9 +1659,18 @@ pub fn effective(
         env,
         file: file.map(read_file).transpose()?,
     };
+    // Checked as `load` checks them; only where each came from is shown.
+    secret_files(env)?;
     Ok(TABLE
         .iter()
         .map(|d| {
+            if let Some(path) = env(&format!("{}{FILE_SUFFIX}", d.name)).filter(|_| d.secret) {
+                return Effective {
+                    name: d.name,
+                    value: "<redacted>".to_owned(),
+                    source: format!("file {path} ({}{FILE_SUFFIX})", d.name),
+                };
+            }
             let (value, source) = match (src.get(d.name), (env)(d.name)) {
                 (Some(_), Some(_)) if d.secret => {
                     ("<redacted>".to_owned(), "environment".to_owned())
@@ -1986,6 +2055,69 @@ mod tests {
         assert!(!e.problem.contains("did you mean"), "{e}");
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    /// Issue 28 (3): every secret can be given as `NAME_FILE`, as container platforms mount
+    /// secrets; a trailing line break is not part of it; both forms at once, an unreadable or
+    /// empty file is refused by name; `check` says where it came from, never what it is.
+    #[test]
+    fn secrets_are_read_from_files() {
+        let dir = std::env::temp_dir().join(format!("capsign-secret-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let cookie = file("cookie", &format!("{KEY}\n"));
+        let ably = file("ably", "app.key:from-a-file\r\n");
+        let mut env = crate::testing::env(&[]);
+        env.remove("CAPSIGN_COOKIE_KEY");
+        env.remove("ABLY_API_KEY");
+        env.insert("CAPSIGN_COOKIE_KEY_FILE".into(), cookie.clone());
+        env.insert("ABLY_API_KEY_FILE".into(), ably);
+        let get = |env: &std::collections::HashMap<String, String>| {
+            let env = env.clone();
+            move |k: &str| env.get(k).cloned()
+        };
+        let s = Settings::load(&get(&env), None).unwrap();
+        assert_eq!(s.ably.key.name, "app.key");
+        let shown = effective(&get(&env), None).unwrap();
+        let cookie_shown = shown
+            .iter()
+            .find(|e| e.name == "CAPSIGN_COOKIE_KEY")
+            .unwrap();
+        assert_eq!(cookie_shown.value, "<redacted>");
+        assert!(cookie_shown.source.contains(&cookie), "{cookie_shown:?}");
+        assert!(refuse_unknown_variables(env.keys().cloned()).is_ok());
+
+        let mut both = env.clone();
+        both.insert("CAPSIGN_COOKIE_KEY".into(), KEY.into());
+        let e = Settings::load(&get(&both), None).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_COOKIE_KEY_FILE");
+        assert!(
+            e.problem.contains("set together with CAPSIGN_COOKIE_KEY"),
+            "{e}"
+        );
+        for (text, problem) in [
+            (None, "cannot read"),
+            (Some(""), "is empty"),
+            (Some("\n"), "is empty"),
+        ] {
+            let mut bad = env.clone();
+            let path = match text {
+                Some(t) => file("bad", t),
+                None => dir.join("missing").display().to_string(),
+            };
+            bad.insert("CAPSIGN_COOKIE_KEY_FILE".into(), path);
+            let e = Settings::load(&get(&bad), None).unwrap_err();
+            assert_eq!(e.setting, "CAPSIGN_COOKIE_KEY_FILE");
+            assert!(e.problem.contains(problem), "{e}");
+        }
+        // Only secrets have a file form.
+        let e = refuse_unknown_variables(["CAPSIGN_RULES_FILE".to_owned()]).unwrap_err();
+        assert_eq!(e.setting, "CAPSIGN_RULES_FILE");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     const ABLY: (&str, &str) = ("ABLY_API_KEY", "app.key:secret");
