@@ -202,6 +202,7 @@ fn sealed_value(given: &str, name: &str) -> Option<String> {
 /// `capsign probe URL`: `GET URL` over plain HTTP; exit 0 on a 2xx answer within `timeout`,
 /// 1 otherwise. For health checks in an image with no shell or curl.
 pub(crate) fn probe(url: &str, timeout: Duration) -> ExitCode {
+    let url = &local_url(url, &|k| std::env::var(k).ok());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -233,6 +234,21 @@ pub(crate) fn probe(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
+/// A probe's URL: as given, or for a path (`/healthz`) the local server's own address, from
+/// the same settings the server reads: the port of `CAPSIGN_LISTEN`, else `PORT`, else 3000
+/// (an image's health check then follows the port the platform gives).
+pub(crate) fn local_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    if !url.starts_with('/') {
+        return url.to_owned();
+    }
+    let port = env("CAPSIGN_LISTEN")
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .or_else(|| env("PORT").and_then(|p| p.trim().parse().ok()))
+        .unwrap_or(3000);
+    format!("http://127.0.0.1:{port}{url}")
+}
+
 /// One `GET` over HTTP/1.1; the answer's status.
 async fn get(url: &str) -> Result<http::StatusCode, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
@@ -259,4 +275,40 @@ async fn get(url: &str) -> Result<http::StatusCode, String> {
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     Ok(resp.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_probes_the_local_server_on_the_port_it_listens_on() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            local_url("/healthz", &env(&[("PORT", "9090")])),
+            "http://127.0.0.1:9090/healthz"
+        );
+        assert_eq!(
+            local_url(
+                "/readyz",
+                &env(&[("PORT", "9090"), ("CAPSIGN_LISTEN", "[::]:8443")])
+            ),
+            "http://127.0.0.1:8443/readyz"
+        );
+        assert_eq!(
+            local_url("/healthz", &env(&[])),
+            "http://127.0.0.1:3000/healthz"
+        );
+        assert_eq!(
+            local_url("http://10.0.0.1:80/x", &env(&[("PORT", "1")])),
+            "http://10.0.0.1:80/x"
+        );
+    }
 }

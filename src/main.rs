@@ -60,11 +60,11 @@ enum Command {
         header: bool,
     },
     /// GET a URL; exit 0 on a 2xx answer in time, 1 otherwise (a health check for an image
-    /// with no shell).
-    #[command(
-        after_help = "Examples:\n  capsign probe http://127.0.0.1:8080/healthz\n  \
-        capsign probe --timeout 1s http://127.0.0.1:8080/readyz"
-    )]
+    /// with no shell). A path alone (`/healthz`) probes the local server: the port of
+    /// CAPSIGN_LISTEN, else PORT, else 3000.
+    #[command(after_help = "Examples:\n  capsign probe /healthz\n  \
+        capsign probe http://127.0.0.1:8080/healthz\n  \
+        capsign probe --timeout 1s http://127.0.0.1:8080/readyz")]
     Probe {
         /// The URL (http://).
         url: String,
@@ -98,6 +98,24 @@ fn main() -> ExitCode {
         }
     };
     let _flushed = logging::init(settings.log_format, false);
+    // The first line says what runs: the version, the mode and how it will drain.
+    let server = settings.server.clone();
+    let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    if !args.check {
+        say(&format!(
+            "capsign {} starting: {} mode ({} identity); on SIGTERM /readyz turns 503, requests are \
+         served {} more (CAPSIGN_SHUTDOWN_DELAY), then get {} to finish (CAPSIGN_SHUTDOWN_GRACE)",
+            env!("CARGO_PKG_VERSION"),
+            if settings.is_demo() {
+                "demo"
+            } else {
+                "production"
+            },
+            settings.resolved("CAPSIGN_IDENTITY").unwrap_or_default(),
+            duration(server.shutdown_delay),
+            duration(server.shutdown_grace),
+        ));
+    }
     settings.warnings().iter().for_each(|w| say(w));
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;

@@ -58,6 +58,11 @@ async fn run() -> ExitCode {
         Err(e) => return init_failed("configuration error", &e.to_string()).await,
     };
     let _flushed = logging::init(settings.log_format, true);
+    say(&format!(
+        "capsign-lambda {} starting ({} identity)",
+        env!("CARGO_PKG_VERSION"),
+        settings.resolved("CAPSIGN_IDENTITY").unwrap_or_default()
+    ));
     settings.warnings().iter().for_each(|w| say(w));
     let app = match App::build(settings) {
         Ok(app) => app,

@@ -79,6 +79,15 @@ async fn demo_mode_from_nothing() {
     c.env("CAPSIGN_LISTEN", "127.0.0.1:0");
     let (mut child, addr, banner) = start(c);
     assert!(banner.contains("DEMO MODE"), "{banner}");
+    // Issue 28 (5): the first line says what runs and how it drains.
+    let first = banner.lines().next().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        first.starts_with(&format!(
+            "capsign: capsign {version} starting: demo mode (demo identity)"
+        )) && first.contains("served 0s more"),
+        "{first}"
+    );
 
     let page = send(
         addr,
@@ -152,6 +161,13 @@ async fn production_settings_from_the_environment() {
         .env("CAPSIGN_RULES", &rules);
     let (mut child, addr, banner) = start(c);
     assert!(!banner.contains("DEMO"), "{banner}");
+    let first = banner.lines().next().unwrap();
+    assert!(
+        first.contains("starting: production mode (jwt identity)")
+            && first.contains("served 10s more")
+            && first.contains("then get 10s to finish"),
+        "{first}"
+    );
     assert!(!banner.contains("FAKESECRET"));
     let token = crate::harness::session("erin", serde_json::Value::Null);
     let r = send(
