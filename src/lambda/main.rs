@@ -51,7 +51,30 @@ fn main() -> ExitCode {
     runtime.block_on(run())
 }
 
+/// Checks `AWS_LAMBDA_RUNTIME_API` (`host:port`, as Lambda sets it) before the runtime client,
+/// which panics on a value it cannot read; an error here cannot be reported to the Runtime
+/// API, so it goes to stderr (CloudWatch) and the process exits 2.
+fn runtime_api_address() -> Result<(), String> {
+    const VAR: &str = "AWS_LAMBDA_RUNTIME_API";
+    let value = std::env::var(VAR).map_err(|_| {
+        format!("{VAR} is not set: capsign-lambda runs inside AWS Lambda or its emulator (cargo lambda watch)")
+    })?;
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("{VAR} {value:?} is not host:port ({e})"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (None | Some("http"), Some(_)) => Ok(()),
+        _ => Err(format!(
+            "{VAR} {value:?} is not host:port (or http://host:port)"
+        )),
+    }
+}
+
 async fn run() -> ExitCode {
+    if let Err(e) = runtime_api_address() {
+        eprintln!("capsign-lambda: {e}");
+        return ExitCode::from(2);
+    }
     let settings = Settings::from_process(None).and_then(Settings::for_lambda);
     let settings = match settings {
         Ok(s) => s,

@@ -686,6 +686,21 @@ async fn access_lines_are_embedded_metrics() {
 /// Start-up errors go to the Runtime API's init-error endpoint, and the process exits.
 #[tokio::test]
 async fn start_up_errors_are_reported_as_init_errors() {
+    // Issue 28 (3): a runtime address the client cannot read panicked inside it; it is now
+    // a clear error and exit 2 before anything else.
+    for bad in ["/no/host", "ftp://127.0.0.1:9001", "a b"] {
+        let out = Command::new(BIN)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains("AWS_LAMBDA_RUNTIME_API") && !err.contains("panicked"),
+            "{bad}: {err}"
+        );
+    }
     let cases: [(&str, HashMap<String, String>, &str); 3] = [
         ("nothing set", HashMap::new(), "demo mode"),
         (
