@@ -84,8 +84,7 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
 }
 
 /// Writes what waits in the log buffer now (`capsign-lambda` does after each invocation:
-/// the instance may be frozen until the next one).
-#[allow(dead_code, reason = "used by capsign-lambda only")]
+/// the instance may be frozen until the next one; `capsign` before exiting from a task).
 pub(crate) fn flush() {
     if let Some(buffer) = LOG_BUFFER.get() {
         buffer.flush_now();

@@ -158,15 +158,24 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         }
     };
     // The start-up I/O (JWKS fetch, clock correction) before saying "listening": a process
-    // that prints it is ready to answer.
+    // that prints it is ready to answer, unless the line says it is not (the fetch failed and
+    // is retried; /readyz answers 503 until it succeeds).
     let app = Arc::new(app);
-    match app.prepare().await {
-        Ok(notes) => notes.iter().for_each(|n| say(n)),
-        Err(e) => {
-            say(&format!("start-up failed: {e}"));
-            return ExitCode::from(2);
+    let started = std::time::Instant::now();
+    let not_ready = match app.prepare().await {
+        Ok(notes) => {
+            notes.iter().for_each(|n| say(n));
+            None
         }
-    }
+        Err(e) => {
+            let within = humantime::format_duration(app.server_settings().startup_timeout);
+            say(&format!(
+                "start-up: {e}; not ready (/readyz answers 503) while it is retried, for up to \
+                 {within} (CAPSIGN_STARTUP_TIMEOUT)"
+            ));
+            Some(e)
+        }
+    };
     if let Some(addr) = app.server_settings().metrics_listen {
         let metrics = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -185,9 +194,17 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
             std::future::pending(),
         ));
     }
+    let readiness = if not_ready.is_some() {
+        " (not ready yet)"
+    } else {
+        ""
+    };
     match listener.local_addr() {
-        Ok(addr) => say(&format!("listening on http://{addr}")),
-        Err(e) => say(&format!("listening (address unknown: {e})")),
+        Ok(addr) => say(&format!("listening on http://{addr}{readiness}")),
+        Err(e) => say(&format!("listening (address unknown: {e}){readiness}")),
+    }
+    if not_ready.is_some() {
+        tokio::spawn(retry_start_up(Arc::clone(&app), started));
     }
     // SIGTERM (or Ctrl-C): /readyz turns 503 at once; requests are still served for the
     // delay (until load balancers have seen it), then in-flight ones get the grace, then exit
@@ -227,6 +244,37 @@ async fn serve(app: App, listen: std::net::SocketAddr) -> ExitCode {
         Err(e) => {
             say(&format!("server error: {e}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Retries the start-up I/O with backoff (1 s, doubling to 30 s) until it succeeds (the app is
+/// then ready) or `CAPSIGN_STARTUP_TIMEOUT` has passed since the start: then the process exits
+/// 2, so an orchestrator restarts it or reports it, rather than keep an instance that can never
+/// be ready.
+async fn retry_start_up(app: Arc<App>, started: std::time::Instant) {
+    let limit = app.server_settings().startup_timeout;
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        match app.prepare().await {
+            Ok(notes) => {
+                notes.iter().for_each(|n| say(n));
+                say("ready");
+                return;
+            }
+            Err(e) if started.elapsed() + wait >= limit => {
+                say(&format!(
+                    "start-up failed: {e}; giving up after {} (CAPSIGN_STARTUP_TIMEOUT)",
+                    humantime::format_duration(limit)
+                ));
+                logging::flush();
+                std::process::exit(2);
+            }
+            Err(e) => {
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                tracing::warn!("start-up: {e}; retrying in {wait:?}");
+            }
         }
     }
 }

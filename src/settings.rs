@@ -76,6 +76,7 @@ const TRANSPORT: &[&str] = &[
     "CAPSIGN_MAX_CONNECTIONS_PER_PEER",
     "CAPSIGN_SHUTDOWN_DELAY",
     "CAPSIGN_SHUTDOWN_GRACE",
+    "CAPSIGN_STARTUP_TIMEOUT",
 ];
 
 /// One setting of [`TABLE`].
@@ -348,6 +349,9 @@ settings_table! {
         plain, parse::up_to_ten_minutes,
         "On SIGTERM, /readyz turns 503 at once and requests are still served this long: at least \
          the load balancer's health-check interval × its failure threshold, plus propagation.";
+    startup_timeout: Duration = "CAPSIGN_STARTUP_TIMEOUT", default ("5m"), plain,
+        parse::up_to_ten_minutes,
+        "How long a failed start-up fetch (the JWKS) is retried, not ready, before exit 2.";
     shutdown_grace: Duration = "CAPSIGN_SHUTDOWN_GRACE", default ("10s"), plain,
         parse::up_to_ten_minutes,
         "Then in-flight requests get this long to complete before capsign exits.";
@@ -933,6 +937,8 @@ pub struct ServerSettings {
     pub shutdown_delay: Duration,
     /// How long in-flight requests then get to complete.
     pub shutdown_grace: Duration,
+    /// How long a failed start-up fetch is retried before the process gives up.
+    pub startup_timeout: Duration,
     /// Most open connections.
     pub max_connections: usize,
     /// Most open connections from one address, except from `trusted_proxies`.
@@ -1394,6 +1400,7 @@ impl Settings {
                     DEFAULT_SHUTDOWN_DELAY
                 }),
                 shutdown_grace: g.shutdown_grace,
+                startup_timeout: g.startup_timeout,
                 max_connections: g.max_connections,
                 max_connections_per_peer: g
                     .max_connections_per_peer

@@ -294,24 +294,83 @@ fn check_refuses_production_settings_completed_by_demo_values() {
     }
 }
 
-/// Issue 16 (1): "listening on" is printed only once the start-up work has succeeded; a JWKS
-/// URL that cannot be fetched stops the start before it.
-#[test]
-fn listening_is_announced_only_after_the_jwks_fetch() {
+/// Issue 28 (5): a JWKS that cannot be fetched at start was exit 2 at once, a crash loop where
+/// an instance that retries would recover. It now listens, not ready (`/readyz` 503, `/healthz`
+/// 200), retries with backoff and becomes ready when the JWKS answers; past
+/// `CAPSIGN_STARTUP_TIMEOUT` it gives up with exit 2.
+#[tokio::test]
+async fn a_jwks_down_at_start_leaves_the_instance_unready_and_retrying() {
+    use crate::fakes::{Answer, Fake};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let jwks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/keys/jwks.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    // Down for the first two fetches, then up.
+    let idp = Fake::start(move |_| {
+        if counted.fetch_add(1, Ordering::SeqCst) < 2 {
+            Answer::json(503, &serde_json::json!({}))
+        } else {
+            Answer::json(200, &jwks)
+        }
+    })
+    .await;
     let rules = crate::harness::temp_file("rules.toml", capsign::testing::RULES);
+    let log = crate::harness::temp_file("capsign.log", "");
+    let mut c = command();
+    c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
+        .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
+        .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
+        .env("CAPSIGN_SESSION_JWKS", idp.url("/jwks.json"))
+        .env("CAPSIGN_RULES", &rules);
+    let (_child, addr) = start_logging_to(c, &log).await;
+    let get = |path: &'static str| {
+        send(
+            addr,
+            http::Request::get(path)
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("(not ready yet)"), "{text}");
+    assert!(text.contains("CAPSIGN_STARTUP_TIMEOUT"), "{text}");
+    assert_eq!(get("/readyz").await.status, 503);
+    assert_eq!(get("/healthz").await.status, 200, "alive while not ready");
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = get("/readyz").await.status;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready once the JWKS answered");
+    assert!(calls.load(Ordering::SeqCst) >= 3);
+
+    // Never up: it gives up at the timeout, with exit 2.
     let mut c = command();
     c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
         .env("ABLY_API_KEY", crate::harness::ABLY_KEY)
         .env("CAPSIGN_COOKIE_KEY", crate::harness::COOKIE_KEY)
         .env("CAPSIGN_SESSION_JWKS", "http://127.0.0.1:1/jwks.json")
+        .env("CAPSIGN_STARTUP_TIMEOUT", "2s")
         .env("CAPSIGN_RULES", &rules);
-    let out = c.output().unwrap();
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("CAPSIGN_SESSION_JWKS"), "{err}");
     assert!(
-        !err.contains("listening on"),
-        "announced before the fetch: {err}"
+        err.contains("giving up after 2s (CAPSIGN_STARTUP_TIMEOUT)"),
+        "{err}"
     );
 }
 
