@@ -921,6 +921,10 @@ pub struct HttpSettings {
     /// Front proxies (`CAPSIGN_TRUSTED_PROXIES`): the access line follows `X-Forwarded-For`
     /// from them to the client's address.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Why this instance must not pass a health check, if it must not: demo mode started by a
+    /// platform's `PORT` (a container), where it listens on loopback only and nothing outside
+    /// can reach it. `/healthz` and `/readyz` then answer 503 with this.
+    pub unhealthy: Option<String>,
 }
 
 /// The settings of the `server` module.
@@ -1133,6 +1137,9 @@ impl Settings {
     /// (the webhook), identities (a JWKS) or carry credentials (Ably), and which anyone on the
     /// path could then read or forge.
     pub fn warnings(&self) -> Vec<String> {
+        let unhealthy = self.http.unhealthy.iter().map(|why| {
+            format!("WARNING: {why}; /healthz and /readyz answer 503 so no health check passes")
+        });
         let mut urls: Vec<(&str, &Uri, &str)> = Vec::new();
         if let Some(webhook) = &self.policy.webhook {
             urls.push((
@@ -1166,6 +1173,7 @@ impl Settings {
                     url.host().unwrap_or_default()
                 )
             })
+            .chain(unhealthy)
             .collect()
     }
 
@@ -1276,8 +1284,18 @@ impl Settings {
             .filter(|n| src.get(n).is_some())
             .collect();
         let mut settings = Settings::from_given(given, &configured)?;
-        if let Some(port) = port.filter(|_| !settings.is_demo()) {
-            settings.listen = SocketAddr::from(([0, 0, 0, 0], port));
+        match port {
+            Some(port) if !settings.is_demo() => {
+                settings.listen = SocketAddr::from(([0, 0, 0, 0], port));
+            }
+            Some(port) => {
+                settings.http.unhealthy = Some(format!(
+                    "demo mode listens on 127.0.0.1:{port} only (PORT is a container \
+                     platform's): nothing outside this host or container can reach it; give \
+                     capsign production settings (docs/configuration.md)"
+                ));
+            }
+            None => {}
         }
         Ok(settings)
     }
@@ -1386,6 +1404,7 @@ impl Settings {
                 max_body: g.max_body,
                 body_timeout: g.body_timeout,
                 trusted_proxies: g.trusted_proxies.clone().unwrap_or_default(),
+                unhealthy: None,
             },
             server: ServerSettings {
                 metrics_listen: g.metrics_listen,

@@ -266,6 +266,10 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
     Ok(match (method, path) {
         (&Method::GET | &Method::POST, "/auth") => Route::Auth,
         (&Method::OPTIONS, "/auth") => Route::Done(preflight(cors)?),
+        (&Method::GET, "/healthz" | "/readyz") if app.http_settings().unhealthy.is_some() => {
+            let why = app.http_settings().unhealthy.as_deref().unwrap_or_default();
+            return Err(not_ready(why));
+        }
         (&Method::GET, "/healthz") => Route::Done(text(StatusCode::OK, "text/plain", "ok\n")),
         (&Method::GET, "/readyz") => match app.readiness() {
             Readiness::Ready => Route::Done(text(StatusCode::OK, "text/plain", "ready\n")),

@@ -934,6 +934,47 @@ fn port_is_honoured_when_listen_is_unset() {
     assert_eq!(e.setting, "PORT");
 }
 
+/// Issue 28 (5): demo mode started by a platform's `PORT` listens on loopback only, which
+/// nothing outside the container reaches; a health check inside it (`capsign probe /healthz`)
+/// used to pass. It now fails, with a WARNING saying why, while the demo itself still answers.
+#[tokio::test]
+async fn demo_mode_behind_port_refuses_to_look_healthy() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = command();
+    c.env("PORT", port.to_string());
+    let (_child, addr, banner) = start(c);
+    assert_eq!(addr.to_string(), format!("127.0.0.1:{port}"));
+    assert!(
+        banner.contains("WARNING: demo mode listens on 127.0.0.1") && banner.contains("503"),
+        "{banner}"
+    );
+    let get = |path: &'static str| {
+        send(
+            addr,
+            http::Request::get(path)
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(get("/healthz").await.status, 503);
+    assert_eq!(get("/readyz").await.status, 503);
+    assert_eq!(get("/").await.status, 200, "the demo page still answers");
+    let probe = Command::new(BIN)
+        .args(["probe", "/healthz"])
+        .env("PORT", port.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        probe.status.code(),
+        Some(1),
+        "the image's health check fails"
+    );
+}
+
 /// Ably refusing capsign's own TokenRequest (here: the server's Ably key is wrong) is the
 /// operator's problem: the client gets a 502, and the log a WARN line naming Ably's answer.
 #[tokio::test]
