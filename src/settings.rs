@@ -1002,6 +1002,37 @@ impl Source<'_> {
 /// `NAME_FILE` gives a secret setting `NAME` as the path of a file holding it.
 const FILE_SUFFIX: &str = "_FILE";
 
+/// `NAME_AWS` gives a secret setting `NAME` as a reference to AWS Secrets Manager
+/// (`secretsmanager:ID[#json-key]`) or Parameter Store (`ssm:NAME`), read through the AWS
+/// Parameters and Secrets Lambda extension by `capsign-lambda`.
+pub const AWS_SUFFIX: &str = "_AWS";
+
+/// The secret settings given as AWS references (`NAME_AWS`): each setting's name, the
+/// variable and the reference, for `capsign-lambda` to resolve before [`Settings::load`].
+///
+/// # Errors
+///
+/// `NAME_AWS` set together with `NAME` or `NAME_FILE`.
+pub fn aws_secret_references(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, String, String)>, SettingsError> {
+    let mut refs = Vec::new();
+    for d in TABLE.iter().filter(|d| d.secret) {
+        let var = format!("{}{AWS_SUFFIX}", d.name);
+        let Some(reference) = env(&var) else { continue };
+        for other in [d.name.to_owned(), format!("{}{FILE_SUFFIX}", d.name)] {
+            if env(&other).is_some() {
+                return Err(SettingsError::new(
+                    &var,
+                    format!("set together with {other}; set one of them"),
+                ));
+            }
+        }
+        refs.push((d.name, var, reference));
+    }
+    Ok(refs)
+}
+
 /// The largest secret file read.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
@@ -1076,9 +1107,10 @@ pub fn refuse_unknown_variables(
 ) -> Result<(), SettingsError> {
     for name in names {
         let named = |n: &str| TABLE.iter().any(|d| d.name == n);
-        let secret_file = name
-            .strip_suffix(FILE_SUFFIX)
-            .is_some_and(|n| TABLE.iter().any(|d| d.name == n && d.secret));
+        let secret_file = [FILE_SUFFIX, AWS_SUFFIX].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|n| TABLE.iter().any(|d| d.name == n && d.secret))
+        });
         if !name.starts_with("CAPSIGN_") || named(&name) || secret_file {
             continue;
         }
@@ -1184,8 +1216,40 @@ impl Settings {
     ///
     /// An unknown `CAPSIGN_*` variable, or what [`Settings::load`] refuses.
     pub fn from_process(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let env = |k: &str| std::env::var(k).ok();
+        if let Some((name, var, _)) = aws_secret_references(&env)?.first() {
+            return Err(SettingsError::new(
+                var,
+                format!(
+                    "read by capsign-lambda only (through the AWS Parameters and Secrets \
+                     extension); here give {name} or {name}{FILE_SUFFIX}"
+                ),
+            ));
+        }
+        Settings::from_process_with(file, &[])
+    }
+
+    /// [`Settings::from_process`], with `resolved` values (secrets fetched by the caller,
+    /// name and value) taking the place of the environment's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Settings::from_process`].
+    pub fn from_process_with(
+        file: Option<&Path>,
+        resolved: &[(&str, String)],
+    ) -> Result<Settings, SettingsError> {
         refuse_unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
-        Settings::load(&|k| std::env::var(k).ok(), file)
+        Settings::load(
+            &|k| {
+                resolved
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var(k).ok())
+            },
+            file,
+        )
     }
 
     /// Adapts the settings to AWS Lambda, whose instances are frozen between invocations and

@@ -15,6 +15,7 @@
 //!   init-error endpoint, so the Lambda console and the invoking client see it, and the
 //!   process exits.
 
+mod aws_secrets;
 mod event;
 #[path = "../logging.rs"]
 mod logging;
@@ -75,7 +76,18 @@ async fn run() -> ExitCode {
         eprintln!("capsign-lambda: {e}");
         return ExitCode::from(2);
     }
-    let settings = Settings::from_process(None).and_then(Settings::for_lambda);
+    // Secrets given as AWS references (`NAME_AWS`) are fetched first, through the Parameters
+    // and Secrets extension; the settings are then checked with them in place.
+    let env = |k: &str| std::env::var(k).ok();
+    let references = match capsign::settings::aws_secret_references(&env) {
+        Ok(r) => r,
+        Err(e) => return init_failed("configuration error", &e.to_string()).await,
+    };
+    let resolved = match aws_secrets::resolve(references).await {
+        Ok(r) => r,
+        Err(e) => return init_failed("configuration error", &e).await,
+    };
+    let settings = Settings::from_process_with(None, &resolved).and_then(Settings::for_lambda);
     let settings = match settings {
         Ok(s) => s,
         Err(e) => return init_failed("configuration error", &e.to_string()).await,

@@ -596,6 +596,100 @@ async fn malformed_http_events_are_answered_400_in_their_shape() {
     }
 }
 
+/// Issue 28 (3): secrets from AWS Secrets Manager and Parameter Store through the Parameters
+/// and Secrets extension (a stand-in of its HTTP interface on 127.0.0.1: the session token
+/// required, `SecretString` and `Parameter.Value` answered): the function starts with them and
+/// signs with the key it was given; a secret the extension cannot find is an init error naming
+/// the variable.
+#[tokio::test]
+async fn secrets_come_from_the_parameters_and_secrets_extension() {
+    use crate::fakes::{Answer, Fake};
+    let extension = Fake::start(|seen| {
+        if seen
+            .headers
+            .get("x-aws-parameters-secrets-token")
+            .map(|v| v.as_bytes())
+            != Some(b"session-token-1")
+        {
+            return Answer::json(401, &json!({"message": "no token"}));
+        }
+        match seen.path.as_str() {
+            "/systemsmanager/parameters/get?name=%2Fcapsign%2Fably&withDecryption=true" => {
+                Answer::json(
+                    200,
+                    &json!({"Parameter": {"Name": "/capsign/ably",
+                    "Value": capsign::testing::ABLY_KEY}}),
+                )
+            }
+            "/secretsmanager/get?secretId=capsign" => Answer::json(
+                200,
+                &json!({"Name": "capsign",
+                "SecretString": json!({"cookie-key": capsign::testing::COOKIE_KEY}).to_string()}),
+            ),
+            _ => Answer::json(400, &json!({"message": "ResourceNotFoundException"})),
+        }
+    })
+    .await;
+    let mut settings = capsign::testing::env(&[]);
+    settings.remove("ABLY_API_KEY");
+    settings.remove("CAPSIGN_COOKIE_KEY");
+    settings.insert("ABLY_API_KEY_AWS".into(), "ssm:/capsign/ably".into());
+    settings.insert(
+        "CAPSIGN_COOKIE_KEY_AWS".into(),
+        "secretsmanager:capsign#cookie-key".into(),
+    );
+    settings.insert("AWS_SESSION_TOKEN".into(), "session-token-1".into());
+    settings.insert(
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT".into(),
+        extension.addr.port().to_string(),
+    );
+    let mut runtime = FakeRuntime::start().await;
+    let _function = lambda(&runtime, &settings);
+    let bearer = format!("Bearer {}", session("alice", Value::Null));
+    let e = event(
+        Kind::HttpApiV2,
+        &Call {
+            method: "GET",
+            path: "/auth",
+            query: &[("capability", "{\"chat:a\":[\"subscribe\"]}")],
+            headers: &[("authorization", &bearer)],
+            cookies: &[],
+            body: None,
+        },
+    );
+    let r = received(Kind::HttpApiV2, &runtime.invoke(e).await);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let claims = crate::harness::verify_ably_jwt(&r.body);
+    assert_eq!(claims["x-ably-clientId"], "alice");
+    assert_eq!(
+        extension.seen().len(),
+        2,
+        "each secret fetched once, at start"
+    );
+
+    settings.insert(
+        "CAPSIGN_COOKIE_KEY_AWS".into(),
+        "secretsmanager:missing".into(),
+    );
+    let mut runtime = FakeRuntime::start().await;
+    let mut function = lambda(&runtime, &settings);
+    match runtime.next_posted().await {
+        Posted::InitError { body, .. } => {
+            let message = body["errorMessage"].as_str().unwrap();
+            assert!(
+                message.contains("CAPSIGN_COOKIE_KEY_AWS (secretsmanager:missing)")
+                    && message.contains("ResourceNotFoundException"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an init error, got {other:?}"),
+    }
+    let status = tokio::task::spawn_blocking(move || function.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
 /// API Gateway puts a named stage before the path (`/prod/healthz`); the routes are found
 /// anyway (the REST API sample above has the stage `prod` too).
 #[tokio::test]
