@@ -217,3 +217,43 @@ impl App {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use crate::ably::AblyError;
+    use crate::client::ClientError;
+    use crate::metrics::{ABLY_ERROR_KINDS, WEBHOOK_ERROR_KINDS};
+    use crate::policy::WebhookError;
+
+    /// Every kind of outbound failure is a label value the metrics count at 0 from the start.
+    #[test]
+    fn every_outbound_error_kind_is_a_known_label() {
+        let calls = [
+            ClientError::Timeout(Duration::ZERO),
+            ClientError::Network(String::new()),
+            ClientError::TooLarge(0),
+        ];
+        let hook = calls.iter().cloned().map(WebhookError::Call).chain([
+            WebhookError::Status(StatusCode::BAD_GATEWAY),
+            WebhookError::Malformed(String::new()),
+        ]);
+        for e in hook {
+            assert!(WEBHOOK_ERROR_KINDS.contains(&e.kind()), "{e}");
+        }
+        let ably = calls.into_iter().map(AblyError::Unreachable).chain([
+            AblyError::Refused {
+                status: StatusCode::UNAUTHORIZED,
+                code: 40101,
+                message: String::new(),
+            },
+            AblyError::Malformed(String::new()),
+        ]);
+        for e in ably {
+            assert!(ABLY_ERROR_KINDS.contains(&e.kind()), "{e}");
+        }
+    }
+}

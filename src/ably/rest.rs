@@ -155,29 +155,3 @@ fn refusal(status: StatusCode, body: &[u8]) -> AblyError {
         message,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every kind of failure is a label value the metrics count at 0 from the start.
-    #[test]
-    fn every_error_kind_is_a_known_label() {
-        let calls = [
-            ClientError::Timeout(Duration::ZERO),
-            ClientError::Network(String::new()),
-            ClientError::TooLarge(0),
-        ];
-        let others = [
-            AblyError::Refused {
-                status: StatusCode::UNAUTHORIZED,
-                code: 40101,
-                message: String::new(),
-            },
-            AblyError::Malformed(String::new()),
-        ];
-        for e in calls.into_iter().map(AblyError::Unreachable).chain(others) {
-            assert!(crate::metrics::ABLY_ERROR_KINDS.contains(&e.kind()), "{e}");
-        }
-    }
-}

@@ -194,28 +194,3 @@ pub(crate) fn within(requested: &CapabilitySet, granted: &CapabilitySet) -> Capa
         .filter(|(_, ops)| !ops.is_empty())
         .collect()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every kind of failure is a label value the metrics count at 0 from the start.
-    #[test]
-    fn every_error_kind_is_a_known_label() {
-        let calls = [
-            ClientError::Timeout(Duration::ZERO),
-            ClientError::Network(String::new()),
-            ClientError::TooLarge(0),
-        ];
-        let others = [
-            WebhookError::Status(StatusCode::BAD_GATEWAY),
-            WebhookError::Malformed(String::new()),
-        ];
-        for e in calls.into_iter().map(WebhookError::Call).chain(others) {
-            assert!(
-                crate::metrics::WEBHOOK_ERROR_KINDS.contains(&e.kind()),
-                "{e}"
-            );
-        }
-    }
-}

@@ -330,15 +330,7 @@ async fn a_jwks_down_at_start_leaves_the_instance_unready_and_retrying() {
         .env("CAPSIGN_SESSION_JWKS", idp.url("/jwks.json"))
         .env("CAPSIGN_RULES", &rules);
     let (_child, addr) = start_logging_to(c, &log).await;
-    let get = |path: &'static str| {
-        send(
-            addr,
-            http::Request::get(path)
-                .header("host", "x")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-    };
+    let get = |path: &'static str| get_from(addr, path);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("(not ready yet)"), "{text}");
     assert!(text.contains("CAPSIGN_STARTUP_TIMEOUT"), "{text}");
@@ -372,6 +364,18 @@ async fn a_jwks_down_at_start_leaves_the_instance_unready_and_retrying() {
         err.contains("giving up after 2s (CAPSIGN_STARTUP_TIMEOUT)"),
         "{err}"
     );
+}
+
+/// `GET path` on `addr`, with a `Host` and nothing else.
+async fn get_from(addr: std::net::SocketAddr, path: &str) -> crate::harness::Reply {
+    send(
+        addr,
+        http::Request::get(path)
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
 }
 
 /// A production configuration on `c`: the harness's Ably key, cookie key and session
@@ -828,15 +832,7 @@ async fn sigterm_drains_then_exits_cleanly() {
     c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
         .env("CAPSIGN_SHUTDOWN_DELAY", "1500ms");
     let (mut child, addr, _) = start(c);
-    let get = |path: &'static str| {
-        send(
-            addr,
-            http::Request::get(path)
-                .header("host", "x")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-    };
+    let get = |path: &'static str| get_from(addr, path);
     assert_eq!(get("/readyz").await.status, 200);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -951,15 +947,7 @@ async fn demo_mode_behind_port_refuses_to_look_healthy() {
         banner.contains("WARNING: demo mode listens on 127.0.0.1") && banner.contains("503"),
         "{banner}"
     );
-    let get = |path: &'static str| {
-        send(
-            addr,
-            http::Request::get(path)
-                .header("host", "x")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-    };
+    let get = |path: &'static str| get_from(addr, path);
     assert_eq!(get("/healthz").await.status, 503);
     assert_eq!(get("/readyz").await.status, 503);
     assert_eq!(get("/").await.status, 200, "the demo page still answers");

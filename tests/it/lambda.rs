@@ -326,6 +326,21 @@ fn event(kind: Kind, call: &Call<'_>) -> Value {
     e
 }
 
+/// A bare `GET path` event of `kind`.
+fn get_event(kind: Kind, path: &str) -> Value {
+    event(
+        kind,
+        &Call {
+            method: "GET",
+            path,
+            query: &[],
+            headers: &[],
+            cookies: &[],
+            body: None,
+        },
+    )
+}
+
 /// What the client receives from the front door for the function's `answer`.
 fn received(kind: Kind, answer: &Value) -> Reply {
     let mut headers = HeaderMap::new();
@@ -518,17 +533,7 @@ async fn an_unknown_event_is_an_invocation_error_and_the_next_is_served() {
         }
         other => panic!("expected an invocation error, got {other:?}"),
     }
-    let e = event(
-        Kind::Alb,
-        &Call {
-            method: "GET",
-            path: "/healthz",
-            query: &[],
-            headers: &[],
-            cookies: &[],
-            body: None,
-        },
-    );
+    let e = get_event(Kind::Alb, "/healthz");
     assert_eq!(received(Kind::Alb, &runtime.invoke(e).await).status, 200);
 }
 
@@ -541,19 +546,7 @@ async fn an_unknown_event_is_an_invocation_error_and_the_next_is_served() {
 async fn malformed_http_events_are_answered_400_in_their_shape() {
     let mut runtime = FakeRuntime::start().await;
     let _function = lambda(&runtime, &capsign::testing::env(&[]));
-    let health = |kind: Kind| {
-        event(
-            kind,
-            &Call {
-                method: "GET",
-                path: "/healthz",
-                query: &[],
-                headers: &[],
-                cookies: &[],
-                body: None,
-            },
-        )
-    };
+    let health = |kind: Kind| get_event(kind, "/healthz");
     let mut cases: Vec<(Kind, Value, u16, &str)> = Vec::new();
     let mut e = health(Kind::HttpApiV2);
     e["body"] = json!("%%% not base64 %%%");
@@ -696,17 +689,7 @@ async fn secrets_come_from_the_parameters_and_secrets_extension() {
 async fn a_named_stage_before_the_path_is_not_part_of_the_route() {
     let mut runtime = FakeRuntime::start().await;
     let _function = lambda(&runtime, &capsign::testing::env(&[]));
-    let mut e = event(
-        Kind::HttpApiV2,
-        &Call {
-            method: "GET",
-            path: "/prod/healthz",
-            query: &[],
-            headers: &[],
-            cookies: &[],
-            body: None,
-        },
-    );
+    let mut e = get_event(Kind::HttpApiV2, "/prod/healthz");
     e["requestContext"]["stage"] = json!("prod");
     let r = received(Kind::HttpApiV2, &runtime.invoke(e).await);
     assert_eq!(r.status, 200, "{}", r.body);
