@@ -402,6 +402,25 @@ impl Resource {
         &self.0
     }
 
+    /// Whether the resource is a pattern, covering more than itself: the `[*]` qualifier, or a
+    /// segment that is exactly `*` (`*`, `chat:*`, `chat:*:b`). A `*` inside a segment is a
+    /// literal character: `news*` names one channel.
+    ///
+    /// ```
+    /// use capsign::capability::Resource;
+    /// let r = |s: &str| Resource::new(s).unwrap();
+    /// assert!(r("*").is_pattern() && r("chat:*").is_pattern() && r("[*]log").is_pattern());
+    /// assert!(r("a:*:b").is_pattern() && r("[queue]*").is_pattern());
+    /// assert!(!r("news*").is_pattern() && !r("a*b:c").is_pattern() && !r("[meta]log").is_pattern());
+    /// ```
+    pub fn is_pattern(&self) -> bool {
+        match split_qualifier(&self.0) {
+            Some((Qualifier::Any, _)) => true,
+            Some((_, rest)) => rest.split(':').any(|segment| segment == "*"),
+            None => false,
+        }
+    }
+
     /// Whether every channel this pattern matches is also matched by `self`.
     ///
     /// ```

@@ -88,7 +88,7 @@ impl GrantSet {
     /// The part of `requested` these grants do not already cover (as
     /// [`CapabilitySet::uncovered`], without building the held set first).
     ///
-    /// A held name without `*` covers only itself, so it is found by binary search; only the
+    /// A held name that is not a pattern covers only itself, so it is found by binary search; only the
     /// held patterns are compared one by one, and each first by its literal prefix. The cost
     /// is at most `requested × (log held + patterns held)`, with both bounded by the grant
     /// limit.
@@ -96,7 +96,7 @@ impl GrantSet {
         let patterns: Vec<(&Resource, OpSet, &str)> = self
             .entries
             .iter()
-            .filter(|(r, _)| r.as_str().as_bytes().contains(&b'*'))
+            .filter(|(r, _)| r.is_pattern())
             .map(|(r, g)| (r, g.ops, literal_prefix(r.as_str())))
             .collect();
         let mut out = CapabilitySet::new();

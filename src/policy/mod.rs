@@ -151,7 +151,7 @@ impl Policy {
         };
         if self.patterns == PatternPolicy::Deny {
             // Denied here: left out of what is granted, never sent.
-            let is_pattern = |r: &crate::capability::Resource| r.as_str().contains('*');
+            let is_pattern = crate::capability::Resource::is_pattern;
             let patterns: CapabilitySet = rest
                 .iter()
                 .filter(|(r, _)| is_pattern(r))

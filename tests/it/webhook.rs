@@ -341,6 +341,17 @@ async fn patterns_can_be_kept_from_the_webhook() {
         json!({"doc:1": ["subscribe"]})
     );
 
+    // Issue 26: `news*` is one channel's name, not a pattern (a `*` widens only as a whole
+    // segment): the webhook is asked about it, not refused unasked.
+    let hook = Fake::start(grant_all_but_secret).await;
+    let s = with_webhook(&hook, &[("CAPSIGN_POLICY_PATTERNS", "deny")]).await;
+    let r = ask(&s, "news*", None).await;
+    assert_eq!(r.capability(), r#"{"news*":["subscribe"]}"#, "{}", r.body);
+    assert_eq!(
+        hook.seen()[0].json()["requested"],
+        json!({"news*": ["subscribe"]})
+    );
+
     let hook = Fake::start(grant_all_but_secret).await;
     let s = with_webhook(&hook, &[]).await;
     let r = ask(&s, "doc:*", None).await;
