@@ -70,10 +70,28 @@ pub fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// A read-only file holding `contents`, shared by everything that asks for the same contents
+/// (its name is their hash): the fixtures write their rules once, not once per app, so test
+/// runs leave a handful of files behind rather than thousands of directories.
+pub fn shared_file(contents: &str) -> PathBuf {
+    use sha2::Digest as _;
+    let hash = hex::encode(sha2::Sha256::digest(contents.as_bytes()));
+    let dir = std::env::temp_dir().join("capsign-test-shared");
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join(format!("{}.toml", hash.get(..16).unwrap_or(&hash)));
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(contents) {
+        // Written whole under a name of its own, then renamed: a reader never sees half.
+        let partial = dir.join(format!("{}.{}", rand::random::<u64>(), std::process::id()));
+        std::fs::write(&partial, contents).expect("a temporary file");
+        std::fs::rename(&partial, &path).expect("a temporary file");
+    }
+    path
+}
+
 /// The environment of a production-like deployment (jwt identity, `rules` written to a file),
 /// plus `extra`. Ably's REST API is a closed loopback port unless a test starts its own fake.
 pub fn env_with_rules(rules: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let rules = temp_file("rules.toml", rules);
+    let rules = shared_file(rules);
     let mut map: HashMap<String, String> = [
         ("ABLY_API_KEY", ABLY_KEY),
         ("CAPSIGN_COOKIE_KEY", COOKIE_KEY),
