@@ -121,8 +121,10 @@ impl SettingsError {
     }
 }
 
-/// A secret value: `Debug` shows `<redacted>`, and only [`Secret::expose`] reads it.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value: `Debug` shows `<redacted>`, and only [`Secret::expose`] reads it. It has
+/// no `PartialEq` on purpose: comparing secrets with `==` is not constant-time; a MAC is
+/// compared by its `verify` (nor do the settings types holding one compare).
+#[derive(Clone)]
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
@@ -494,7 +496,7 @@ keywords! {
 }
 
 /// An Ably API key, `appId.keyId:secret`, with its shape checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AblyApiKey {
     /// `appId.keyId`, the public part.
     pub name: String,
@@ -526,7 +528,7 @@ impl AblyApiKey {
 /// The grant-cookie key ring: one key signs, every key verifies. The signing key is not
 /// optional, and ids are distinct and non-zero: a ring that could seal without a MAC cannot be
 /// built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CookieKeys {
     signing: (u8, Secret<Vec<u8>>),
     others: Vec<(u8, Secret<Vec<u8>>)>,
