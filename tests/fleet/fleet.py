@@ -71,10 +71,20 @@ def capability_of(jwt):
     return json.loads(json.loads(b64url_decode(body))["x-ably-capability"])
 
 
+HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one handed out before in this run: the kernel may give
+    the same free port twice, and two instances (or an instance and a balancer) would then
+    race for it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def p99(latencies):
@@ -100,15 +110,17 @@ class Instance:
         self.proc = subprocess.Popen([self.binary], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + START_LIMIT_S
+        said = []
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
                 break
+            said.append(line.rstrip())
             if "listening on" in line:
                 threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
                 return
         self.proc.kill()
-        raise SystemExit(f"fleet: {self.name} did not start")
+        raise SystemExit(f"fleet: {self.name} did not start; it said: " + " | ".join(said[-5:]))
 
     @staticmethod
     def _drain(proc):
