@@ -84,6 +84,14 @@ struct ShedLog {
 }
 
 impl ShedLog {
+    /// [`ShedLog::shed`] at the system clock's second.
+    fn shed_now(&self) -> Option<u64> {
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.shed(now_s)
+    }
+
     /// Counts one shed connection; `Some(n)`: write a line now, for `n` shed connections.
     fn shed(&self, now_s: u64) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -240,10 +248,7 @@ pub async fn run_until(
                     }
                 };
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    let now_s = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    if let Some(n) = shed_log.shed(now_s) {
+                    if let Some(n) = shed_log.shed_now() {
                         tracing::warn!(
                             shed = n,
                             "connection limit (CAPSIGN_MAX_CONNECTIONS) reached: shedding new \
@@ -255,10 +260,7 @@ pub async fn run_until(
                     continue;
                 };
                 let Ok(peer_slot) = peer_slots.take(peer.ip()) else {
-                    let now_s = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    if let Some(n) = peer_shed_log.shed(now_s) {
+                    if let Some(n) = peer_shed_log.shed_now() {
                         tracing::warn!(
                             shed = n,
                             peer = %peer.ip(),
