@@ -114,9 +114,15 @@ impl App {
         } else {
             Metrics::disabled()
         };
-        let identity =
-            IdentityService::build(&settings.identity, &settings.cookie.keys, &client, &metrics)?;
         let policy = Policy::build(&settings.policy, &client, &metrics)?;
+        let keep_claims = policy.reads_claims() || settings.ably.embedded.is_some();
+        let identity = IdentityService::build(
+            &settings.identity,
+            &settings.cookie.keys,
+            &client,
+            &metrics,
+            keep_claims,
+        )?;
         let flow = Flow::new(
             Sealer::from_settings(&settings.cookie),
             policy,

@@ -20,7 +20,7 @@ use crate::capability::{CapabilitySet, Resource};
 use crate::grants::{
     GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, SetCookie,
 };
-use crate::identity::Identity;
+use crate::identity::{ClientId, Identity};
 use crate::metrics::{CookieResult, Decider, Metrics};
 use crate::policy::{Policy, WebhookError};
 use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
@@ -65,7 +65,7 @@ pub struct AuthParams {
     /// The grants wanted now.
     pub capability: Option<CapabilitySet>,
     /// The clientId the client believes it has.
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// Requested lifetime in ms (positive).
     pub ttl_ms: Option<u64>,
     /// Requested format.
@@ -127,7 +127,7 @@ pub enum FlowError {
     #[error("clientId {asked:?} does not match the authenticated clientId")]
     ClientIdMismatch {
         /// What the client sent.
-        asked: String,
+        asked: ClientId,
     },
     /// Denied grants in `deny = "reject"` mode.
     #[error("capability denied for {}", list(.0))]
@@ -810,7 +810,7 @@ mod tests {
     }
 
     fn alice() -> Identity {
-        Identity::new("alice".into(), Default::default())
+        Identity::new(ClientId::new("alice").unwrap(), Default::default())
     }
 
     fn params(cap: &str) -> AuthParams {
@@ -1081,7 +1081,7 @@ mod tests {
     async fn client_id_mismatch() {
         let app = app(&[]);
         let p = AuthParams {
-            client_id: Some("bob".into()),
+            client_id: Some(ClientId::new("bob").unwrap()),
             ..AuthParams::default()
         };
         assert!(matches!(

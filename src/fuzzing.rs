@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::capability::{CapabilitySet, OpSet, Resource};
 use crate::grants::{Grant, GrantKey, GrantKeys, GrantSet, OpenLimits, Purpose, SealError, Sealer};
-use crate::identity::Identity;
+use crate::identity::{ClientId, Identity};
 use crate::policy::Rules;
 use crate::testing::{self, ABLY_SECRET, SESSION_SECRET};
 
@@ -254,7 +254,10 @@ pub fn rules(data: &[u8]) {
     };
     let mut claims = Map::new();
     claims.insert("team".into(), Value::String(who.chars().rev().collect()));
-    let who = Identity::new(who.to_owned(), claims);
+    let Ok(client_id) = ClientId::new(who) else {
+        return;
+    };
+    let who = Identity::new(client_id, claims);
     let requested = CapabilitySet::from_value(&json!({
         "*": ["*"],
         "chat:*": ["publish", "subscribe"],

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::app::{App, Readiness};
 use crate::capability::Resource;
 use crate::flow::{AuthParams, Credential, Presented};
-use crate::identity::{DemoIdentity, Presenting, check_client_id};
+use crate::identity::{ClientId, DemoIdentity, Presenting};
 use crate::settings::HttpSettings;
 use error::{Reject, code};
 use params::{RawParams, read_body};
@@ -627,8 +627,8 @@ where
     let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
-    check_client_id(&user).map_err(|e| {
+        .ok_or_else(|| Reject::bad("the form has no user name (user=...)"))?;
+    let user = ClientId::try_from(user).map_err(|e| {
         Reject::new(
             StatusCode::BAD_REQUEST,
             code::INVALID_CLIENT_ID,

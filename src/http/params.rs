@@ -13,7 +13,7 @@ use super::BoxError;
 use super::error::{Reject, code};
 use crate::capability::CapabilitySet;
 use crate::flow::AuthParams;
-use crate::identity::check_client_id;
+use crate::identity::ClientId;
 use crate::settings::Format;
 
 /// Reads a body of at most `max` bytes within `timeout`.
@@ -277,16 +277,16 @@ impl RawParams {
                 Reject::bad("format must be jwt, tokenRequest, token, auto or embedded")
             })?),
         };
-        let client_id = self.client_id.map(|(id, _)| id);
-        if let Some(id) = &client_id {
-            check_client_id(id).map_err(|e| {
+        let client_id = match self.client_id {
+            None => None,
+            Some((id, _)) => Some(ClientId::try_from(id).map_err(|e| {
                 Reject::new(
                     StatusCode::BAD_REQUEST,
                     code::INVALID_CLIENT_ID,
                     format!("invalid clientId: {e}"),
                 )
-            })?;
-        }
+            })?),
+        };
         Ok(AuthParams {
             capability,
             client_id,

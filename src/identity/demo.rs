@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac as _;
 use serde_json::Map;
 
-use super::{Identity, IdentityError, check_client_id};
+use super::{ClientId, Identity, IdentityError};
 use crate::crypto::{HmacSha256, hkdf, keyed_hmac};
 
 /// The demo session cookie's name.
@@ -50,7 +50,7 @@ impl DemoIdentity {
     }
 
     /// The `Set-Cookie` value that logs `user` in (checked by the caller).
-    pub fn login_cookie(&self, user: &str) -> String {
+    pub fn login_cookie(&self, user: &ClientId) -> String {
         ::cookie::Cookie::build((DEMO_COOKIE, self.session_value(user)))
             .path("/")
             .http_only(true)
@@ -93,8 +93,7 @@ impl DemoIdentity {
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
         let user = String::from_utf8(user).map_err(|_| invalid())?;
         self.tag(&user).verify_slice(&tag).map_err(|_| invalid())?;
-        check_client_id(&user).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::new(user, Map::new()))
+        Ok(Identity::new(ClientId::try_from(user)?, Map::new()))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Map;
 
-use super::{Identity, IdentityError, Presenting, check_client_id};
+use super::{ClientId, Identity, IdentityError, Presenting};
 
 /// Takes the clientId from a header that a trusted front proxy sets (oauth2-proxy's
 /// `X-Forwarded-User`, say), and only on requests whose peer is one of those proxies: anyone
@@ -39,8 +39,7 @@ impl HeaderIdentity {
         let user = value
             .to_str()
             .map_err(|_| IdentityError::Invalid(format!("{} is not visible ASCII", self.header)))?;
-        check_client_id(user).map_err(IdentityError::BadClientId)?;
-        Ok(Identity::new(user.to_owned(), Map::new()))
+        Ok(Identity::new(ClientId::new(user)?, Map::new()))
     }
 }
 

@@ -7,6 +7,7 @@
 //! capsign on loopback; `demo`). [`IdentityService::build`] turns the identity settings into
 //! the one in use. It reads request headers but knows nothing of grants.
 
+mod client_id;
 pub(crate) mod demo;
 pub(crate) mod header;
 pub(crate) mod jwks;
@@ -14,7 +15,6 @@ pub(crate) mod session;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
@@ -22,76 +22,43 @@ use crate::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::settings::{CookieKeys, IdentitySettings, SessionKeySource};
 
+pub use client_id::{BadClientId, ClientId, MAX_CLIENT_ID_LEN};
 pub use demo::{DEMO_COOKIE, DemoIdentity};
 pub use header::HeaderIdentity;
 pub use jwks::JwksError;
 pub use session::{JwksIdentity, JwtIdentity, NotAPublicKey, SessionClaims};
 
-/// The longest clientId capsign accepts, in bytes.
-pub const MAX_CLIENT_ID_LEN: usize = 256;
-
 /// The longest app-session JWT capsign will look at, in bytes.
 pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;
 
 /// An authenticated user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// The Ably clientId: who the credential is for.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// When the app's session ends (Unix seconds), for sessions that say (`exp` of a session
     /// JWT): no credential outlives it unless the settings allow.
     pub session_expires_at: Option<u64>,
-    /// The session's claims as signed (JSON text, read whole and found sound when the session
-    /// was checked), when they have not been made a map yet.
-    claims_text: Option<String>,
-    /// The claims as a map, made on first use.
-    claims: OnceLock<Map<String, Value>>,
-}
-
-impl PartialEq for Identity {
-    fn eq(&self, other: &Identity) -> bool {
-        self.client_id == other.client_id
-            && self.session_expires_at == other.session_expires_at
-            && self.claims() == other.claims()
-    }
+    /// The session's claims, read whole when the session was verified (a session whose claims
+    /// do not parse is refused). Empty in demo and header modes, and when nothing the app is
+    /// configured with reads them (see [`SessionClaims::keep`]).
+    claims: Map<String, Value>,
 }
 
 impl Identity {
-    /// An identity; the caller has checked the clientId.
-    pub fn new(client_id: String, claims: Map<String, Value>) -> Identity {
+    /// An identity with these claims.
+    pub fn new(client_id: ClientId, claims: Map<String, Value>) -> Identity {
         Identity {
             client_id,
             session_expires_at: None,
-            claims_text: None,
-            claims: OnceLock::from(claims),
+            claims,
         }
     }
 
-    /// An identity whose claims are the JSON object `text`, which the caller has read whole
-    /// with serde_json (so making it a map cannot fail); the map is made only if
-    /// [`Identity::claims`] is called. Most requests never need it.
-    pub(crate) fn with_claims_text(client_id: String, text: String) -> Identity {
-        Identity {
-            client_id,
-            session_expires_at: None,
-            claims_text: Some(text),
-            claims: OnceLock::new(),
-        }
-    }
-
-    /// The session's claims, for `{claims.NAME}` templates and the webhook (empty in demo and
-    /// header modes). Read whole, by one reader, when the session was checked: a session
-    /// whose claims do not parse is refused, never read as an empty map.
+    /// The session's claims, for `{claims.NAME}` templates, the webhook and the embedded
+    /// token's `sub`.
     pub fn claims(&self) -> &Map<String, Value> {
-        self.claims.get_or_init(|| {
-            let text = self.claims_text.as_deref().unwrap_or("{}");
-            serde_json::from_str(text).unwrap_or_else(|e| {
-                // Unreachable: the text was read whole by serde_json when the session was
-                // checked (`json::Checked` accepts exactly what a `Value` does).
-                tracing::error!("session claims that were read once no longer parse: {e}");
-                Map::new()
-            })
-        })
+        &self.claims
     }
 }
 
@@ -119,30 +86,10 @@ pub enum IdentityError {
     NoClientId(String),
     /// The clientId is not acceptable.
     #[error("invalid clientId: {0}")]
-    BadClientId(&'static str),
+    BadClientId(#[from] BadClientId),
     /// `header` mode, and the request did not come from a trusted proxy.
     #[error("the {0} header is only believed from CAPSIGN_TRUSTED_PROXIES")]
     UntrustedPeer(String),
-}
-
-/// Checks a clientId: non-empty, at most [`MAX_CLIENT_ID_LEN`] bytes, no control characters,
-/// and not `*` (Ably's wildcard clientId, which would let the holder act as anyone).
-///
-/// # Errors
-///
-/// What is wrong with it.
-pub fn check_client_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        Err("empty")
-    } else if id.len() > MAX_CLIENT_ID_LEN {
-        Err("longer than 256 bytes")
-    } else if id == "*" {
-        Err("\"*\" is Ably's wildcard, not an identity")
-    } else if id.chars().any(char::is_control) {
-        Err("contains a control character")
-    } else {
-        Ok(())
-    }
 }
 
 /// Why the identity settings could not be put to use at start-up.
@@ -210,7 +157,9 @@ pub struct Presenting<'a> {
 impl IdentityService {
     /// The identity service of `settings`: reads key files (PEM, a JWKS file); a JWKS URL is
     /// fetched later, by [`IdentityService::prepare`]. Demo sessions are keyed from the grant
-    /// cookie's signing key, under a label of their own.
+    /// cookie's signing key, under a label of their own. `keep_claims`: whether something the
+    /// app is configured with reads session claims (a `{claims.NAME}` template, the webhook, the
+    /// embedded token), so each session's claims are kept as a map ([`SessionClaims::keep`]).
     ///
     /// # Errors
     ///
@@ -220,6 +169,7 @@ impl IdentityService {
         cookie_keys: &CookieKeys,
         client: &HttpClient,
         metrics: &Metrics,
+        keep_claims: bool,
     ) -> Result<IdentityService, IdentityBuildError> {
         let read = |setting, path: &PathBuf| {
             std::fs::read(path).map_err(|source| IdentityBuildError::Read {
@@ -236,19 +186,15 @@ impl IdentityService {
                 IdentityService::Header(HeaderIdentity::new(header.clone(), trusted.clone()))
             }
             IdentitySettings::Jwt { key, session } => {
-                let claims = SessionClaims::new(session);
-                let (issuer, audience) = (session.issuer.as_deref(), session.audience.as_deref());
+                let claims = SessionClaims::new(session, keep_claims);
                 match key {
-                    SessionKeySource::Secret(secret) => IdentityService::Jwt(JwtIdentity::hs256(
-                        secret.expose().as_bytes(),
-                        claims,
-                        issuer,
-                        audience,
-                    )),
+                    SessionKeySource::Secret(secret) => {
+                        IdentityService::Jwt(JwtIdentity::hs256(secret.expose().as_bytes(), claims))
+                    }
                     SessionKeySource::PublicKey(path) => {
                         let pem = read("CAPSIGN_SESSION_PUBLIC_KEY", path)?;
                         IdentityService::Jwt(
-                            JwtIdentity::public_key(&pem, claims, issuer, audience)
+                            JwtIdentity::public_key(&pem, claims)
                                 .map_err(|_| IdentityBuildError::Pem(path.clone()))?,
                         )
                     }
@@ -270,12 +216,7 @@ impl IdentityService {
                         if !refresh_in_background {
                             state = state.refreshing_in_requests();
                         }
-                        IdentityService::Jwks(JwksIdentity::new(
-                            state,
-                            claims,
-                            session.issuer.clone(),
-                            session.audience.clone(),
-                        ))
+                        IdentityService::Jwks(JwksIdentity::new(state, claims))
                     }
                 }
             }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::{MapAccess, Visitor};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::jwks::JwksState;
-use super::{Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting, check_client_id};
+use super::{ClientId, Identity, IdentityError, MAX_SESSION_TOKEN_LEN, Presenting};
 use crate::hs256::Hs256Key;
 use crate::json::{Checked, JsonStr};
 use crate::settings::SessionSettings;
@@ -20,7 +20,10 @@ use crate::settings::SessionSettings;
 /// Seconds of clock difference tolerated on `exp` and `nbf` of session JWTs.
 pub(crate) const DEFAULT_LEEWAY_S: u64 = 30;
 
-/// How a session JWT's claims become an [`Identity`], whatever verified it.
+/// How a session JWT's claims become an [`Identity`], whatever verified its signature: every
+/// verifier (HS256, a PEM public key, a JWKS key) hands the signed claims text to
+/// [`SessionClaims::identity`], which makes every claim check (`exp`, `nbf`, `iss`, `aud`, the
+/// clientId) the same way for all of them.
 #[derive(Debug, Clone)]
 pub struct SessionClaims {
     /// Also take the token from this cookie.
@@ -29,15 +32,27 @@ pub struct SessionClaims {
     pub claim: String,
     /// Seconds of tolerance on `exp` and `nbf`.
     pub leeway: u64,
+    /// The `iss` a session must have, when set.
+    pub issuer: Option<String>,
+    /// An audience the session's `aud` (a string or an array of strings) must name, when set.
+    pub audience: Option<String>,
+    /// Keep every claim in the [`Identity`] (read into a map as the session is verified).
+    /// Set when something the app is configured with reads claims; otherwise the claims are
+    /// still read whole and checked (a session whose claims do not parse is refused either
+    /// way), but only the clientId and the registered claims are kept.
+    pub keep: bool,
 }
 
 impl SessionClaims {
     /// The claim reading of the session settings, with the default leeway.
-    pub fn new(settings: &SessionSettings) -> SessionClaims {
+    pub fn new(settings: &SessionSettings, keep: bool) -> SessionClaims {
         SessionClaims {
             cookie: settings.cookie.clone(),
             claim: settings.client_id_claim.clone(),
             leeway: DEFAULT_LEEWAY_S,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            keep,
         }
     }
 
@@ -60,24 +75,14 @@ impl SessionClaims {
         Ok(token)
     }
 
-    /// Reads the verified claims object `text`, whole, as the one JSON reader every later use
-    /// of the claims sees (a claim a template or the webhook reads is never silently dropped:
-    /// a lone surrogate, a number out of range or nesting past the parser's depth refuses the
-    /// session), keeping only what every request needs: `exp`, `nbf`, `iss` and `aud` (when
-    /// `iss_aud` is given; the JWT library checked them otherwise) and the clientId. The text
-    /// itself is kept; the claims become a map only when a template or the webhook asks.
-    /// Then checks `exp` (required) and `nbf` against `now` and takes the clientId.
-    fn identity(
-        &self,
-        text: String,
-        now: u64,
-        iss_aud: Option<&Validation>,
-    ) -> Result<Identity, IdentityError> {
-        let read = read_claims(&text, &self.claim, iss_aud.is_some())
+    /// Reads the verified claims object `text` whole, once ([`read_claims`]: a lone surrogate,
+    /// a number out of range, nesting past the parser's depth or a claim named twice refuses
+    /// the session), then checks `iss` and `aud` (when configured), `exp` (required) and `nbf`
+    /// against `now`, and takes the clientId.
+    fn identity(&self, text: &str, now: u64) -> Result<Identity, IdentityError> {
+        let read = read_claims(text, self)
             .map_err(|e| IdentityError::Invalid(format!("claims are not a JSON object: {e}")))?;
-        if let Some(validation) = iss_aud {
-            check_iss_aud(read.iss.as_ref(), read.aud.as_ref(), validation)?;
-        }
+        self.check_iss_aud(read.iss.as_ref(), read.aud.as_ref())?;
         let exp = read
             .exp
             .as_ref()
@@ -97,14 +102,35 @@ impl SessionClaims {
         let Some(Value::String(client_id)) = read.client_id else {
             return Err(IdentityError::NoClientId(self.claim.clone()));
         };
-        check_client_id(&client_id).map_err(IdentityError::BadClientId)?;
-        let mut who = Identity::with_claims_text(client_id, text);
+        let mut who = Identity::new(ClientId::try_from(client_id)?, read.all);
         who.session_expires_at = Some(exp);
         Ok(who)
     }
+
+    /// `iss` must be the configured issuer; `aud` (a string or an array of strings) must name
+    /// the configured audience. A missing claim fails the check it is needed for. (The JWT
+    /// library's own `iss`/`aud` checks are off for every verifier: these are the only ones.)
+    fn check_iss_aud(&self, iss: Option<&Value>, aud: Option<&Value>) -> Result<(), IdentityError> {
+        if let Some(issuer) = &self.issuer {
+            if iss.and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(IdentityError::Invalid("InvalidIssuer".into()));
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let ok = match aud {
+                Some(Value::String(a)) => a == audience,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !ok {
+                return Err(IdentityError::Invalid("InvalidAudience".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The claims every request reads, as `serde_json::Value`s.
+/// The claims read from a session: the ones every request checks, and (when kept) all of them.
 #[derive(Default)]
 struct ReadClaims {
     exp: Option<Value>,
@@ -112,21 +138,21 @@ struct ReadClaims {
     iss: Option<Value>,
     aud: Option<Value>,
     client_id: Option<Value>,
+    /// Every claim, when they are kept.
+    all: Map<String, Value>,
 }
 
-/// Reads a claims object whole (every member checked as `serde_json::Value` would read it,
-/// see [`Checked`]) and keeps the members of [`ReadClaims`]; `iss` and `aud` only when
-/// `iss_aud`. A member named twice refuses the claims, as a header's does (`hs256`): readers
-/// that keep the first and readers that keep the last (the app's own, the webhook's) would
-/// otherwise see two different sessions.
-fn read_claims(
-    text: &str,
-    client_id: &str,
-    iss_aud: bool,
-) -> Result<ReadClaims, serde_json::Error> {
+/// Reads a claims object whole, the one reader of session claims: every member is checked as
+/// `serde_json::Value` would read it (see [`Checked`]); the registered claims and the clientId
+/// are kept, and, when `keep`, every claim. A member named twice refuses the claims, as a
+/// header's does (`hs256`): readers that keep the first and readers that keep the last (the
+/// app's own, the webhook's) would otherwise see two different sessions.
+fn read_claims(text: &str, how: &SessionClaims) -> Result<ReadClaims, serde_json::Error> {
     struct Reader<'a> {
         client_id: &'a str,
-        iss_aud: bool,
+        keep: bool,
+        iss: bool,
+        aud: bool,
     }
     impl<'de> Visitor<'de> for Reader<'_> {
         type Value = ReadClaims;
@@ -142,36 +168,52 @@ fn read_claims(
                         "the claim {name:?} appears twice"
                     )));
                 }
-                seen.push(name.clone());
+                if self.keep {
+                    let value = map.next_value::<Value>()?;
+                    read.all.insert(name.clone().into_owned(), value);
+                    seen.push(name);
+                    continue;
+                }
                 // The clientId claim may be configured as one of the others' names.
                 let is_client_id = *name == *self.client_id;
-                let registered = matches!(&*name, "exp" | "nbf")
-                    || (self.iss_aud && matches!(&*name, "iss" | "aud"));
-                if !is_client_id && !registered {
-                    map.next_value::<Checked>()?;
-                    continue;
+                let slot = match &*name {
+                    "exp" => Some(&mut read.exp),
+                    "nbf" => Some(&mut read.nbf),
+                    "iss" if self.iss => Some(&mut read.iss),
+                    "aud" if self.aud => Some(&mut read.aud),
+                    _ => None,
+                };
+                match (slot, is_client_id) {
+                    (None, false) => {
+                        map.next_value::<Checked>()?;
+                    }
+                    (None, true) => read.client_id = Some(map.next_value::<Value>()?),
+                    (Some(slot), false) => *slot = Some(map.next_value::<Value>()?),
+                    (Some(slot), true) => {
+                        let value = map.next_value::<Value>()?;
+                        read.client_id = Some(value.clone());
+                        *slot = Some(value);
+                    }
                 }
-                let value = map.next_value::<Value>()?;
-                if is_client_id && !registered {
-                    read.client_id = Some(value);
-                    continue;
-                }
-                if is_client_id {
-                    read.client_id = Some(value.clone());
-                }
-                match &*name {
-                    "exp" => read.exp = Some(value),
-                    "nbf" => read.nbf = Some(value),
-                    "iss" if self.iss_aud => read.iss = Some(value),
-                    "aud" if self.iss_aud => read.aud = Some(value),
-                    _ => {}
-                }
+                seen.push(name);
+            }
+            if self.keep {
+                let get = |name: &str| read.all.get(name).cloned();
+                (read.exp, read.nbf, read.iss, read.aud) =
+                    (get("exp"), get("nbf"), get("iss"), get("aud"));
+                read.client_id = get(self.client_id);
             }
             Ok(read)
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let read = serde::Deserializer::deserialize_map(&mut de, Reader { client_id, iss_aud })?;
+    let reader = Reader {
+        client_id: &how.claim,
+        keep: how.keep,
+        iss: how.issuer.is_some(),
+        aud: how.audience.is_some(),
+    };
+    let read = serde::Deserializer::deserialize_map(&mut de, reader)?;
     de.end()?;
     Ok(read)
 }
@@ -190,55 +232,16 @@ fn header_without_crit(token: &str) -> Result<jsonwebtoken::Header, IdentityErro
     Ok(header)
 }
 
-/// The library checks signature, algorithm, `iss` and `aud`; `exp` and `nbf` are checked
-/// against capsign's own clock ([`SessionClaims::identity`]), so tests can move time.
-fn base_validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+/// What the JWT library checks: the signature and the algorithm only. Every claim is checked
+/// by [`SessionClaims::identity`], the same way whichever key verified the session (`exp` and
+/// `nbf` against capsign's own clock, so tests can move time).
+fn signature_only(alg: Algorithm) -> Validation {
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
+    validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    if let Some(iss) = issuer {
-        validation.set_issuer(&[iss]);
-    }
-    match audience {
-        Some(aud) => validation.set_audience(&[aud]),
-        None => validation.validate_aud = false,
-    }
     validation
-}
-
-/// The `iss` and `aud` checks of `validation`, as the JWT library makes them: `iss` must be one
-/// of the allowed issuers; `aud` (a string or an array of strings) must name an allowed
-/// audience. A missing claim fails the check it is needed for.
-fn check_iss_aud(
-    iss: Option<&Value>,
-    aud: Option<&Value>,
-    validation: &Validation,
-) -> Result<(), IdentityError> {
-    if let Some(allowed) = &validation.iss {
-        let ok = iss
-            .and_then(Value::as_str)
-            .is_some_and(|iss| allowed.contains(iss));
-        if !ok {
-            return Err(IdentityError::Invalid("InvalidIssuer".into()));
-        }
-    }
-    if validation.validate_aud {
-        if let Some(allowed) = &validation.aud {
-            let ok = match aud {
-                Some(Value::String(a)) => allowed.contains(a.as_str()),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| allowed.contains(a)),
-                _ => false,
-            };
-            if !ok {
-                return Err(IdentityError::Invalid("InvalidAudience".into()));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Verifies the app's session JWTs with one secret or public key.
@@ -261,8 +264,6 @@ impl fmt::Debug for JwtIdentity {
             .field("key", &"<redacted>")
             .field("algorithms", &self.validation.algorithms)
             .field("session", &self.session)
-            .field("iss", &self.validation.iss)
-            .field("aud", &self.validation.aud)
             .finish()
     }
 }
@@ -274,15 +275,10 @@ pub struct NotAPublicKey;
 
 impl JwtIdentity {
     /// Verification with an HS256 shared secret (its bytes as they are).
-    pub fn hs256(
-        secret: &[u8],
-        session: SessionClaims,
-        issuer: Option<&str>,
-        audience: Option<&str>,
-    ) -> JwtIdentity {
+    pub fn hs256(secret: &[u8], session: SessionClaims) -> JwtIdentity {
         JwtIdentity {
             verifier: Verifier::Secret(Box::new(Hs256Key::new(secret, None))),
-            validation: base_validation(Algorithm::HS256, issuer, audience),
+            validation: signature_only(Algorithm::HS256),
             session,
         }
     }
@@ -294,12 +290,7 @@ impl JwtIdentity {
     /// # Errors
     ///
     /// A PEM that is none of the supported public key kinds.
-    pub fn public_key(
-        pem: &[u8],
-        session: SessionClaims,
-        issuer: Option<&str>,
-        audience: Option<&str>,
-    ) -> Result<JwtIdentity, NotAPublicKey> {
+    pub fn public_key(pem: &[u8], session: SessionClaims) -> Result<JwtIdentity, NotAPublicKey> {
         let (key, first, more) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
             (
                 k,
@@ -313,7 +304,7 @@ impl JwtIdentity {
         } else {
             return Err(NotAPublicKey);
         };
-        let mut validation = base_validation(first, issuer, audience);
+        let mut validation = signature_only(first);
         validation.algorithms.extend(more);
         Ok(JwtIdentity {
             verifier: Verifier::Public(Box::new(key)),
@@ -336,15 +327,14 @@ impl JwtIdentity {
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?;
                 let text = String::from_utf8(claims)
                     .map_err(|_| IdentityError::Invalid("claims are not UTF-8".into()))?;
-                self.session.identity(text, now, Some(&self.validation))
+                self.session.identity(&text, now)
             }
             Verifier::Public(key) => {
                 header_without_crit(token)?;
                 let claims = jsonwebtoken::decode::<Box<RawValue>>(token, key, &self.validation)
                     .map_err(|e| IdentityError::Invalid(e.to_string()))?
                     .claims;
-                self.session
-                    .identity(Box::<str>::from(claims).into_string(), now, None)
+                self.session.identity(claims.get(), now)
             }
         }
     }
@@ -354,23 +344,14 @@ impl JwtIdentity {
 #[derive(Debug)]
 pub struct JwksIdentity {
     state: Arc<JwksState>,
-    issuer: Option<String>,
-    audience: Option<String>,
     session: SessionClaims,
 }
 
 impl JwksIdentity {
     /// Verification with the keys of `state`.
-    pub fn new(
-        state: JwksState,
-        session: SessionClaims,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> JwksIdentity {
+    pub fn new(state: JwksState, session: SessionClaims) -> JwksIdentity {
         JwksIdentity {
             state: Arc::new(state),
-            issuer,
-            audience,
             session,
         }
     }
@@ -402,15 +383,10 @@ impl JwksIdentity {
                     None => format!("no kid, and no single key for {:?} in the JWKS", header.alg),
                 })
             })?;
-        let validation =
-            base_validation(header.alg, self.issuer.as_deref(), self.audience.as_deref());
+        let validation = signature_only(header.alg);
         let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation)
             .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        self.session.identity(
-            Box::<str>::from(data.claims).into_string(),
-            now_ms / 1000,
-            None,
-        )
+        self.session.identity(data.claims.get(), now_ms / 1000)
     }
 }
 
@@ -427,11 +403,14 @@ mod tests {
             cookie: cookie.map(str::to_owned),
             claim: claim.to_owned(),
             leeway: DEFAULT_LEEWAY_S,
+            issuer: None,
+            audience: None,
+            keep: true,
         }
     }
 
     fn hs(secret: &[u8]) -> JwtIdentity {
-        JwtIdentity::hs256(secret, claims(None, "sub"), None, None)
+        JwtIdentity::hs256(secret, claims(None, "sub"))
     }
 
     /// Identifies a bearer token (or none) at `now` (Unix seconds).
@@ -474,7 +453,13 @@ mod tests {
     #[test]
     fn the_client_id_claim_may_be_a_registered_one() {
         // An odd configuration, read as a map would be: `aud` is both checked and the clientId.
-        let id = JwtIdentity::hs256(b"s3cret", claims(None, "aud"), None, Some("alice"));
+        let id = JwtIdentity::hs256(
+            b"s3cret",
+            SessionClaims {
+                audience: Some("alice".into()),
+                ..claims(None, "aud")
+            },
+        );
         let t = token(b"s3cret", json!({"aud": "alice", "exp": 2000}));
         let who = with_bearer(&id, Some(&t), 1000).unwrap();
         assert_eq!(who.client_id, "alice");
@@ -496,7 +481,7 @@ mod tests {
         assert_eq!(w.client_id, "bob");
         assert_eq!(w.claims()["x"], json!({"y": [1, {"z": null}]}));
         let mut expected = Identity::new(
-            "bob".into(),
+            ClientId::new("bob").unwrap(),
             json!({"sub": "bob", "exp": 2000, "x": {"y": [1, {"z": null}]}})
                 .as_object()
                 .unwrap()
@@ -583,6 +568,45 @@ mod tests {
         );
     }
 
+    /// Issue 26: claims are read once, as the session is verified, whether or not they are
+    /// kept: a session whose claims do not parse is refused in both modes, and only a session
+    /// whose claims something reads keeps them (no map made and then left unused, no empty map
+    /// standing in for claims that failed to parse).
+    #[test]
+    fn claims_are_read_once_whether_kept_or_not() {
+        let raw = |text: &str| Hs256Key::new(b"s3cret", None).sign(text.as_bytes());
+        for keep in [true, false] {
+            let id = JwtIdentity::hs256(
+                b"s3cret",
+                SessionClaims {
+                    keep,
+                    ..claims(None, "sub")
+                },
+            );
+            for bad in [
+                r#"{"sub":"a","exp":2000,"note":"\ud800"}"#,
+                r#"{"sub":"a","exp":2000,"n":1e400}"#,
+                r#"{"sub":"a","exp":2000,"r":1,"r":2}"#,
+                r#"{"sub":"a","exp":2000,"x":[}"#,
+            ] {
+                let r = with_bearer(&id, Some(&raw(bad)), 1000);
+                assert!(
+                    matches!(r, Err(IdentityError::Invalid(_))),
+                    "{keep} {bad}: {r:?}"
+                );
+            }
+            let who = with_bearer(
+                &id,
+                Some(&raw(r#"{"sub":"a","exp":2000,"team":"red"}"#)),
+                1000,
+            )
+            .unwrap();
+            assert_eq!(who.client_id, "a");
+            assert_eq!(who.session_expires_at, Some(2000));
+            assert_eq!(who.claims().get("team").is_some(), keep, "keep = {keep}");
+        }
+    }
+
     #[test]
     fn rejected_sessions() {
         let id = hs(b"s3cret");
@@ -633,7 +657,7 @@ mod tests {
 
     #[test]
     fn session_from_cookie() {
-        let id = JwtIdentity::hs256(b"k", claims(Some("session"), "uid"), None, None);
+        let id = JwtIdentity::hs256(b"k", claims(Some("session"), "uid"));
         let t = token(b"k", json!({"uid":"bob","exp":2000}));
         let jar = |n: &str| (n == "session").then_some(t.as_str());
         let headers = http::HeaderMap::new();

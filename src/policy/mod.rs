@@ -111,6 +111,12 @@ impl Policy {
         }
     }
 
+    /// Whether deciding reads session claims: a rule's `{claims.NAME}` template, or the
+    /// webhook (which is sent them).
+    pub fn reads_claims(&self) -> bool {
+        self.webhook.is_some() || self.rules.reads_claims()
+    }
+
     /// The grants given to every fresh set (the rules marked `default`).
     pub fn defaults(&self, who: &Identity) -> CapabilitySet {
         self.rules.defaults(who)

@@ -233,6 +233,15 @@ impl Rules {
         })
     }
 
+    /// Whether a template (a resource's or a user claim's) reads a session claim
+    /// (`{claims.NAME}`): then the identity must keep each session's claims.
+    pub fn reads_claims(&self) -> bool {
+        let reads = |pieces: &[Piece]| pieces.iter().any(|p| matches!(p, Piece::Claim(_)));
+        self.rules
+            .iter()
+            .any(|r| reads(&r.pieces) || r.claim.as_ref().is_some_and(|c| reads(&c.template)))
+    }
+
     /// What the rules allow `who`: one pattern per applicable rule (a template that cannot be
     /// filled for `who` applies to no one).
     ///
@@ -625,6 +634,7 @@ fn substitution<'a>(who: &'a Identity, piece: &'a Piece) -> Option<Cow<'a, str>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ClientId;
 
     const RULES: &str = r#"
         [[rule]]
@@ -642,7 +652,7 @@ mod tests {
     "#;
 
     fn who(id: &str) -> Identity {
-        Identity::new(id.to_owned(), serde_json::Map::new())
+        Identity::new(ClientId::new(id).unwrap(), serde_json::Map::new())
     }
 
     fn caps(json: &str) -> CapabilitySet {
@@ -695,7 +705,7 @@ mod tests {
                 "(\\[(queue|meta|\\*)\\])?(p|q|m|c|a\\*b|u|\\*)(:(u|v|\\*|x)){0,2}",
                 1..5,
             ),
-            id in "u|v|\\*",
+            id in "u|v|u\\*|\\*u",
         ) {
             let rules = Rules::from_toml(TEMPLATED).unwrap();
             let who = who(&id);
@@ -730,7 +740,8 @@ mod tests {
     #[test]
     fn hostile_client_id_never_widens() {
         let p = Rules::from_toml(RULES).unwrap();
-        for id in ["a:*", "*", "a:b", "[*]", "{clientId}", "x\u{7}"] {
+        // "*" and control characters cannot be a clientId at all (`ClientId::new`).
+        for id in ["a:*", "a:b", "[*]", "{clientId}", "**"] {
             let got = p.decide(
                 &who(id),
                 &caps(r#"{"private:a:*":["*"],"private:a:b:c":["*"],"private:*":["*"]}"#),
@@ -745,7 +756,7 @@ mod tests {
         let p = Rules::from_toml(RULES).unwrap();
         let mut claims = serde_json::Map::new();
         claims.insert("team".into(), "red".into());
-        let alice = Identity::new("alice".into(), claims);
+        let alice = Identity::new(ClientId::new("alice").unwrap(), claims);
         let got = p.decide(
             &alice,
             &caps(r#"{"team:red:x":["subscribe"],"team:blue:x":["subscribe"]}"#),
@@ -809,7 +820,7 @@ mod tests {
         let p = Rules::from_toml(CHAT_RULES).unwrap();
         let mut claims = serde_json::Map::new();
         claims.insert("role".into(), "m".repeat(5_800).into());
-        let alice = Identity::new("alice".into(), claims);
+        let alice = Identity::new(ClientId::new("alice").unwrap(), claims);
         let many: serde_json::Map<String, serde_json::Value> = (0..255)
             .map(|i| (format!("support:{i}"), serde_json::json!(["publish"])))
             .collect();
@@ -899,7 +910,7 @@ mod tests {
         let p = Rules::from_toml(CHAT_RULES).unwrap();
         let mut claims = serde_json::Map::new();
         claims.insert("role".into(), r#"mod","admin":"yes"#.into());
-        let alice = Identity::new("al\"ice".into(), claims);
+        let alice = Identity::new(ClientId::new("al\"ice").unwrap(), claims);
         let held =
             caps(r#"{"support:1":["publish"],"news:a":["subscribe"],"other":["subscribe"]}"#);
         let got = p.claims(&alice, &held);
