@@ -18,11 +18,12 @@
 use crate::ably::{self, Ably, AblyError, TokenError};
 use crate::capability::{CapabilitySet, Resource};
 use crate::grants::{
-    GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, SetCookie,
+    GrantSet, GrantsError, OpenLimits, Purpose, SET_COOKIE_BUDGET, SealError, Sealer,
 };
 use crate::identity::{ClientId, Identity};
 use crate::metrics::{CookieResult, Decider, Metrics};
 use crate::policy::{Policy, WebhookError};
+use crate::set_cookie::SetCookie;
 use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
 
 /// JWTs above this size are sent as TokenRequests by `format=auto`: they travel in URLs and

@@ -102,7 +102,8 @@ impl Hs256Key {
         let claims_at = out.len();
         URL_SAFE_NO_PAD.encode_string(claims, &mut out);
         let mut mac = self.signing.clone();
-        mac.update(out.as_bytes().get(claims_at..).unwrap_or_default());
+        // `claims_at` was the length before the claims were appended.
+        mac.update(out.as_bytes().split_at(claims_at).1);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut out);
         out
@@ -140,7 +141,8 @@ impl Hs256Key {
         let header = if header.len() <= SMALL_HEADER / 3 * 4 {
             let n = (URL_SAFE_NO_PAD.decode_slice(header, &mut small))
                 .map_err(|_| Hs256Error::Shape)?;
-            Cow::Borrowed(small.get(..n).unwrap_or_default())
+            // `decode_slice` writes at most the slice's length.
+            Cow::Borrowed(small.split_at(n).0)
         } else {
             Cow::Owned((URL_SAFE_NO_PAD.decode(header)).map_err(|_| Hs256Error::Shape)?)
         };

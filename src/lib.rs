@@ -33,7 +33,8 @@
 //! - [`metrics`]: one Prometheus registry per app and the handles each module records into.
 //! - `hs256`: HS256 JWTs with the key prepared once; `crypto`: keyed HMAC and HKDF; `json`:
 //!   JSON string helpers and the claims checker; `client`: outbound HTTP, bounded in time and
-//!   size; `scratch`: per-thread scratch buffers for a request's temporary bytes.
+//!   size; `scratch`: per-thread scratch buffers for a request's temporary bytes;
+//!   [`set_cookie`]: the one `Set-Cookie` writer (the grant cookie, the demo login).
 //!
 //! A request goes identity → sealed grants (MAC first) → new grants → policy → merge → seal →
 //! mint. The identity decides whose cookie may open; the policy sees only what the cookie
@@ -60,6 +61,7 @@ pub mod metrics;
 pub mod policy;
 pub(crate) mod scratch;
 pub mod server;
+pub mod set_cookie;
 pub mod settings;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

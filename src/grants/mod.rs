@@ -39,7 +39,7 @@ use crate::capability::{CapabilitySet, OpSet, Resource, literal_prefix};
 
 pub use seal::{
     DEFAULT_MAX_GRANTS, GrantKey, GrantKeys, GrantsError, HEADER_VERSION, MAX_SEALED_LEN,
-    OpenLimits, Opened, Payload, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, SetCookie, VERSION,
+    OpenLimits, Opened, Payload, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, VERSION,
 };
 
 /// One held grant: the operations on a resource and when the policy last approved them.

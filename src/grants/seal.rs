@@ -14,6 +14,7 @@ use hmac::Mac as _;
 use super::{Grant, GrantSet};
 use crate::capability::{MAX_RESOURCE_LEN, OpSet, Resource};
 use crate::crypto::{HmacSha256, hkdf, keyed_hmac};
+use crate::set_cookie::{CookieSpec, SetCookie};
 use crate::settings::{CookieKeys, CookieSettings, SameSite};
 
 /// The budget for the whole `Set-Cookie` header value. Browsers drop a cookie whose name and
@@ -233,36 +234,22 @@ pub struct OpenLimits {
 #[derive(Debug, Clone)]
 pub struct Sealer {
     keys: GrantKeys,
-    cookie_name: String,
-    same_site: SameSite,
-    max_age_s: u64,
+    /// The grant cookie: `Secure`, the configured `SameSite`, `Max-Age` the grant maximum age.
+    cookie: CookieSpec,
     max_grants: usize,
 }
 
-/// The encoded payload of a grant set, before the MAC: sealed once per purpose.
+/// The encoded payload of a grant set, before the MAC: sealed once per purpose. Made only by
+/// [`Sealer::encode`], which writes its [`HEADER_LEN`]-byte header first.
 pub struct Payload(Vec<u8>);
 
-/// A sealed grant cookie as its `Set-Cookie` header value, built in one allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetCookie {
-    header: String,
-    value: std::ops::Range<usize>,
-}
-
-impl SetCookie {
-    /// The sealed value (what the client's `Cookie` header will carry).
-    pub fn value(&self) -> &str {
-        self.header.get(self.value.clone()).unwrap_or_default()
-    }
-
-    /// The whole `Set-Cookie` header value.
-    pub fn header(&self) -> &str {
-        &self.header
-    }
-
-    /// The `Set-Cookie` header value, owned.
-    pub fn into_header(self) -> String {
-        self.header
+impl Payload {
+    /// The header and the body.
+    fn split(&self) -> (&[u8; HEADER_LEN], &[u8]) {
+        #[allow(clippy::expect_used)]
+        self.0
+            .split_first_chunk()
+            .expect("a payload starts with its header: Sealer::encode writes it first")
     }
 }
 
@@ -272,9 +259,12 @@ impl Sealer {
     pub fn new(keys: GrantKeys, cookie_name: impl Into<String>) -> Sealer {
         Sealer {
             keys,
-            cookie_name: cookie_name.into(),
-            same_site: SameSite::Lax,
-            max_age_s: 24 * 3600,
+            cookie: CookieSpec {
+                name: cookie_name.into(),
+                same_site: SameSite::Lax,
+                secure: true,
+                max_age_s: Some(24 * 3600),
+            },
             max_grants: DEFAULT_MAX_GRANTS,
         }
     }
@@ -293,55 +283,31 @@ impl Sealer {
     pub fn from_settings(cookie: &CookieSettings) -> Sealer {
         Sealer {
             keys: GrantKeys::from_settings(&cookie.keys),
-            cookie_name: cookie.name.clone(),
-            same_site: cookie.same_site,
-            max_age_s: cookie.max_age_s,
+            cookie: CookieSpec {
+                name: cookie.name.clone(),
+                same_site: cookie.same_site,
+                secure: true,
+                max_age_s: Some(cookie.max_age_s),
+            },
             max_grants: cookie.max_grants,
         }
     }
 
     /// The `Set-Cookie` value for a sealed cookie value: `HttpOnly; Secure; Path=/`, the
-    /// configured `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age. The
-    /// same bytes as the `cookie` crate writes (a test checks), without its intermediate
-    /// strings: the name was checked at start-up and the value is base64url.
+    /// configured `SameSite` (`Lax` by default) and a `Max-Age` of the grant maximum age,
+    /// written by the one `Set-Cookie` writer ([`CookieSpec`]).
     pub fn set_cookie(&self, value: &str) -> String {
-        self.write_set_cookie(value.len(), |out| out.push_str(value))
-    }
-
-    /// The `Set-Cookie` value with a value of `value_len` bytes that `value` appends.
-    fn write_set_cookie(&self, value_len: usize, value: impl FnOnce(&mut String)) -> String {
-        let mut max_age = itoa::Buffer::new();
-        let max_age = max_age.format(self.max_age_s.min(i64::MAX as u64));
-        let mut out = String::with_capacity(self.set_cookie_len(value_len));
-        out.push_str(&self.cookie_name);
-        out.push('=');
-        value(&mut out);
-        for part in [
-            "; HttpOnly; SameSite=",
-            self.same_site.as_str(),
-            "; Secure; Path=/; Max-Age=",
-            max_age,
-        ] {
-            out.push_str(part);
-        }
-        out
+        self.cookie.with_value(value).into_header()
     }
 
     /// The length of [`Sealer::set_cookie`] for a value of `value_len` bytes.
     pub fn set_cookie_len(&self, value_len: usize) -> usize {
-        let mut max_age = itoa::Buffer::new();
-        self.cookie_name.len()
-            + 1
-            + value_len
-            + "; HttpOnly; SameSite=".len()
-            + self.same_site.as_str().len()
-            + "; Secure; Path=/; Max-Age=".len()
-            + max_age.format(self.max_age_s.min(i64::MAX as u64)).len()
+        self.cookie.len(value_len)
     }
 
     /// The cookie name bound into cookie MACs.
     pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
+        &self.cookie.name
     }
 
     /// Encodes a grant set for `client_id` at `issued_at` (Unix seconds).
@@ -375,7 +341,8 @@ impl Sealer {
             let name = r.as_str().as_bytes();
             let shared = name.iter().zip(prev).take_while(|(a, b)| a == b).count();
             put_varint(body, shared as u64);
-            put_bytes(body, name.get(shared..).unwrap_or_default());
+            // `shared` counts bytes of `name` (zip stops at the shorter): within it.
+            put_bytes(body, name.split_at(shared).1);
             put_varint(body, u64::from(g.ops.bits()));
             put_varint(body, issued_at.saturating_sub(g.approved_at));
             prev = name;
@@ -388,8 +355,7 @@ impl Sealer {
             });
         }
         if body_len >= DEFLATE_FROM {
-            let deflated =
-                deflate(out.get(HEADER_LEN..).unwrap_or_default()).filter(|d| d.len() < body_len);
+            let deflated = deflate(out.split_at(HEADER_LEN).1).filter(|d| d.len() < body_len);
             if let Some(d) = deflated {
                 out.truncate(HEADER_LEN);
                 out.extend_from_slice(&d);
@@ -419,28 +385,18 @@ impl Sealer {
     /// The grant cookie for `payload`, sealed straight into its `Set-Cookie` value (see
     /// [`Sealer::set_cookie`]).
     pub fn seal_cookie(&self, payload: &Payload) -> SetCookie {
-        let value_len = self.sealed_len(payload);
-        let header = self.write_set_cookie(value_len, |out| {
+        self.cookie.write(self.sealed_len(payload), |out| {
             self.seal_into(Purpose::Cookie, payload, out);
-        });
-        SetCookie {
-            value: self.cookie_name.len() + 1..self.cookie_name.len() + 1 + value_len,
-            header,
-        }
+        })
     }
 
     /// Appends the sealed text of `payload` for `purpose` to `out`: base64url of the header
     /// (with the purpose's version byte), the body and the MAC, written in three runs at
     /// multiples of three bytes, so nothing is copied first.
     fn seal_into(&self, purpose: Purpose, payload: &Payload, out: &mut String) {
-        let mut head = [0u8; HEADER_LEN];
-        for (h, b) in head.iter_mut().zip(&payload.0) {
-            *h = *b;
-        }
-        if let Some(version) = head.first_mut() {
-            *version = purpose.version();
-        }
-        let body = payload.0.get(HEADER_LEN..).unwrap_or_default();
+        let (head, body) = payload.split();
+        let mut head = *head;
+        head[0] = purpose.version();
         let mut mac = self.mac(&self.keys.signing, purpose, &head);
         mac.update(body);
         let tag = mac.finalize().into_bytes();
@@ -452,7 +408,8 @@ impl Sealer {
         for (t, b) in tail.iter_mut().zip(rest.iter().chain(tag.iter())) {
             *t = *b;
         }
-        let tail = tail.get(..rest.len() + MAC_LEN).unwrap_or_default();
+        // `rest` is what is left of the body after its multiples of three: at most 2 bytes.
+        let (tail, _) = tail.split_at(rest.len() + MAC_LEN);
         URL_SAFE_NO_PAD.encode_string(tail, out);
     }
 
@@ -487,7 +444,7 @@ impl Sealer {
         let mut mac = key.mac.clone();
         // Both bind the cookie name, which names the deployment; the purpose tag and the
         // domain keep a cookie from opening as a header and the other way round.
-        let name = self.cookie_name.as_bytes();
+        let name = self.cookie.name.as_bytes();
         mac.update(match purpose {
             Purpose::Cookie => DOMAIN_V1,
             Purpose::Header => DOMAIN_V2,
@@ -879,13 +836,10 @@ mod tests {
             let value = s.seal(Purpose::Cookie, &payload);
             assert_eq!(cookie.value(), value, "{n} grants");
             assert_eq!(cookie.header(), s.set_cookie(&value));
-            assert_eq!(
-                cookie.header.len(),
-                cookie.header.capacity(),
-                "exact: {n} grants"
-            );
             let opened = s.open(Purpose::Cookie, cookie.value(), "alice", limits(1000));
             assert_eq!(opened.unwrap().grants, g);
+            let header = cookie.into_header();
+            assert_eq!(header.len(), header.capacity(), "exact: {n} grants");
             g.add(
                 &CapabilitySet::from_json(&format!(
                     r#"{{"room:{n:03}:{}":["subscribe"]}}"#,
@@ -1103,31 +1057,22 @@ mod tests {
         assert!(GrantKeys::new(k.clone(), vec![k]).is_none());
     }
 
+    /// The grant cookie's attributes (the writer itself is tested in `set_cookie`).
     #[test]
-    fn set_cookie_writes_what_the_cookie_crate_writes() {
-        let cases = [
-            (SameSite::Strict, ::cookie::SameSite::Strict, 60),
-            (SameSite::Lax, ::cookie::SameSite::Lax, 86_400),
-            (SameSite::None, ::cookie::SameSite::None, 3600),
-        ];
-        for (ours, theirs, max_age_s) in cases {
-            let s = Sealer {
-                same_site: ours,
-                max_age_s,
-                ..sealer()
-            };
-            let expected = ::cookie::Cookie::build(("__Host-capsign", "AQEA_x-y"))
-                .path("/")
-                .secure(true)
-                .http_only(true)
-                .same_site(theirs)
-                .max_age(::cookie::time::Duration::seconds(
-                    i64::try_from(max_age_s).unwrap(),
-                ))
-                .build()
-                .to_string();
-            assert_eq!(s.set_cookie("AQEA_x-y"), expected);
-            assert_eq!(s.set_cookie_len(8), expected.len());
+    fn the_grant_cookie_is_secure_with_the_configured_same_site_and_max_age() {
+        for same_site in [SameSite::Strict, SameSite::Lax, SameSite::None] {
+            let mut s = sealer();
+            s.cookie.same_site = same_site;
+            s.cookie.max_age_s = Some(60);
+            let header = s.set_cookie("AQEA_x-y");
+            assert_eq!(
+                header,
+                format!(
+                    "__Host-capsign=AQEA_x-y; HttpOnly; SameSite={}; Secure; Path=/; Max-Age=60",
+                    same_site.as_str()
+                )
+            );
+            assert_eq!(s.set_cookie_len(8), header.len());
         }
     }
 }

@@ -16,6 +16,8 @@ use serde_json::Map;
 
 use super::{ClientId, Identity, IdentityError};
 use crate::crypto::{HmacSha256, hkdf, keyed_hmac};
+use crate::set_cookie::CookieSpec;
+use crate::settings::SameSite;
 
 /// The demo session cookie's name.
 pub const DEMO_COOKIE: &str = "capsign-demo-session";
@@ -49,19 +51,27 @@ impl DemoIdentity {
         DemoIdentity::new(&hkdf(HKDF_SALT, cookie_secret, HKDF_INFO))
     }
 
-    /// The `Set-Cookie` value that logs `user` in (checked by the caller).
+    /// The demo session cookie: `HttpOnly; SameSite=Lax; Path=/`, not `Secure` (the demo
+    /// runs on plain HTTP on loopback), a browser-session cookie unless `max_age_s`.
+    fn cookie(max_age_s: Option<u64>) -> CookieSpec {
+        CookieSpec {
+            name: DEMO_COOKIE.into(),
+            same_site: SameSite::Lax,
+            secure: false,
+            max_age_s,
+        }
+    }
+
+    /// The `Set-Cookie` value that logs `user` in.
     pub fn login_cookie(&self, user: &ClientId) -> String {
-        ::cookie::Cookie::build((DEMO_COOKIE, self.session_value(user)))
-            .path("/")
-            .http_only(true)
-            .same_site(::cookie::SameSite::Lax)
-            .build()
-            .to_string()
+        Self::cookie(None)
+            .with_value(&self.session_value(user))
+            .into_header()
     }
 
     /// The `Set-Cookie` value that logs out.
     pub fn logout_cookie() -> String {
-        format!("{DEMO_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
+        Self::cookie(Some(0)).with_value("").into_header()
     }
 
     fn tag(&self, user: &str) -> HmacSha256 {
