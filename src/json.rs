@@ -6,6 +6,7 @@
 //! of capsign's.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::de::{self, Deserializer, Visitor};
 
@@ -17,28 +18,54 @@ pub(crate) fn needs_escape(s: &str) -> bool {
 /// Appends `s` as a JSON string literal with serde_json's escaping (the same bytes as
 /// JavaScript's `JSON.stringify` for every string capsign accepts).
 pub(crate) fn push_json_string(out: &mut String, s: &str) {
-    // Control characters (which capsign refuses in names anyway) take serde_json's path;
-    // otherwise only quotes and backslashes are escaped, in spans copied whole.
-    if s.bytes().any(|b| b < 0x20) {
-        // serde_json fails only on maps with non-string keys and on `Serialize` impls that
-        // error; a `&str` is neither.
-        #[allow(clippy::expect_used)]
-        out.push_str(&serde_json::to_string(s).expect("a string always serializes"));
-        return;
-    }
     out.reserve(s.len() + 2);
     out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b == b'"' || b == b'\\' {
-            // `i` is at an ASCII byte, so both cuts fall on character boundaries.
-            out.push_str(s.get(start..i).unwrap_or_default());
-            out.push('\\');
-            start = i;
-        }
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
+    push_escaped(out, s);
     out.push('"');
+}
+
+/// Appends `s` escaped as the content of a JSON string (no quotes): capsign's one JSON string
+/// escaper, with serde_json's escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, and `\u00XX`
+/// for the other control characters), copying the runs between escapes whole.
+pub(crate) fn push_escaped(out: &mut String, s: &str) {
+    let mut rest = s;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        // `i` is at an ASCII character: both cuts fall on character boundaries.
+        let (run, tail) = rest.split_at(i);
+        out.push_str(run);
+        // An ASCII character: one byte.
+        let (c, after) = tail.split_at(1);
+        match c {
+            "\"" => out.push_str("\\\""),
+            "\\" => out.push_str("\\\\"),
+            "\n" => out.push_str("\\n"),
+            "\r" => out.push_str("\\r"),
+            "\t" => out.push_str("\\t"),
+            "\u{8}" => out.push_str("\\b"),
+            "\u{c}" => out.push_str("\\f"),
+            _ => {
+                for b in c.bytes() {
+                    let _ = write!(out, "\\u{b:04x}");
+                }
+            }
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+}
+
+/// A `fmt::Write` that appends what is written to it escaped by [`push_escaped`]: for writing a
+/// `Display` value into a JSON string without an intermediate `String`.
+pub(crate) struct Escaping<'a>(pub(crate) &'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
 }
 
 /// A JSON string, borrowed from the text when it has no escapes (serde's own `Cow<str>`
@@ -139,6 +166,11 @@ mod tests {
                 samples.push(format!("{x}{y}{x}"));
             }
         }
+        // Every control character, alone and between others.
+        for c in (0u8..0x20).map(char::from) {
+            samples.push(format!("{c}"));
+            samples.push(format!("a{c}\"{c}\u{e9}"));
+        }
         for s in samples {
             let mut ours = String::from("prefix");
             push_json_string(&mut ours, &s);
@@ -147,6 +179,21 @@ mod tests {
                 format!("prefix{}", serde_json::to_string(&s).unwrap()),
                 "{s:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The one escaper writes serde_json's bytes for any string, and through
+        /// [`Escaping`] for any `Display` value.
+        #[test]
+        fn any_string_is_escaped_as_serde_json_escapes_it(s in "\\PC*|[\\x00-\\x20\"\\\\a\u{e9}]*") {
+            let mut ours = String::new();
+            push_json_string(&mut ours, &s);
+            proptest::prop_assert_eq!(&ours, &serde_json::to_string(&s).unwrap());
+            let mut through = String::from("\"");
+            write!(Escaping(&mut through), "{s}").unwrap();
+            through.push('"');
+            proptest::prop_assert_eq!(through, ours);
         }
     }
 

@@ -31,6 +31,7 @@
 //! - [`ably`]: the Ably key, Ably JWTs and TokenRequests; Ably's REST API.
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
 //! - [`metrics`]: one Prometheus registry per app and the handles each module records into.
+//! - [`logging`]: the binaries' logging (text or JSON lines, the access line, batched writes).
 //! - `hs256`: HS256 JWTs with the key prepared once; `crypto`: keyed HMAC and HKDF; `json`:
 //!   JSON string helpers and the claims checker; `client`: outbound HTTP, bounded in time and
 //!   size; `scratch`: per-thread scratch buffers for a request's temporary bytes;
@@ -57,6 +58,7 @@ pub(crate) mod hs256;
 pub mod http;
 pub mod identity;
 pub(crate) mod json;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub(crate) mod scratch;

@@ -1,4 +1,4 @@
-//! Logging for the `capsign` binary: `tracing` events to stderr as text or one JSON object a
+//! Logging for the `capsign` and `capsign-lambda` binaries: `tracing` events to stderr as text or one JSON object a
 //! line (`CAPSIGN_LOG_FORMAT`), filtered by `RUST_LOG`, written in batches; and the access
 //! line of each request, formatted by a layer of its own.
 //!
@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use capsign::settings::LogFormat;
+use crate::json;
+use crate::settings::LogFormat;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
@@ -43,7 +44,7 @@ static LOG_BUFFER: OnceLock<BatchedStderr> = OnceLock::new();
 ///
 /// With `emf` (Lambda), the access lines of a JSON log are also CloudWatch
 /// embedded-metric-format documents (see [`AccessLayer`]).
-pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
+pub fn init(format: LogFormat, emf: bool) -> Flushed {
     let json = format == LogFormat::Json;
     JSON_LOGS.store(json, Ordering::Relaxed);
     let stderr = BatchedStderr::default();
@@ -85,14 +86,14 @@ pub(crate) fn init(format: LogFormat, emf: bool) -> Flushed {
 
 /// Writes what waits in the log buffer now (`capsign-lambda` does after each invocation:
 /// the instance may be frozen until the next one; `capsign` before exiting from a task).
-pub(crate) fn flush() {
+pub fn flush() {
     if let Some(buffer) = LOG_BUFFER.get() {
         buffer.flush_now();
     }
 }
 
 /// Flushes the log buffer when dropped (at the end of `main`).
-pub(crate) struct Flushed(BatchedStderr);
+pub struct Flushed(BatchedStderr);
 
 impl Drop for Flushed {
     fn drop(&mut self) {
@@ -221,7 +222,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
 /// shaped like the log events (so every line of a JSON run parses). Written at once, after
 /// whatever log lines were waiting, and never filtered out by `RUST_LOG`: scripts wait for
 /// "listening on".
-pub(crate) fn say(message: &str) {
+pub fn say(message: &str) {
     let line = if JSON_LOGS.load(Ordering::Relaxed) {
         serde_json::json!({
             "timestamp": timestamp(),
@@ -386,7 +387,7 @@ impl Fields<'_> {
         self.name(field);
         if self.json {
             self.line.push('"');
-            let _ = write!(JsonEscaped(self.line), "{value}");
+            let _ = write!(json::Escaping(self.line), "{value}");
             self.line.push('"');
         } else {
             let _ = write!(self.line, "{value}");
@@ -414,23 +415,6 @@ impl Fields<'_> {
     }
 }
 
-/// Writes through to a `String`, escaping what JSON strings may not hold as is.
-struct JsonEscaped<'a>(&'a mut String);
-
-impl std::fmt::Write for JsonEscaped<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for c in s.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                c if c < ' ' => write!(self.0, "\\u{:04x}", u32::from(c))?,
-                c => self.0.push(c),
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         // Without `fmt`: the common value needs no escaping and is copied whole. In text, a
@@ -446,7 +430,7 @@ impl Visit for Fields<'_> {
             self.line.push('"');
         } else {
             self.line.push('"');
-            let _ = JsonEscaped(self.line).write_str(value);
+            json::push_escaped(self.line, value);
             self.line.push('"');
         }
     }
@@ -537,19 +521,4 @@ mod tests {
         );
         META.fields().field("duration_ms").unwrap()
     });
-
-    #[test]
-    fn escaped_strings_parse_back() {
-        for s in [
-            "plain",
-            "a\"b\\c",
-            "tab\tnew\nline\u{1}",
-            "caf\u{e9} \u{1f600}",
-        ] {
-            let mut out = String::from("\"");
-            write!(JsonEscaped(&mut out), "{s}").unwrap();
-            out.push('"');
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
-        }
-    }
 }

@@ -528,9 +528,7 @@ fn render_claim(pieces: &[Piece], who: &Identity) -> Option<String> {
         match p {
             Piece::Literal(s) => out.push_str(s),
             other => {
-                let value = substitution(who, other)?;
-                let quoted = serde_json::Value::String(value.into_owned()).to_string();
-                out.push_str(quoted.get(1..quoted.len() - 1).unwrap_or_default());
+                crate::json::push_escaped(&mut out, &substitution(who, other)?);
             }
         }
     }

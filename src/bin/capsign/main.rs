@@ -2,9 +2,8 @@
 //! or one of the operator subcommands of [`cli`].
 
 mod cli;
-mod logging;
 
-use logging::say;
+use capsign::logging::{self, say};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

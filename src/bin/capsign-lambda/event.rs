@@ -228,15 +228,15 @@ mod tests {
     use serde_json::json;
 
     fn v2() -> Value {
-        serde_json::from_str(include_str!("../../tests/data/lambda/http-api-v2.json")).unwrap()
+        serde_json::from_str(include_str!("../../../tests/data/lambda/http-api-v2.json")).unwrap()
     }
 
     fn v1() -> Value {
-        serde_json::from_str(include_str!("../../tests/data/lambda/rest-api-v1.json")).unwrap()
+        serde_json::from_str(include_str!("../../../tests/data/lambda/rest-api-v1.json")).unwrap()
     }
 
     fn alb() -> Value {
-        serde_json::from_str(include_str!("../../tests/data/lambda/alb.json")).unwrap()
+        serde_json::from_str(include_str!("../../../tests/data/lambda/alb.json")).unwrap()
     }
 
     #[test]
@@ -246,7 +246,7 @@ mod tests {
             assert_eq!(check(&event), Ok(()));
         }
         let function_url: Value =
-            serde_json::from_str(include_str!("../../tests/data/lambda/function-url.json"))
+            serde_json::from_str(include_str!("../../../tests/data/lambda/function-url.json"))
                 .unwrap();
         assert_eq!(check(&function_url), Ok(()));
         assert_eq!(kind(&json!({"Records": []})), None);

@@ -17,21 +17,19 @@
 
 mod aws_secrets;
 mod event;
-#[path = "../logging.rs"]
-mod logging;
 
 use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use capsign::app::App;
+use capsign::logging::{self, say};
 use capsign::settings::Settings;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body_util::BodyExt as _;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::request::{LambdaRequest, RequestContext};
 use lambda_http::{Body, Request, RequestExt as _, Response};
-use logging::say;
 use serde_json::Value;
 
 /// Tells `lambda_http` to pass a body as text (`isBase64Encoded: false`) whatever its type.
