@@ -46,27 +46,6 @@ const SHED_LINGER: Duration = Duration::from_secs(1);
 /// The most shed connections lingering at once.
 const MAX_SHEDDING: usize = 64;
 
-/// What a connection over `CAPSIGN_MAX_CONNECTIONS` is told before it is closed: a `503` in
-/// Ably's error envelope.
-fn shed_response() -> Vec<u8> {
-    let message = "too many connections; try again";
-    let body = serde_json::json!({"error": {
-        "code": 50300,
-        "statusCode": 503,
-        "message": message,
-        "href": "https://help.ably.io/error/50300",
-    }})
-    .to_string();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         cache-control: no-store, private\r\nx-ably-errorcode: 50300\r\n\
-         x-ably-errormessage: {message}\r\nretry-after: 1\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// What a shed connection that asks `GET /healthz` is told: the process is alive. Liveness
 /// must not fail because the instance is busy (a probe would restart it for being loaded);
 /// `/readyz` and everything else still get the `503`.
@@ -232,7 +211,7 @@ pub async fn run_until(
     );
     let peer_shed_log = ShedLog::default();
     let shedding = Arc::new(Semaphore::new(MAX_SHEDDING));
-    let shed_response: Arc<[u8]> = shed_response().into();
+    let shed_response: Arc<[u8]> = crate::http::overloaded_http1().into();
     let shed_log = ShedLog::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -367,11 +346,10 @@ fn metrics_response<B>(
     app: &App,
     req: &hyper::Request<B>,
 ) -> hyper::Response<http_body_util::Full<Bytes>> {
-    let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
     if req.method() != hyper::Method::GET || req.uri().path() != "/metrics" {
-        *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
-        return resp;
+        return crate::http::not_found(req.uri().path());
     }
+    let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
     app.metrics
         .ready(app.readiness() == crate::app::Readiness::Ready);
     // Prometheus asks for OpenMetrics; a scraper that does not gets the 0.0.4 text format.

@@ -1,8 +1,11 @@
 //! The one error table: every refusal capsign answers, as a status, an Ably error code and a
 //! message, written in Ably's error envelope.
 //!
-//! Flow and identity errors convert into a [`Reject`] with `From`, so handlers use `?`; the
-//! `match`es below are the only place where a status or a code is chosen. Client mistakes are
+//! Every refusal is a variant of [`Reject`] (flow and identity errors convert into it with
+//! `From`, so handlers use `?`); its one `match` ([`Reject::parts`]) is the only place where a
+//! status, a code or a client's message is chosen, for requests, for the transport's own
+//! refusals (`refused_by_transport`), for connections the server sheds ([`overloaded_http1`])
+//! and for the metrics listener's 404. Client mistakes are
 //! logged at most at `debug`; internal failures go to `warn!`/`error!` in full, and the client
 //! gets a generic message. Ably's codes are those of its error table (`docs/ably-protocol.md`
 //! §6); capsign uses the 5xx ones for its own upstreams.
@@ -15,7 +18,7 @@ use http_body_util::Full;
 use super::{insert, no_store};
 use crate::ably::AblyError;
 use crate::flow::FlowError;
-use crate::identity::IdentityError;
+use crate::identity::{BadClientId, IdentityError};
 
 const X_ABLY_ERRORCODE: HeaderName = HeaderName::from_static("x-ably-errorcode");
 const X_ABLY_ERRORMESSAGE: HeaderName = HeaderName::from_static("x-ably-errormessage");
@@ -64,126 +67,273 @@ pub(crate) mod code {
     ];
 }
 
-/// A refusal: the status, Ably's code and the message the client sees.
+/// Every refusal capsign answers, as one enum: handlers return it (with `?` from identity and
+/// flow errors), and [`Reject::into_response`] renders it; the `match` in [`Reject::parts`] is
+/// the only place a status, an Ably code and a client message are chosen.
 #[derive(Debug)]
-pub(crate) struct Reject {
-    /// The HTTP status.
-    pub(crate) status: StatusCode,
-    /// Ably's error code.
-    pub(crate) code: u32,
-    /// What is wrong, for the client: never a secret, never internal detail.
-    pub(crate) message: String,
+pub(crate) enum Reject {
+    /// A malformed parameter, capability or body (400/40000).
+    BadRequest(String),
+    /// `ttl` is not a positive whole number of milliseconds (400/40003).
+    InvalidTtl,
+    /// A clientId asked for, or a demo user name, that is not acceptable (400/40012).
+    InvalidClientId {
+        /// What was refused: "clientId" or "user name".
+        what: &'static str,
+        /// Why.
+        why: BadClientId,
+    },
+    /// A request body over the limit (413/40000).
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A request body not received in time (408/40000).
+    BodyTimeout,
+    /// A request body that is neither a form nor JSON (415/40000).
+    UnsupportedMediaType(Option<String>),
+    /// A cross-site request (403/40300), saying what gave it away and how to allow it.
+    CrossSite(String),
+    /// A CORS preflight from an origin not in `CAPSIGN_CORS_ORIGINS` (403/40300).
+    OriginNotListed,
+    /// A `Host` not in `CAPSIGN_ALLOWED_HOSTS` (421/40000).
+    MisdirectedHost(String),
+    /// No such endpoint (404/40400).
+    NotFound(String),
+    /// A method the endpoint does not answer (405/40500).
+    MethodNotAllowed {
+        /// The method.
+        method: http::Method,
+        /// The endpoint.
+        path: String,
+    },
+    /// `/readyz` while starting or draining (503/50300).
+    NotReady(String),
+    /// A connection over the server's limits (503/50300; see `server`).
+    Overloaded,
+    /// A request its transport refused before it reached the handler (a Lambda event that is
+    /// not a valid HTTP request, say): a 4xx status of the transport's choosing, 40000.
+    Transport {
+        /// The status (a 4xx).
+        status: StatusCode,
+        /// What is wrong.
+        message: String,
+    },
+    /// No identity (401/40101, so the client retries after the app refreshes its session).
+    Identity(IdentityError),
+    /// The flow refused (see [`Reject::parts`]).
+    Flow(FlowError),
 }
 
 impl Reject {
-    /// A refusal with these parts.
-    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Reject {
-        Reject {
-            status,
-            code,
-            message: message.into(),
+    /// 400/40000.
+    pub(crate) fn bad(message: impl Into<String>) -> Reject {
+        Reject::BadRequest(message.into())
+    }
+
+    /// The status, Ably's code and the client's message. Internal failures are logged here in
+    /// full (`warn!`/`error!`); the client gets a generic message.
+    fn parts(self) -> (StatusCode, u32, String) {
+        match self {
+            Reject::BadRequest(m) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, m),
+            Reject::InvalidTtl => (
+                StatusCode::BAD_REQUEST,
+                code::INVALID_TTL,
+                "ttl must be a positive whole number of milliseconds".into(),
+            ),
+            Reject::InvalidClientId { what, why } => (
+                StatusCode::BAD_REQUEST,
+                code::INVALID_CLIENT_ID,
+                format!("invalid {what}: {why}"),
+            ),
+            Reject::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::BAD_REQUEST,
+                format!("request body over {limit} bytes"),
+            ),
+            Reject::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                code::BAD_REQUEST,
+                "request body not received in time".into(),
+            ),
+            Reject::UnsupportedMediaType(media) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code::BAD_REQUEST,
+                format!(
+                    "Content-Type {} not supported; send a form or JSON body",
+                    media.as_deref().unwrap_or("(none)")
+                ),
+            ),
+            Reject::CrossSite(what) => (
+                StatusCode::FORBIDDEN,
+                code::FORBIDDEN,
+                format!(
+                    "cross-site request refused ({what}); serve capsign from the app's own \
+                     origin or list the calling origin in CAPSIGN_CORS_ORIGINS"
+                ),
+            ),
+            Reject::OriginNotListed => (
+                StatusCode::FORBIDDEN,
+                code::FORBIDDEN,
+                "cross-origin request refused: the origin is not in CAPSIGN_CORS_ORIGINS".into(),
+            ),
+            Reject::MisdirectedHost(host) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                code::BAD_REQUEST,
+                format!("host {host:?} is not served here; it is not in CAPSIGN_ALLOWED_HOSTS"),
+            ),
+            Reject::NotFound(path) => (
+                StatusCode::NOT_FOUND,
+                code::NOT_FOUND,
+                format!("no such endpoint {path}"),
+            ),
+            Reject::MethodNotAllowed { method, path } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed on {path}"),
+            ),
+            Reject::NotReady(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                format!("not ready: {why}"),
+            ),
+            Reject::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                "too many connections; try again".into(),
+            ),
+            Reject::Transport { status, message } => (status, code::BAD_REQUEST, message),
+            Reject::Identity(e) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, e.to_string()),
+            Reject::Flow(e) => flow_parts(e),
         }
     }
 
-    /// 400/40000.
-    pub(crate) fn bad(message: impl Into<String>) -> Reject {
-        Reject::new(StatusCode::BAD_REQUEST, code::BAD_REQUEST, message)
+    /// The status and Ably code, and Ably's error envelope with the headers ably-js reads.
+    pub(crate) fn into_response(self) -> (StatusCode, u32, Response<Full<Bytes>>) {
+        let (status, code, message) = self.parts();
+        (status, code, envelope(status, code, &message))
     }
 
-    /// 403/40300.
-    pub(crate) fn forbidden(message: impl Into<String>) -> Reject {
-        Reject::new(StatusCode::FORBIDDEN, code::FORBIDDEN, message)
-    }
-
-    /// 404/40400 for `path`.
-    pub(crate) fn not_found(path: &str) -> Reject {
-        Reject::new(
-            StatusCode::NOT_FOUND,
-            code::NOT_FOUND,
-            format!("no such endpoint {path}"),
-        )
-    }
-
-    /// Ably's error envelope, with the headers ably-js reads.
-    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
-        envelope(self.status, self.code, &self.message)
+    /// [`Reject::into_response`] for a request's refusal, with a `debug` line saying why (a
+    /// client's mistake is never logged louder).
+    pub(crate) fn into_logged_response(self) -> (StatusCode, u32, Response<Full<Bytes>>) {
+        let (status, code, message) = self.parts();
+        tracing::debug!(%status, code, "{message}");
+        (status, code, envelope(status, code, &message))
     }
 }
 
 impl From<IdentityError> for Reject {
-    /// Every identity failure is 401/40101, so the client retries after the app refreshes
-    /// its session.
     fn from(e: IdentityError) -> Reject {
-        Reject::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, e.to_string())
+        Reject::Identity(e)
     }
 }
 
 impl From<FlowError> for Reject {
     fn from(e: FlowError) -> Reject {
-        match e {
-            FlowError::ClientIdMismatch { .. } => Reject::new(
-                StatusCode::FORBIDDEN,
-                code::CLIENT_ID_MISMATCH,
-                e.to_string(),
-            ),
-            FlowError::Denied(_) | FlowError::NothingGranted => Reject::new(
-                StatusCode::FORBIDDEN,
-                code::CAPABILITY_DENIED,
-                e.to_string(),
-            ),
-            FlowError::TooManyNewGrants { .. }
-            | FlowError::TooManyRequested { .. }
-            | FlowError::TooManyGrants { .. }
-            | FlowError::CookieFull { .. }
-            | FlowError::ClaimsNeedJwt { .. }
-            | FlowError::ClaimsTooLarge { .. }
-            | FlowError::EmbeddedNotConfigured => Reject::bad(e.to_string()),
-            FlowError::PolicyUnavailable(inner) => {
-                tracing::warn!("{inner}");
-                Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code::UNAVAILABLE,
-                    "the policy service is unavailable; try again",
-                )
-            }
-            FlowError::Ably(AblyError::Refused {
-                status,
-                code: ably_code,
-                message,
-            }) => {
-                // Ably refused capsign's own TokenRequest (its key, its clock, a capability its
-                // key cannot grant): capsign's fault, never the client's. Not a 401 (ably-js
-                // would refresh the user's session and retry) nor a 403 (a Realtime connection
-                // would fail): a 502 naming Ably's answer, and a WARN line for the operator.
-                tracing::warn!(
-                    ably_status = status.as_u16(),
-                    ably_code,
-                    "Ably refused capsign's token request ({ably_code}: {message}); check ABLY_API_KEY, the clock and the key's capability"
-                );
-                Reject::new(
-                    StatusCode::BAD_GATEWAY,
-                    code::BAD_GATEWAY,
-                    format!("Ably refused capsign's token request ({ably_code}: {message})"),
-                )
-            }
-            FlowError::Ably(inner) => {
-                tracing::warn!("{inner}");
-                Reject::new(
-                    StatusCode::BAD_GATEWAY,
-                    code::BAD_GATEWAY,
-                    "Ably could not be reached to obtain a token; try again",
-                )
-            }
-            FlowError::Mint(inner) => {
-                tracing::error!("minting failed: {inner}");
-                Reject::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    code::INTERNAL,
-                    "internal error while signing",
-                )
-            }
+        Reject::Flow(e)
+    }
+}
+
+/// The flow's refusals: the client's mistakes and denials as 4xx, capsign's upstreams as 5xx.
+fn flow_parts(e: FlowError) -> (StatusCode, u32, String) {
+    match e {
+        FlowError::ClientIdMismatch { .. } => (
+            StatusCode::FORBIDDEN,
+            code::CLIENT_ID_MISMATCH,
+            e.to_string(),
+        ),
+        FlowError::Denied(_) | FlowError::NothingGranted => (
+            StatusCode::FORBIDDEN,
+            code::CAPABILITY_DENIED,
+            e.to_string(),
+        ),
+        FlowError::TooManyNewGrants { .. }
+        | FlowError::TooManyRequested { .. }
+        | FlowError::TooManyGrants { .. }
+        | FlowError::CookieFull { .. }
+        | FlowError::ClaimsNeedJwt { .. }
+        | FlowError::ClaimsTooLarge { .. }
+        | FlowError::EmbeddedNotConfigured => {
+            (StatusCode::BAD_REQUEST, code::BAD_REQUEST, e.to_string())
+        }
+        FlowError::PolicyUnavailable(inner) => {
+            tracing::warn!("{inner}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                "the policy service is unavailable; try again".into(),
+            )
+        }
+        FlowError::Ably(AblyError::Refused {
+            status,
+            code: ably_code,
+            message,
+        }) => {
+            // Ably refused capsign's own TokenRequest (its key, its clock, a capability its
+            // key cannot grant): capsign's fault, never the client's. Not a 401 (ably-js
+            // would refresh the user's session and retry) nor a 403 (a Realtime connection
+            // would fail): a 502 naming Ably's answer, and a WARN line for the operator.
+            tracing::warn!(
+                ably_status = status.as_u16(),
+                ably_code,
+                "Ably refused capsign's token request ({ably_code}: {message}); check ABLY_API_KEY, the clock and the key's capability"
+            );
+            (
+                StatusCode::BAD_GATEWAY,
+                code::BAD_GATEWAY,
+                format!("Ably refused capsign's token request ({ably_code}: {message})"),
+            )
+        }
+        FlowError::Ably(inner) => {
+            tracing::warn!("{inner}");
+            (
+                StatusCode::BAD_GATEWAY,
+                code::BAD_GATEWAY,
+                "Ably could not be reached to obtain a token; try again".into(),
+            )
+        }
+        FlowError::Mint(inner) => {
+            tracing::error!("minting failed: {inner}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL,
+                "internal error while signing".into(),
+            )
         }
     }
+}
+
+/// The table's 404 for `path` (for the metrics listener, which serves nothing else).
+pub(crate) fn not_found(path: &str) -> Response<Full<Bytes>> {
+    Reject::NotFound(path.to_owned()).into_response().2
+}
+
+/// The answer to a connection over the server's limits, as the raw HTTP/1.1 response the
+/// server writes before closing it: [`Reject::Overloaded`] from the table, with
+/// `Retry-After: 1` and `Connection: close`.
+pub(crate) fn overloaded_http1() -> Vec<u8> {
+    let (status, _, response) = Reject::Overloaded.into_response();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let (parts, body) = response.into_parts();
+    // `Full` holds no data for an empty body.
+    let body = body.into_inner().unwrap_or_default();
+    for (name, value) in &parts.headers {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        out.push_str("\r\n");
+    }
+    out.push_str("retry-after: 1\r\nconnection: close\r\ncontent-length: ");
+    out.push_str(itoa::Buffer::new().format(body.len()));
+    out.push_str("\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Ably's error envelope, with the headers ably-js reads when it ignores the body.
@@ -237,14 +387,47 @@ mod tests {
         assert_eq!(declared, code::ALL.len(), "a code missing from code::ALL");
     }
 
+    /// The connection-shed answer is the table's 503, whole: it parses as HTTP/1.1, its body
+    /// is the envelope its headers describe.
+    #[test]
+    fn the_overloaded_answer_is_the_tables_503() {
+        let raw = overloaded_http1();
+        let text = std::str::from_utf8(&raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 503 Service Unavailable"));
+        let headers: Vec<(&str, &str)> = lines.map(|l| l.split_once(": ").unwrap()).collect();
+        let header = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(header("x-ably-errorcode"), Some("50300"));
+        assert_eq!(
+            header("x-ably-errormessage"),
+            Some("too many connections; try again")
+        );
+        assert_eq!(header("retry-after"), Some("1"));
+        assert_eq!(header("connection"), Some("close"));
+        assert_eq!(header("cache-control"), Some("no-store, private"));
+        assert_eq!(
+            header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], 50300);
+        assert_eq!(body["error"]["statusCode"], 503);
+    }
+
     #[test]
     fn error_envelope_shape() {
-        let r = Reject::new(
+        let (status, ably_code, r) = Reject::Flow(FlowError::Denied(vec![])).into_response();
+        assert_eq!(
+            (status, ably_code),
+            (StatusCode::FORBIDDEN, code::CAPABILITY_DENIED)
+        );
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let r = envelope(
             StatusCode::FORBIDDEN,
             code::CAPABILITY_DENIED,
             "denied: é\n",
-        )
-        .into_response();
+        );
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(r.headers()["x-ably-errorcode"], "40160");
         assert_eq!(r.headers()["x-ably-errormessage"], "denied: ??");

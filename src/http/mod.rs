@@ -30,7 +30,8 @@ use crate::capability::Resource;
 use crate::flow::{AuthParams, Credential, Presented};
 use crate::identity::{ClientId, DemoIdentity, Presenting};
 use crate::settings::HttpSettings;
-use error::{Reject, code};
+use error::Reject;
+pub(crate) use error::{not_found, overloaded_http1};
 use params::{RawParams, read_body};
 
 /// Every Ably error code capsign refuses a request with (its error table's).
@@ -135,10 +136,9 @@ where
     let _in_span = span.enter();
     let mut refusal = None;
     let (mut response, info) = result.unwrap_or_else(|reject| {
-        let (status, code) = (reject.status, reject.code);
-        tracing::debug!(%method, %path, %status, code, "{}", reject.message);
+        let (_, code, response) = reject.into_logged_response();
         refusal = Some(code);
-        (reject.into_response(), None)
+        (response, None)
     });
     if let Some(origin) = cors {
         let h = response.headers_mut();
@@ -186,7 +186,12 @@ where
 /// A request refused by its transport before it reached [`handle`] (a Lambda event that is not
 /// a valid HTTP request, say): `status` (a 4xx) with Ably's error envelope, code 40000.
 pub fn refused_by_transport(status: StatusCode, message: &str) -> Response<Body> {
-    Reject::new(status, code::BAD_REQUEST, message).into_response()
+    Reject::Transport {
+        status,
+        message: message.to_owned(),
+    }
+    .into_response()
+    .2
 }
 
 /// The longest `User-Agent` the access line holds (the rest is cut).
@@ -284,23 +289,18 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
             Route::Done(redirect_home(&DemoIdentity::logout_cookie()))
         }
         (_, "/auth" | "/healthz" | "/readyz") => {
-            return Err(Reject::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                code::METHOD_NOT_ALLOWED,
-                format!("method {method} not allowed on {path}"),
-            ));
+            return Err(Reject::MethodNotAllowed {
+                method: method.clone(),
+                path: path.to_owned(),
+            });
         }
-        _ => return Err(Reject::not_found(path)),
+        _ => return Err(Reject::NotFound(path.to_owned())),
     })
 }
 
 /// `/readyz` when not ready: 503 (50300), so a load balancer sends nothing new.
 fn not_ready(why: &str) -> Reject {
-    Reject::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        code::UNAVAILABLE,
-        format!("not ready: {why}"),
-    )
+    Reject::NotReady(why.to_owned())
 }
 
 /// Refuses a cookie-changing request that a page of another site made the browser send
@@ -312,12 +312,7 @@ fn refuse_cross_site(headers: &HeaderMap, allow_listed: bool) -> Result<(), Reje
     if allow_listed {
         return Ok(());
     }
-    let refuse = |what: String| {
-        Err(Reject::forbidden(format!(
-            "cross-site request refused ({what}); serve capsign from the app's own origin or \
-             list the calling origin in CAPSIGN_CORS_ORIGINS"
-        )))
-    };
+    let refuse = |what: String| Err(Reject::CrossSite(what));
     // A header that is present but not visible ASCII is foreign, never absent.
     let present = |name: &HeaderName| {
         headers
@@ -354,20 +349,14 @@ fn check_host(app: &App, headers: &HeaderMap, path: &str) -> Result<(), Reject> 
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
         Ok(())
     } else {
-        Err(Reject::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            code::BAD_REQUEST,
-            format!("host {host:?} is not served here; it is not in CAPSIGN_ALLOWED_HOSTS"),
-        ))
+        Err(Reject::MisdirectedHost(host.to_owned()))
     }
 }
 
 /// The answer to a CORS preflight of `/auth`: allowed for listed origins only.
 fn preflight(allow_listed: bool) -> Result<Response<Body>, Reject> {
     if !allow_listed {
-        return Err(Reject::forbidden(
-            "cross-origin request refused: the origin is not in CAPSIGN_CORS_ORIGINS",
-        ));
+        return Err(Reject::OriginNotListed);
     }
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -501,14 +490,7 @@ where
                 Some("application/x-www-form-urlencoded") => from_body.read_form(&body)?,
                 Some("application/json") => from_body.read_json(&body)?,
                 other => {
-                    return Err(Reject::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        code::BAD_REQUEST,
-                        format!(
-                            "Content-Type {} not supported; send a form or JSON body",
-                            other.unwrap_or("(none)")
-                        ),
-                    ));
+                    return Err(Reject::UnsupportedMediaType(other.map(str::to_owned)));
                 }
             }
             params.override_with(from_body);
@@ -615,7 +597,7 @@ where
     B::Error: Into<BoxError>,
 {
     let Some(demo) = app.identity.demo() else {
-        return Err(Reject::not_found("/login"));
+        return Err(Reject::NotFound("/login".into()));
     };
     let body = Box::pin(read_body(
         &parts.headers,
@@ -627,13 +609,10 @@ where
     let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
-        .ok_or_else(|| Reject::bad("the form has no user name (user=...)"))?;
-    let user = ClientId::try_from(user).map_err(|e| {
-        Reject::new(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_CLIENT_ID,
-            format!("invalid user name: {e}"),
-        )
+        .unwrap_or_default(); // no `user` field: an empty name, refused as one just below
+    let user = ClientId::try_from(user).map_err(|why| Reject::InvalidClientId {
+        what: "user name",
+        why,
     })?;
     Ok(redirect_home(&demo.login_cookie(&user)))
 }

@@ -4,13 +4,13 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use super::BoxError;
-use super::error::{Reject, code};
+use super::error::Reject;
 use crate::capability::CapabilitySet;
 use crate::flow::AuthParams;
 use crate::identity::ClientId;
@@ -27,13 +27,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let too_large = || {
-        Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            code::BAD_REQUEST,
-            format!("request body over {max} bytes"),
-        )
-    };
+    let too_large = || Reject::BodyTooLarge { limit: max };
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -42,11 +36,7 @@ where
         return Err(too_large());
     }
     match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
-        Err(_) => Err(Reject::new(
-            StatusCode::REQUEST_TIMEOUT,
-            code::BAD_REQUEST,
-            "request body not received in time",
-        )),
+        Err(_) => Err(Reject::BodyTimeout),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(Reject::bad(format!("cannot read request body: {e}"))),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -255,13 +245,7 @@ impl RawParams {
         }
         .transpose()
         .map_err(|e| Reject::bad(e.to_string()))?;
-        let bad_ttl = || {
-            Reject::new(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_TTL,
-                "ttl must be a positive whole number of milliseconds",
-            )
-        };
+        let bad_ttl = || Reject::InvalidTtl;
         let ttl_ms = match self.ttl {
             None => None,
             Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| bad_ttl())?),
@@ -279,13 +263,14 @@ impl RawParams {
         };
         let client_id = match self.client_id {
             None => None,
-            Some((id, _)) => Some(ClientId::try_from(id).map_err(|e| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    code::INVALID_CLIENT_ID,
-                    format!("invalid clientId: {e}"),
+            Some((id, _)) => {
+                Some(
+                    ClientId::try_from(id).map_err(|why| Reject::InvalidClientId {
+                        what: "clientId",
+                        why,
+                    })?,
                 )
-            })?),
+            }
         };
         Ok(AuthParams {
             capability,
