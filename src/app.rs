@@ -6,7 +6,7 @@
 //! serving: the first fetch of a JWKS URL, and the clock correction from Ably's `/time` when
 //! `CAPSIGN_ABLY_TIME` is on. Request handlers get a `&App`.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ably::{Ably, AblyError};
@@ -27,7 +27,10 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch. A system clock before the epoch reads as the epoch:
+    /// [`App::build`] refuses to start on one, so that is only a clock set back past 1970
+    /// while serving, and time 0 expires every session and grant (capsign refuses, it never
+    /// grants more).
     pub fn now_ms(&self) -> u64 {
         let sys = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -83,8 +86,10 @@ pub struct App {
     pub clock: Clock,
     /// This app's metrics (its own registry).
     pub metrics: Metrics,
-    /// Starting, ready or draining: what `/readyz` says.
-    state: AtomicU8,
+    /// [`App::prepare`] succeeded (or [`App::set_ready`] was called).
+    ready: AtomicBool,
+    /// [`App::begin_drain`] was called: draining outranks ready.
+    draining: AtomicBool,
 }
 
 /// What `/readyz` answers.
@@ -136,7 +141,8 @@ impl App {
             flow,
             clock: Clock::default(),
             metrics,
-            state: AtomicU8::new(0),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         };
         app.self_test()?;
         Ok(app)
@@ -144,23 +150,23 @@ impl App {
 
     /// What `/readyz` answers now.
     pub fn readiness(&self) -> Readiness {
-        match self.state.load(Ordering::Acquire) {
-            0 => Readiness::Starting,
-            1 => Readiness::Ready,
-            _ => Readiness::Draining,
+        if self.draining.load(Ordering::Acquire) {
+            Readiness::Draining
+        } else if self.ready.load(Ordering::Acquire) {
+            Readiness::Ready
+        } else {
+            Readiness::Starting
         }
     }
 
     /// Ready to serve: [`App::prepare`] succeeded (it sets this itself).
     pub fn set_ready(&self) {
-        let _ = self
-            .state
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+        self.ready.store(true, Ordering::Release);
     }
 
     /// Shutting down: `/readyz` answers 503 from now on, while requests are still served.
     pub fn begin_drain(&self) {
-        self.state.store(2, Ordering::Release);
+        self.draining.store(true, Ordering::Release);
     }
 
     /// The request limits and cross-origin callers.
@@ -219,6 +225,11 @@ impl App {
         let jwt = self.flow.ably.key.jwt(&all, Some("self-test"), 1, 2);
         if jwt.split('.').count() != 3 {
             return Err(AppError::SelfTest("the minted JWT is malformed"));
+        }
+        if SystemTime::now().duration_since(UNIX_EPOCH).is_err() {
+            return Err(AppError::SelfTest(
+                "the system clock is before 1970: set it (sessions and grants are timed by it)",
+            ));
         }
         Ok(())
     }
