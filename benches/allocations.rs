@@ -10,7 +10,7 @@
 //! request itself allocates, stays within the budget: a renewal at most
 //! [`RENEWAL_BUDGET`] heap allocations, an acquire at most [`ACQUIRE_BUDGET`].
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/mod.rs"]
 mod common;

@@ -347,6 +347,7 @@ pub struct Metrics {
     ably_errors: Family<Kind, Counter>,
     jwks_refreshes: Family<CookieResultLabel, Counter>,
     connections_shed: Family<Reason, Counter>,
+    connections_open: Gauge,
     clock_offset: Gauge<f64, AtomicU64>,
     ready: Gauge,
     registry: std::sync::Arc<Registry>,
@@ -517,6 +518,13 @@ impl Metrics {
                 reason: reason.label(),
             }));
         }
+        let connections_open = Gauge::default();
+        named("connections_open", None);
+        registry.register(
+            "connections_open",
+            "Client connections open now (of CAPSIGN_MAX_CONNECTIONS)",
+            connections_open.clone(),
+        );
         let clock_offset = Gauge::<f64, AtomicU64>::default();
         named("clock_offset", Some("seconds"));
         registry.register_with_unit(
@@ -582,6 +590,7 @@ impl Metrics {
             ably_errors,
             jwks_refreshes,
             connections_shed,
+            connections_open,
             clock_offset,
             ready,
             registry: std::sync::Arc::new(root),
@@ -727,6 +736,13 @@ impl Metrics {
                     reason: reason.label(),
                 })
                 .inc();
+        }
+    }
+
+    /// A client connection was accepted (`1`) or ended (`-1`).
+    pub fn connections_open_by(&self, delta: i64) {
+        if self.enabled {
+            self.connections_open.inc_by(delta);
         }
     }
 

@@ -258,9 +258,9 @@ pub async fn run_until(
                 let _ = stream.set_nodelay(true);
                 let mut stream = TimeoutStream::new(stream);
                 stream.set_write_timeout(Some(limits.write_timeout));
-                let app = Arc::clone(&app);
+                let served = Arc::clone(&app);
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let app = Arc::clone(&app);
+                    let app = Arc::clone(&served);
                     let req = req.map(LingeringBody::new);
                     async move {
                         Ok::<_, Infallible>(crate::http::handle_from(&app, req, Some(peer.ip())).await)
@@ -268,12 +268,15 @@ pub async fn run_until(
                 });
                 let io = TokioIo::new(Box::pin(stream));
                 let conn = graceful.watch(builder.serve_connection(io, service));
+                app.metrics.connections_open_by(1);
+                let open = Arc::clone(&app);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     drop(slot);
                     drop(peer_slot);
+                    open.metrics.connections_open_by(-1);
                 });
             }
             () = &mut shutdown => break,

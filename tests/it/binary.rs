@@ -515,15 +515,32 @@ async fn a_logged_run(log_format: &str) -> (String, Vec<(&'static str, String)>)
     // the default 10 s drain at once (issue 28 (1)), and with nothing in flight the exit is
     // clean.
     let stopping = std::time::Instant::now();
-    for _ in 0..2 {
+    let term = || {
         let term = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(term.success());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    term();
+    // The second signal once the first has begun the drain (its line is written at once).
+    let mut draining = false;
+    for _ in 0..250 {
+        draining = std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("shutting down");
+        if draining {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(child.wait().unwrap().success(), "a clean exit on SIGTERM");
+    assert!(draining, "the first signal began the drain");
+    term();
+    assert!(
+        child.wait().unwrap().success(),
+        "a clean exit on SIGTERM: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "the second signal ended the drain"
@@ -839,8 +856,14 @@ async fn sigterm_drains_then_exits_cleanly() {
         .status()
         .unwrap();
     assert!(term.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = get("/readyz").await;
+    let mut ready = get("/readyz").await;
+    for _ in 0..100 {
+        if ready.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = get("/readyz").await;
+    }
     assert_eq!(
         (ready.status, ready.error_code()),
         (503, 50300),

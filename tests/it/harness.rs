@@ -1,4 +1,7 @@
-//! A capsign server on 127.0.0.1:0 inside the test process, and a tiny HTTP client for it.
+//! A capsign app inside the test process, called without a socket (`Server::start`: requests
+//! go straight to `capsign::http::handle_from`, as from a loopback peer) or served on
+//! 127.0.0.1:0 by the real server (`Server::listen`: for tests of the transport itself), and a
+//! tiny HTTP client for both.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,18 +53,42 @@ pub fn load(map: &HashMap<String, String>) -> Result<App, LoadError> {
 }
 
 pub struct Server {
+    /// Where the server listens; for an app called without a socket, the address requests
+    /// name as their host (nothing listens there).
     pub addr: SocketAddr,
+    /// Whether requests go over a socket to `capsign::server::run`.
+    listening: bool,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<capsign::server::Drained>>>,
 }
 
 impl Server {
+    /// The app of these settings, called without a socket.
     pub async fn start(extra: &[(&str, &str)]) -> Server {
         Server::start_with(settings(extra)).await
     }
 
+    /// The app of this environment, called without a socket.
     pub async fn start_with(map: HashMap<String, String>) -> Server {
+        let app = Arc::new(load(&map).unwrap());
+        app.prepare().await.unwrap();
+        Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            listening: false,
+            app,
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// The app of these settings served by the real server on 127.0.0.1:0.
+    pub async fn listen(extra: &[(&str, &str)]) -> Server {
+        Server::listen_with(settings(extra)).await
+    }
+
+    /// The app of this environment served by the real server on 127.0.0.1:0.
+    pub async fn listen_with(map: HashMap<String, String>) -> Server {
         let app = Arc::new(load(&map).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -72,6 +99,7 @@ impl Server {
         }));
         Server {
             addr,
+            listening: true,
             app,
             stop: Some(tx),
             task: Some(task),
@@ -96,8 +124,20 @@ impl Server {
         Request::post(format!("http://{}{path}", self.addr)).header("host", self.addr.to_string())
     }
 
+    /// Sends `req`: over a fresh connection when listening, else to the handler directly.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
-        send(self.addr, req).await
+        if self.listening {
+            return send(self.addr, req).await;
+        }
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        let resp = capsign::http::handle_from(&self.app, req, Some(loopback)).await;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
     }
 
     /// `/auth` for `who` asking `capability`, with no grant cookie: a client's first request.
@@ -218,16 +258,19 @@ pub fn verify_token_request(json: &str) -> Value {
     tr
 }
 
-/// Sends one request on a fresh connection.
+/// Sends one request on a fresh connection, and returns once the connection is closed (so a
+/// test that stops the server next has nothing open).
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let resp: Response<hyper::body::Incoming> = sender.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
+    drop(sender);
+    let _ = conn.await;
     Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,

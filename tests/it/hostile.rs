@@ -80,14 +80,14 @@ fn assert_fresh(r: &Reply, what: &str) {
 
 #[tokio::test]
 async fn oversized_cookie_is_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let r = with_cookie(&s, &"A".repeat(12_000)).await;
     assert_fresh(&r, "12 KB cookie");
 }
 
 #[tokio::test]
 async fn truncated_and_padded_cookies_are_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let good = alices_cookie(&s).await;
     for n in [0, 1, 4, 35, 36, good.len() / 2, good.len() - 1] {
         assert_fresh(&with_cookie(&s, &good[..n]).await, &format!("cut at {n}"));
@@ -125,7 +125,7 @@ async fn truncated_and_padded_cookies_are_ignored() {
 
 #[tokio::test]
 async fn non_utf8_cookie_header_is_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut req = b"GET /auth?capability=%7B%22chat%3Aa%22%3A%5B%22subscribe%22%5D%7D HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
     req.extend_from_slice(format!("authorization: {}\r\n", bearer("alice")).as_bytes());
     req.extend_from_slice(b"cookie: __Host-capsign=\xff\xfe\xc3(; other=\x80\r\n\r\n");
@@ -136,7 +136,7 @@ async fn non_utf8_cookie_header_is_ignored() {
 
 #[tokio::test]
 async fn multibyte_character_at_every_split_point_is_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let good = alices_cookie(&s).await;
     for (i, ch) in [(0usize, "é"), (1, "日"), (2, "🦀")]
         .into_iter()
@@ -177,7 +177,7 @@ async fn multibyte_character_at_every_split_point_is_ignored() {
 
 #[tokio::test]
 async fn cookie_swapped_between_users_is_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let alices = alices_cookie(&s).await;
     let r = s
         .send(auth_request(&s, "bob", Some(CAP), Some(&alices)))
@@ -187,8 +187,8 @@ async fn cookie_swapped_between_users_is_ignored() {
 
 #[tokio::test]
 async fn cookie_swapped_between_names_is_ignored() {
-    let a = Server::start(&[("CAPSIGN_COOKIE_NAME", "__Host-one")]).await;
-    let b = Server::start(&[("CAPSIGN_COOKIE_NAME", "__Host-two")]).await;
+    let a = Server::listen(&[("CAPSIGN_COOKIE_NAME", "__Host-one")]).await;
+    let b = Server::listen(&[("CAPSIGN_COOKIE_NAME", "__Host-two")]).await;
     let r = a
         .send(
             a.get("/auth?capability=%7B%22doc%3Aheld%22%3A%5B%22subscribe%22%5D%7D")
@@ -236,12 +236,12 @@ async fn cookie_swapped_between_names_is_ignored() {
 async fn old_cookie_replayed_after_key_rotation_is_ignored() {
     const OLD: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-    let old = Server::start(&[("CAPSIGN_COOKIE_KEY", OLD)]).await;
+    let old = Server::listen(&[("CAPSIGN_COOKIE_KEY", OLD)]).await;
     let cookie = alices_cookie(&old).await;
-    let new = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("2:{NEW}"))]).await;
+    let new = Server::listen(&[("CAPSIGN_COOKIE_KEY", &format!("2:{NEW}"))]).await;
     assert_fresh(&with_cookie(&new, &cookie).await, "retired key");
     // Same key id, other secret: the MAC fails.
-    let impostor = Server::start(&[("CAPSIGN_COOKIE_KEY", &format!("1:{NEW}"))]).await;
+    let impostor = Server::listen(&[("CAPSIGN_COOKIE_KEY", &format!("1:{NEW}"))]).await;
     assert_fresh(&with_cookie(&impostor, &cookie).await, "same id, other key");
 }
 
@@ -261,7 +261,7 @@ async fn capability_error(s: &Server, capability: &str) -> (u16, u64) {
 
 #[tokio::test]
 async fn deep_capability_json_is_400() {
-    let s = Server::start(&[("CAPSIGN_MAX_BODY", "65536")]).await;
+    let s = Server::listen(&[("CAPSIGN_MAX_BODY", "65536")]).await;
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     assert_eq!(capability_error(&s, &deep).await, (400, 40000));
     let deep_obj = format!("{}{}", r#"{"a":"#.repeat(3000), "}".repeat(3000));
@@ -281,7 +281,7 @@ async fn deep_capability_json_is_400() {
 
 #[tokio::test]
 async fn huge_capability_is_400() {
-    let s = Server::start(&[("CAPSIGN_MAX_BODY", "262144")]).await;
+    let s = Server::listen(&[("CAPSIGN_MAX_BODY", "262144")]).await;
     let many: serde_json::Map<String, Value> = (0..2000)
         .map(|i| (format!("doc:{i}"), json!(["subscribe"])))
         .collect();
@@ -296,7 +296,7 @@ async fn huge_capability_is_400() {
 
 #[tokio::test]
 async fn duplicated_unknown_and_mixed_wildcard_operations_are_400() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     for bad in [
         r#"{"chat:a":["subscribe"],"chat:a":["publish"]}"#,
         r#"{"chat:a":["subscribe","teleport"]}"#,
@@ -317,7 +317,7 @@ async fn duplicated_unknown_and_mixed_wildcard_operations_are_400() {
 
 #[tokio::test]
 async fn client_ids_with_control_characters_or_wildcards() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     // In the session: refused as an identity.
     for sub in ["ali\u{0}ce", "ali\nce", "*", "", "\u{7f}"] {
         let r = s
@@ -358,7 +358,7 @@ async fn client_ids_with_control_characters_or_wildcards() {
 
 #[tokio::test]
 async fn ttl_negative_huge_and_non_numeric() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     for ttl in [
         "-1",
         "-0",
@@ -397,7 +397,7 @@ async fn ttl_negative_huge_and_non_numeric() {
 
 #[tokio::test]
 async fn giant_header_gets_431_and_the_server_stays_up() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut req = b"GET /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: ".to_vec();
     req.extend(std::iter::repeat_n(b'a', 64 * 1024));
     req.extend_from_slice(b"\r\n\r\n");
@@ -408,7 +408,7 @@ async fn giant_header_gets_431_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn header_flood_gets_431_and_the_server_stays_up() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut req = b"GET /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
     for i in 0..500 {
         req.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
@@ -421,7 +421,7 @@ async fn header_flood_gets_431_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn body_over_the_limit_with_and_without_content_length() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     // Declared too large: refused before reading.
     let req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n{";
     let (status, text) = raw(&s, req).await;
@@ -443,7 +443,7 @@ async fn body_over_the_limit_with_and_without_content_length() {
 
 #[tokio::test]
 async fn slow_body_gets_408_within_the_body_timeout() {
-    let s = Server::start(&[("CAPSIGN_BODY_TIMEOUT", "1s")]).await;
+    let s = Server::listen(&[("CAPSIGN_BODY_TIMEOUT", "1s")]).await;
     let started = Instant::now();
     let mut req = b"POST /auth HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 100\r\n".to_vec();
     req.extend_from_slice(format!("authorization: {}\r\n\r\n{{", bearer("alice")).as_bytes());
@@ -455,7 +455,7 @@ async fn slow_body_gets_408_within_the_body_timeout() {
 
 #[tokio::test]
 async fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
-    let s = Server::start(&[("CAPSIGN_HEADER_TIMEOUT", "1s")]).await;
+    let s = Server::listen(&[("CAPSIGN_HEADER_TIMEOUT", "1s")]).await;
     let mut slow = TcpStream::connect(s.addr).await.unwrap();
     slow.write_all(b"GET /auth HTTP/1.1\r\nhost: x\r\n")
         .await
@@ -468,7 +468,7 @@ async fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
 
 #[tokio::test]
 async fn many_idle_connections_do_not_block_service() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(s.addr).await.unwrap());
@@ -486,7 +486,7 @@ async fn many_idle_connections_do_not_block_service() {
 
 #[tokio::test]
 async fn malformed_request_lines_get_4xx() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     for req in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET /auth HTTP/9.9\r\nhost: x\r\n\r\n",
@@ -530,7 +530,7 @@ fn big_cookie(s: &Server, n: usize, prefix: &str) -> String {
 /// (checked before any grant is decoded): the request starts from a fresh set.
 #[tokio::test]
 async fn a_held_set_over_the_grant_limit_does_not_open() {
-    let s = Server::start(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
+    let s = Server::listen(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
     let under = big_cookie(&s, 99, "doc:");
     let r = with_cookie(&s, &under).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -552,7 +552,7 @@ async fn a_held_set_over_the_grant_limit_does_not_open() {
 /// held set.
 #[tokio::test]
 async fn more_requested_resources_than_the_grant_limit_is_400() {
-    let s = Server::start(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
+    let s = Server::listen(&[("CAPSIGN_MAX_GRANTS", "100")]).await;
     let held = big_cookie(&s, 100, "chat:");
     let many: serde_json::Map<String, Value> = (0..101)
         .map(|i| (format!("doc:{i}"), json!(["subscribe"])))
@@ -576,7 +576,7 @@ async fn more_requested_resources_than_the_grant_limit_is_400() {
 /// ignored.
 #[tokio::test]
 async fn a_second_grant_cookie_of_the_same_name_is_ignored() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let a = s
         .first_auth("alice", Some(r#"{"chat:a":["subscribe"]}"#))
         .await
@@ -618,7 +618,7 @@ async fn a_second_grant_cookie_of_the_same_name_is_ignored() {
 /// prefix first, each held name found by binary search), and the answer is right.
 #[tokio::test]
 async fn covering_a_full_request_against_a_full_held_set() {
-    let s = Server::start(&[
+    let s = Server::listen(&[
         ("CAPSIGN_MAX_GRANTS", "256"),
         ("CAPSIGN_MAX_NEW_GRANTS", "256"),
     ])
@@ -655,7 +655,7 @@ async fn health(s: &Server) -> u16 {
 /// connection gets a clean 503 envelope; when one closes, service resumes.
 #[tokio::test]
 async fn connections_over_the_limit_are_shed_with_503() {
-    let s = Server::start(&[
+    let s = Server::listen(&[
         ("CAPSIGN_MAX_CONNECTIONS", "3"),
         ("CAPSIGN_MAX_CONNECTIONS_PER_PEER", "3"),
         ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
@@ -665,8 +665,8 @@ async fn connections_over_the_limit_are_shed_with_503() {
     for _ in 0..3 {
         held.push(TcpStream::connect(s.addr).await.unwrap());
     }
-    // The accept loop takes them in order; give it a moment to hand out the three slots.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The accept loop has handed out the three slots.
+    until_open(&s, 3).await;
     let (status, text) = raw(&s, b"GET /auth HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(raw_code(&text), 50300);
@@ -700,6 +700,20 @@ async fn connections_over_the_limit_are_shed_with_503() {
     assert_eq!(served, 200, "a freed slot serves again");
 }
 
+/// Waits until the server counts `n` open client connections (`capsign_connections_open`;
+/// metrics on): the accept loop has taken, or closed, every connection so far. Polls for at
+/// most 5 s.
+async fn until_open(s: &Server, n: u64) {
+    let want = format!("capsign_connections_open {n}\n");
+    for _ in 0..250 {
+        if s.app.metrics.encode().contains(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never {n} open connections:\n{}", s.app.metrics.encode());
+}
+
 /// A connection from `ip` (any 127.0.0.0/8 address reaches loopback on Linux).
 async fn connect_from(s: &Server, ip: &str) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -727,7 +741,7 @@ async fn status_on(mut stream: TcpStream, request: &[u8]) -> u16 {
 #[tokio::test]
 async fn one_peer_cannot_take_every_connection() {
     const READY: &[u8] = b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    let s = Server::start(&[
+    let s = Server::listen(&[
         ("CAPSIGN_MAX_CONNECTIONS", "8"),
         ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
     ])
@@ -736,7 +750,7 @@ async fn one_peer_cannot_take_every_connection() {
     for _ in 0..4 {
         greedy.push(connect_from(&s, "127.0.0.2").await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_open(&s, 4).await;
     assert_eq!(
         status_on(connect_from(&s, "127.0.0.2").await, READY).await,
         503,
@@ -765,26 +779,28 @@ async fn one_peer_cannot_take_every_connection() {
     assert_eq!(status, 200);
 
     // A load balancer listed as a trusted proxy carries everyone's connections.
-    let s = Server::start(&[
+    let s = Server::listen(&[
         ("CAPSIGN_MAX_CONNECTIONS", "8"),
         ("CAPSIGN_MAX_CONNECTIONS_PER_PEER", "2"),
         ("CAPSIGN_TRUSTED_PROXIES", "127.0.0.2/32"),
+        ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
     ])
     .await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(connect_from(&s, "127.0.0.2").await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_open(&s, 5).await;
     assert_eq!(
         status_on(connect_from(&s, "127.0.0.2").await, READY).await,
         200
     );
+    drop(held);
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(connect_from(&s, "127.0.0.4").await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_open(&s, 2).await;
     assert_eq!(
         status_on(connect_from(&s, "127.0.0.4").await, READY).await,
         503
@@ -797,7 +813,7 @@ async fn one_peer_cannot_take_every_connection() {
 /// is closed, and (here, with a single connection slot) others are served again.
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
-    let s = Server::start(&[
+    let s = Server::listen(&[
         ("CAPSIGN_MAX_CONNECTIONS", "1"),
         ("CAPSIGN_WRITE_TIMEOUT", "1s"),
     ])
@@ -818,12 +834,15 @@ async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
         }
         greedy
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        health(&s).await,
-        503,
-        "the greedy client holds the only slot"
-    );
+    let mut status = 0;
+    for _ in 0..100 {
+        status = health(&s).await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503, "the greedy client holds the only slot");
     let started = Instant::now();
     let mut status = 0;
     while started.elapsed() < Duration::from_secs(20) {
@@ -843,7 +862,7 @@ async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
 /// the 413 envelope is read.
 #[tokio::test]
 async fn a_refused_body_is_drained_so_the_client_reads_the_413() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut stream = TcpStream::connect(s.addr).await.unwrap();
     // Larger than what the kernel's socket buffers absorb on loopback here (2 MiB sometimes
     // is, 6 MiB is not), so an undrained body means a reset.
@@ -872,7 +891,7 @@ async fn a_refused_body_is_drained_so_the_client_reads_the_413() {
 /// last-wins, while the same duplicates in a query string were a 400. One rule everywhere.
 #[tokio::test]
 async fn duplicate_parameters_and_resources_are_400_in_every_form() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let post = |body: &'static str| {
         s.post("/auth")
             .header("authorization", bearer("alice"))

@@ -496,7 +496,7 @@ error_statuses! {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_413() {
-    let s = Server::start(&[]).await;
+    let s = Server::listen(&[]).await;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let mut req = b"POST /auth HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..20 {
@@ -516,7 +516,7 @@ async fn chunked_body_over_the_limit_is_413() {
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     // A short header timeout, so the test does not wait out the default 10 s.
-    let s = Server::start(&[("CAPSIGN_HEADER_TIMEOUT", "1s")]).await;
+    let s = Server::listen(&[("CAPSIGN_HEADER_TIMEOUT", "1s")]).await;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     stream
         .write_all(b"GET /auth HTTP/1.1\r\nhost: x\r\n")
