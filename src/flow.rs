@@ -858,7 +858,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_new_grants_reach_the_policy() {
-        let app = app(&[]);
+        let app = app(&[("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0")]);
         let a = authorize(
             &app,
             &alice(),
@@ -867,7 +867,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.flow.policy.evaluated(), 1);
+        assert_eq!(testing::decided_by_rules(&app), 1);
         let jar = [a.cookie.clone().unwrap().value().to_owned()];
         let jar: Vec<&str> = jar.iter().map(String::as_str).collect();
         let b = authorize(
@@ -881,7 +881,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.flow.policy.evaluated(), 2, "doc:a was asked again");
+        assert_eq!(testing::decided_by_rules(&app), 2, "doc:a was asked again");
         assert_eq!(
             b.capability.to_json(),
             r#"{"doc:a":["subscribe"],"doc:b":["subscribe"],"home:alice":["subscribe"]}"#
@@ -900,7 +900,11 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(app.flow.policy.calls(), 2);
+        assert_eq!(
+            testing::decided_by_rules(&app),
+            2,
+            "nothing new, nothing asked"
+        );
     }
 
     #[tokio::test]
@@ -964,6 +968,7 @@ mod tests {
         let app = app(&[
             ("CAPSIGN_REGRANT_AFTER", "1h"),
             ("CAPSIGN_GRANT_MAX_AGE", "1d"),
+            ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
         ]);
         let out = authorize(
             &app,
@@ -975,7 +980,7 @@ mod tests {
         .unwrap();
         let v = [out.cookie.clone().unwrap().value().to_owned()];
         let jar: Vec<&str> = v.iter().map(String::as_str).collect();
-        let before = app.flow.policy.evaluated();
+        let before = testing::decided_by_rules(&app);
         app.clock.advance(2 * 3600 * 1000);
         let out = authorize(
             &app,
@@ -989,7 +994,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            app.flow.policy.evaluated(),
+            testing::decided_by_rules(&app),
             before + 2,
             "both held grants re-checked"
         );

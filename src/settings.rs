@@ -2010,7 +2010,7 @@ mod tests {
         Settings::load(&move |k| map.get(k).cloned(), None)
     }
 
-    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    const KEY: &str = crate::testing::COOKIE_KEY; // 32 bytes
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]

@@ -151,3 +151,19 @@ pub fn session_jwt(sub: &str, exp: u64, extra: &Value) -> String {
     )
     .expect("HS256 signs any claims object")
 }
+
+/// How many requested grants the rules have decided, as `capsign_grant_decisions_total`
+/// counts them (the app's metrics must be on: `CAPSIGN_METRICS_LISTEN`): what tests check to
+/// see that only new grants reach the policy.
+pub fn decided_by_rules(app: &crate::app::App) -> u64 {
+    assert!(
+        app.settings.server.metrics_listen.is_some(),
+        "decided_by_rules counts with the metrics: set CAPSIGN_METRICS_LISTEN"
+    );
+    app.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("capsign_grant_decisions_total{decider=\"rules\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

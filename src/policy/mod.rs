@@ -202,14 +202,4 @@ impl Policy {
     pub fn rules(&self) -> &Rules {
         &self.rules
     }
-
-    /// How many times the rules were asked (one per request that had new grants for them).
-    pub fn calls(&self) -> u64 {
-        self.rules.calls()
-    }
-
-    /// How many resources the rules have evaluated in all.
-    pub fn evaluated(&self) -> u64 {
-        self.rules.evaluated()
-    }
 }

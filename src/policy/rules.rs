@@ -47,7 +47,6 @@
 //! `private:a:*:*`.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use smallvec::SmallVec;
@@ -158,14 +157,12 @@ struct Rule {
     claim: Option<Claim>,
 }
 
-/// The compiled rules plus counters of their use (for tests and, later, metrics).
+/// The compiled rules.
 #[derive(Debug, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
     /// Some rule sets a user claim (known at load, so minting without claims looks at no rule).
     has_claims: bool,
-    calls: AtomicU64,
-    evaluated: AtomicU64,
 }
 
 impl Rules {
@@ -285,9 +282,6 @@ impl Rules {
     /// Decides `requested` for `who`: the granted part, a subset of `requested`. A resource
     /// gets the operations of every rule whose pattern covers it.
     pub fn decide(&self, who: &Identity, requested: &CapabilitySet) -> CapabilitySet {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.evaluated
-            .fetch_add(requested.len() as u64, Ordering::Relaxed);
         let allowed: SmallVec<[_; 8]> = self.allowed(who, false, Some(requested)).collect();
         requested
             .iter()
@@ -396,16 +390,6 @@ impl Rules {
             }
         }
         out
-    }
-
-    /// How many times the policy was asked (one per request that had new grants).
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    /// How many resources the policy has evaluated in all.
-    pub fn evaluated(&self) -> u64 {
-        self.evaluated.load(Ordering::Relaxed)
     }
 }
 
@@ -668,8 +652,6 @@ mod tests {
             got.to_json(),
             r#"{"chat:a":["publish"],"private:alice:x":["*"]}"#
         );
-        assert_eq!(p.calls(), 1);
-        assert_eq!(p.evaluated(), 4);
     }
 
     /// Templates in every position a prefix could be taken from, with qualifiers and `*`.

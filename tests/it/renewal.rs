@@ -181,11 +181,11 @@ async fn grants_are_sealed_only_for_the_carriers_a_client_uses() {
 
     // A value another key sealed is resealed even when nothing changed: a rotation finishes
     // for clients that only renew.
-    let rotated = Server::start(&[(
-        "CAPSIGN_COOKIE_KEY",
-        "2:MTIzNDU2Nzg5MGFiY2RlZjEyMzQ1Njc4OTBhYmNkZWY=,1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-    )])
-    .await;
+    let keys = format!(
+        "2:MTIzNDU2Nzg5MGFiY2RlZjEyMzQ1Njc4OTBhYmNkZWY=,1:{}",
+        crate::harness::COOKIE_KEY
+    );
+    let rotated = Server::start(&[("CAPSIGN_COOKIE_KEY", &keys)]).await;
     let r = rotated
         .send(auth_request(&rotated, "alice", None, Some(&cookie)))
         .await;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::harness::{ABLY_KEY, ABLY_SECRET, Server, auth_request};
 
-const OLD: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const OLD: &str = crate::harness::COOKIE_KEY;
 const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 const NEW_ABLY_KEY: &str = "xVLyHw.n3wK3y:NEWSECRETnewsecret";
 
