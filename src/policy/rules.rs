@@ -226,7 +226,6 @@ impl Rules {
         Ok(Rules {
             has_claims: rules.iter().any(|r| r.claim.is_some()),
             rules,
-            ..Rules::default()
         })
     }
 
