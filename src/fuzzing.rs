@@ -545,6 +545,7 @@ pub fn hs256(data: &[u8]) {
             String::from_utf8_lossy(header)
         ),
     }
+    differ_from_jsonwebtoken(&key, &token, header, claims);
 
     // Round trip through `sign`, checked by the JWT library as well, when the claims are a
     // JSON object (what `sign` is given in capsign).
@@ -578,6 +579,65 @@ pub fn hs256(data: &[u8]) {
                 "jsonwebtoken refused a token capsign signed: {minted}"
             );
         }
+    }
+}
+
+/// The fast HS256 verifier against jsonwebtoken's, on a correctly MAC'd `token` (what capsign
+/// verifies with it is only the signature and the header: every claim check is
+/// `SessionClaims`', shared with the jsonwebtoken paths). What jsonwebtoken accepts, capsign
+/// accepts unless the header names `crit` or a member twice (refused on purpose); what capsign
+/// accepts, jsonwebtoken accepts when the header holds nothing but `alg` and string `typ`,
+/// `kid` or `cty` (jsonwebtoken types more header members) and the claims are a JSON object
+/// without registered claims (jsonwebtoken type-checks those while decoding).
+fn differ_from_jsonwebtoken(
+    key: &crate::hs256::Hs256Key,
+    token: &str,
+    header: &[u8],
+    claims: &[u8],
+) {
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    let theirs = jsonwebtoken::decode::<Box<serde_json::value::RawValue>>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(SESSION_SECRET.as_bytes()),
+        &v,
+    );
+    let ours = key.verify(token);
+    let parsed_header = serde_json::from_slice::<Map<String, Value>>(header).ok();
+    let deliberate = parsed_header
+        .as_ref()
+        .is_none_or(|h| h.contains_key("crit") || member_count(header) != Some(h.len()));
+    if let Ok(data) = &theirs {
+        if !deliberate {
+            assert_eq!(
+                ours.as_deref().ok(),
+                Some(claims),
+                "jsonwebtoken accepts what capsign refuses: {token}"
+            );
+            let read: Value = serde_json::from_slice(claims).unwrap();
+            let theirs: Value = serde_json::from_str(data.claims.get()).unwrap();
+            assert_eq!(read, theirs, "jsonwebtoken reads other claims");
+        }
+    }
+    let plain_header = parsed_header.as_ref().is_some_and(|h| {
+        h.iter().all(|(k, v)| {
+            k == "alg" || (matches!(k.as_str(), "typ" | "kid" | "cty") && v.is_string())
+        })
+    });
+    let plain_claims = serde_json::from_slice::<Map<String, Value>>(claims).is_ok_and(|c| {
+        !["exp", "nbf", "iat", "aud", "iss", "sub"]
+            .iter()
+            .any(|r| c.contains_key(*r))
+    });
+    if ours.is_ok() && plain_header && plain_claims {
+        assert!(
+            theirs.is_ok(),
+            "capsign accepts what jsonwebtoken refuses: {token}: {:?}",
+            theirs.err()
+        );
     }
 }
 

@@ -88,7 +88,7 @@ pub(crate) fn keygen(current: Option<&str>) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
-    match CookieKeys::next_rotation_step(current, &secret) {
+    match next_rotation_step(current, &secret) {
         Ok((next, what)) => {
             out!("{next}");
             eprintln!("capsign: {what}");
@@ -277,6 +277,68 @@ async fn get(url: &str) -> Result<http::StatusCode, String> {
     Ok(resp.status())
 }
 
+/// The next step of the three-step rotation (`docs/security.md`) of `current` (a
+/// `CAPSIGN_COOKIE_KEY` value), with `new_secret` as the new key where one is added, and
+/// what the step does:
+///
+/// 1. one key `A` (or a newest key that already signs, alone): add the new key, verifying
+///    only (`1:A,2:NEW`);
+/// 2. the newest key verifies but does not sign yet: make it sign (`2:NEW,1:A`);
+/// 3. the newest key signs and older ones verify: drop them (`2:NEW`), once
+///    `CAPSIGN_GRANT_MAX_AGE` has passed since step 2 reached every instance.
+///
+/// # Errors
+///
+/// `current` is not a valid key value, or has no id left for a new key.
+fn next_rotation_step(current: &str, new_secret: &[u8]) -> Result<(String, &'static str), String> {
+    let keys = CookieKeys::parse(current)?;
+    let b64 = |secret: &[u8]| STANDARD.encode(secret);
+    let list = |keys: &[(u8, &[u8])]| {
+        keys.iter()
+            .map(|(id, secret)| format!("{id}:{}", b64(secret)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let all: Vec<(u8, &[u8])> = keys.all().collect();
+    let (signing_id, _) = keys.signing();
+    let newest = all.iter().map(|(id, _)| *id).max().unwrap_or(signing_id);
+    if all.len() == 1 {
+        let id = newest
+            .checked_add(1)
+            .ok_or("key id 255 is taken; start again from a single key with id 1")?;
+        let mut next = all.clone();
+        next.push((id, new_secret));
+        return Ok((
+            list(&next),
+            "step 1 of 3: the current key keeps signing, the new key verifies. Deploy it \
+             to every instance, then run keygen again with it.",
+        ));
+    }
+    if signing_id != newest {
+        let mut next: Vec<(u8, &[u8])> = all
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id == newest)
+            .collect();
+        next.extend(all.iter().copied().filter(|(id, _)| *id != newest));
+        return Ok((
+            list(&next),
+            "step 2 of 3: the new key signs, the old ones still verify. Deploy it to every \
+             instance; after CAPSIGN_GRANT_MAX_AGE, run keygen again with it.",
+        ));
+    }
+    let next: Vec<(u8, &[u8])> = all
+        .iter()
+        .copied()
+        .filter(|(id, _)| *id == newest)
+        .collect();
+    Ok((
+        list(&next),
+        "step 3 of 3: only the new key is left. Deploy it once CAPSIGN_GRANT_MAX_AGE has passed \
+         since step 2 reached every instance (no cookie sealed with an old key is still valid).",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +372,24 @@ mod tests {
             local_url("http://10.0.0.1:80/x", &env(&[("PORT", "1")])),
             "http://10.0.0.1:80/x"
         );
+    }
+
+    #[test]
+    fn key_rotation_goes_through_the_three_steps() {
+        let old = [1u8; 32];
+        let new = [2u8; 32];
+        let b64 = |k: &[u8]| STANDARD.encode(k);
+        let (one, _) = next_rotation_step(&b64(&old), &new).unwrap();
+        assert_eq!(one, format!("1:{},2:{}", b64(&old), b64(&new)));
+        let (two, _) = next_rotation_step(&one, &[3u8; 32]).unwrap();
+        assert_eq!(two, format!("2:{},1:{}", b64(&new), b64(&old)));
+        let (three, _) = next_rotation_step(&two, &[3u8; 32]).unwrap();
+        assert_eq!(three, format!("2:{}", b64(&new)));
+        let (again, _) = next_rotation_step(&three, &[4u8; 32]).unwrap();
+        assert_eq!(again, format!("2:{},3:{}", b64(&new), b64(&[4u8; 32])));
+        for step in [&one, &two, &three, &again] {
+            assert!(CookieKeys::parse(step).is_ok(), "{step}");
+        }
+        assert!(next_rotation_step("nope", &new).is_err());
     }
 }
