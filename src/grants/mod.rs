@@ -33,13 +33,16 @@
 //! operation sets, no trailing bytes, the expected clientId, an issue time neither in the
 //! future (beyond a small skew) nor older than the maximum age.
 
+mod codec;
+mod keys;
 mod seal;
 
 use crate::capability::{CapabilitySet, OpSet, Resource, literal_prefix};
 
+pub use keys::{GrantKey, GrantKeys};
 pub use seal::{
-    DEFAULT_MAX_GRANTS, GrantKey, GrantKeys, GrantsError, HEADER_VERSION, MAX_SEALED_LEN,
-    OpenLimits, Opened, Payload, Purpose, SET_COOKIE_BUDGET, SealError, Sealer, VERSION,
+    DEFAULT_MAX_GRANTS, GrantsError, HEADER_VERSION, MAX_SEALED_LEN, OpenLimits, Opened, Payload,
+    Purpose, SET_COOKIE_BUDGET, SealError, Sealer, VERSION,
 };
 
 /// One held grant: the operations on a resource and when the policy last approved them.
