@@ -26,6 +26,11 @@ use crate::policy::{Policy, WebhookError};
 use crate::set_cookie::SetCookie;
 use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
 
+mod carrier;
+mod mint;
+
+use carrier::{Carrier, Carriers, Reseal};
+
 /// JWTs above this size are sent as TokenRequests by `format=auto`: they travel in URLs and
 /// headers, where about 8 KB is the practical limit.
 pub const JWT_BUDGET: usize = 8 * 1024;
@@ -211,19 +216,6 @@ pub enum FlowError {
     EmbeddedNotConfigured,
 }
 
-/// The token and its expiry (Unix seconds, rounded down: never later than Ably's) from Ably's
-/// TokenDetails.
-fn token_and_expiry(details: &[u8]) -> Result<(String, u64), FlowError> {
-    #[derive(serde::Deserialize)]
-    struct Details {
-        token: String,
-        expires: u64,
-    }
-    let d: Details = serde_json::from_slice(details)
-        .map_err(|e| AblyError::Malformed(format!("TokenDetails: {e}")))?;
-    Ok((d.token, d.expires / 1000))
-}
-
 /// What a failure to open sealed grants counts as.
 fn cookie_result(e: &GrantsError) -> CookieResult {
     match e {
@@ -245,59 +237,6 @@ fn list(resources: &[Resource]) -> String {
 /// The sealed values for the cookie and the header (each when resealed), and the resources
 /// evicted to fit the budget.
 type Sealed = (Option<SetCookie>, Option<String>, Vec<Resource>);
-
-/// What became of one carrier of sealed grants (the cookie or the header) in a request.
-#[derive(Debug, Clone, Copy, Default)]
-struct Carrier {
-    /// The client sent it (the client uses this carrier).
-    sent: bool,
-    /// It opened for this client.
-    opened: bool,
-    /// It opened, was sealed by the signing key, and is younger than half the maximum age.
-    current: bool,
-}
-
-impl Carrier {
-    fn of<T>(sent: bool, opened: Option<&(T, bool)>) -> Carrier {
-        Carrier {
-            sent,
-            opened: opened.is_some(),
-            current: opened.is_some_and(|(_, current)| *current),
-        }
-    }
-}
-
-/// The two carriers of one request.
-#[derive(Debug, Clone, Copy)]
-struct Carriers {
-    cookie: Carrier,
-    header: Carrier,
-}
-
-/// Which carriers get a new value.
-#[derive(Debug, Clone, Copy)]
-struct Reseal {
-    cookie: bool,
-    header: bool,
-}
-
-impl Carriers {
-    /// Both opened: the held set is their union, which neither holds alone.
-    fn both_opened(self) -> bool {
-        self.cookie.opened && self.header.opened
-    }
-
-    /// A carrier the client uses gets a new value when the set `changed` or its value is not
-    /// current; a client that sent neither gets both (it may keep either).
-    fn reseal(self, changed: bool) -> Reseal {
-        let neither = !self.cookie.sent && !self.header.sent;
-        let wants = |c: Carrier| (c.sent || neither) && (changed || !c.current);
-        Reseal {
-            cookie: wants(self.cookie),
-            header: wants(self.header),
-        }
-    }
-}
 
 impl Flow {
     /// The flow of the given services and settings.
@@ -473,89 +412,6 @@ impl Flow {
         }
     }
 
-    /// The credential in `format`: minted here, or for `format=token`, the TokenRequest
-    /// minted here exchanged with Ably for its TokenDetails; for `format=embedded`, either of
-    /// those (`CAPSIGN_EMBEDDED_INNER`) inside the app's own JWT.
-    async fn credential(
-        &self,
-        format: Format,
-        capability: &CapabilitySet,
-        who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
-        request_id: &str,
-    ) -> Result<Credential, FlowError> {
-        if format == Format::Embedded {
-            return self
-                .embedded_credential(capability, who, ttl_ms, now_ms, request_id)
-                .await;
-        }
-        let credential = self.mint(format, capability, who, ttl_ms, now_ms)?;
-        match credential {
-            Credential::TokenRequest(tr) if format == Format::Token => {
-                Ok(Credential::Token(self.exchange(tr, request_id).await?))
-            }
-            other => Ok(other),
-        }
-    }
-
-    /// Exchanges a TokenRequest with Ably for its TokenDetails.
-    async fn exchange(
-        &self,
-        token_request: String,
-        request_id: &str,
-    ) -> Result<bytes::Bytes, FlowError> {
-        let key_name = self.ably.key.key_name();
-        let started = std::time::Instant::now();
-        // Boxed: the HTTP exchange's future is large and only `format=token` needs it.
-        let answer = Box::pin(
-            self.ably
-                .rest
-                .request_token(key_name, token_request, request_id),
-        )
-        .await;
-        let error = answer.as_ref().err().map(AblyError::kind);
-        self.metrics.ably_call(started.elapsed(), error);
-        Ok(answer?)
-    }
-
-    /// `format=embedded`: the inner credential, then the app's JWT around it, expiring with
-    /// it and carrying the session's `sub` (the clientId when the session has none).
-    async fn embedded_credential(
-        &self,
-        capability: &CapabilitySet,
-        who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
-        request_id: &str,
-    ) -> Result<Credential, FlowError> {
-        let embedded = self
-            .ably
-            .embedded
-            .as_ref()
-            .ok_or(FlowError::EmbeddedNotConfigured)?;
-        let (inner, exp) = match embedded.inner {
-            EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms)?,
-            EmbeddedInner::Token => {
-                self.keep_claims(
-                    capability,
-                    who,
-                    "CAPSIGN_EMBEDDED_INNER=token embeds an Ably token, which has no claims",
-                )?;
-                let tr = self.token_request(capability, who, ttl_ms, now_ms)?;
-                let details = self.exchange(tr, request_id).await?;
-                token_and_expiry(&details)?
-            }
-        };
-        let sub = who
-            .claims()
-            .get("sub")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or(&who.client_id);
-        let iat = (now_ms / 1000).saturating_sub(IAT_BACKDATE_S).min(exp);
-        Ok(Credential::Embedded(embedded.wrap(&inner, sub, iat, exp)))
-    }
-
     /// Opens every presented value for this client; returns the union and what became of
     /// each carrier.
     fn open_presented(
@@ -666,125 +522,6 @@ impl Flow {
             }
             evicted.extend(held.evict_oldest(excess.max(1)));
         }
-    }
-
-    /// The credential's lifetime: the request's (or the default), within the configured
-    /// bounds, and never beyond the maximum age of the oldest grant it carries.
-    ///
-    /// Unless `CAPSIGN_OUTLIVE_SESSION` is on, it also ends with the app's session (the
-    /// session JWT's `exp`): logging out of the app is not undone by a credential that lives
-    /// on for a day. Both caps win over `CAPSIGN_TTL_MIN`; the result is at least 1 s.
-    fn ttl(&self, asked: Option<u64>, who: &Identity, held: &GrantSet, now_ms: u64) -> u64 {
-        let b = self.settings.ttl;
-        let ttl = asked.unwrap_or(b.default_ms).clamp(b.min_ms, b.max_ms);
-        let until = |end_s: u64| end_s.saturating_mul(1000).saturating_sub(now_ms).max(1000);
-        let grant_end = held
-            .oldest_approval()
-            .map(|oldest| oldest.saturating_add(self.settings.grant_max_age_s));
-        let session_end = who
-            .session_expires_at
-            .filter(|_| !self.settings.outlive_session);
-        [grant_end, session_end]
-            .into_iter()
-            .flatten()
-            .fold(ttl, |ttl, end| ttl.min(until(end)))
-    }
-
-    fn mint(
-        &self,
-        format: Format,
-        capability: &CapabilitySet,
-        who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) -> Result<Credential, FlowError> {
-        let token_request = || -> Result<Credential, FlowError> {
-            Ok(Credential::TokenRequest(
-                self.token_request(capability, who, ttl_ms, now_ms)?,
-            ))
-        };
-        match format {
-            Format::TokenRequest | Format::Token => {
-                self.keep_claims(
-                    capability,
-                    who,
-                    "a TokenRequest or an Ably token has no claims",
-                )?;
-                token_request()
-            }
-            Format::Jwt | Format::Auto | Format::Embedded => {
-                let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms)?;
-                if format == Format::Auto && jwt.len() > JWT_BUDGET {
-                    self.keep_claims(
-                        capability,
-                        who,
-                        "format=auto would send a TokenRequest (the JWT is over its budget)",
-                    )?;
-                    token_request()
-                } else {
-                    Ok(Credential::Jwt(jwt))
-                }
-            }
-        }
-    }
-
-    /// Refuses a credential without claims (`why`) when the rules give `capability` user
-    /// claims: a client must not shed its `ably.room.*` claims (a moderator's role, say) by
-    /// asking for another format.
-    fn keep_claims(
-        &self,
-        capability: &CapabilitySet,
-        who: &Identity,
-        why: &'static str,
-    ) -> Result<(), FlowError> {
-        match self.policy.claims(who, capability).into_iter().next() {
-            Some((claim, _)) => Err(FlowError::ClaimsNeedJwt { claim, why }),
-            None => Ok(()),
-        }
-    }
-
-    /// A signed TokenRequest's JSON.
-    fn token_request(
-        &self,
-        capability: &CapabilitySet,
-        who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) -> Result<String, FlowError> {
-        Ok(self.ably.key.token_request(
-            Some(ttl_ms),
-            Some(&capability.to_json()),
-            Some(who.client_id.as_str()),
-            now_ms,
-            &ably::nonce(),
-        )?)
-    }
-
-    /// An Ably JWT and its `exp` (Unix seconds); its user claims within [`CLAIMS_BUDGET`].
-    fn ably_jwt(
-        &self,
-        capability: &CapabilitySet,
-        who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) -> Result<(String, u64), FlowError> {
-        let now = now_ms / 1000;
-        let iat = now.saturating_sub(IAT_BACKDATE_S);
-        // Within Ably's limit even counting the back-dating.
-        let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
-        let claims = self.policy.claims(who, capability);
-        let bytes: usize = claims.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if bytes > CLAIMS_BUDGET {
-            return Err(FlowError::ClaimsTooLarge { bytes });
-        }
-        let jwt = self.ably.key.jwt_with_claims(
-            capability,
-            Some(who.client_id.as_str()),
-            iat,
-            exp,
-            &claims,
-        );
-        Ok((jwt, exp))
     }
 }
 
