@@ -54,6 +54,12 @@ use smallvec::SmallVec;
 use crate::capability::{CapabilityError, CapabilitySet, OpSet, Resource, literal_prefix};
 use crate::identity::Identity;
 
+mod template;
+
+use template::{
+    Piece, parse_claim_template, parse_template, render, render_claim, render_resource,
+};
+
 /// Why a rules file was refused at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RulesError {
@@ -134,13 +140,6 @@ enum ClaimScope {
 struct Claim {
     scope: ClaimScope,
     template: Vec<Piece>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Literal(String),
-    ClientId,
-    Claim(String),
 }
 
 #[derive(Debug, Clone)]
@@ -453,163 +452,6 @@ fn compile_claim(template: Option<&str>, scope: Option<&str>) -> Result<Option<C
         scope,
         template: parse_claim_template(text),
     }))
-}
-
-/// A claim template: `{clientId}` and `{claims.NAME}` are placeholders, any other text (JSON
-/// braces included) is literal.
-fn parse_claim_template(text: &str) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    let mut literal = String::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let (lit, tail) = rest.split_at(open);
-        literal.push_str(lit);
-        let placeholder = tail.find('}').and_then(|close| {
-            let name = tail.get(1..close)?;
-            let piece = match name {
-                "clientId" => Piece::ClientId,
-                _ => {
-                    let claim = name.strip_prefix("claims.")?;
-                    let ok = !claim.is_empty()
-                        && claim
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-                    if !ok {
-                        return None;
-                    }
-                    Piece::Claim(claim.to_owned())
-                }
-            };
-            Some((piece, close))
-        });
-        match placeholder {
-            Some((piece, close)) => {
-                if !literal.is_empty() {
-                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-                }
-                pieces.push(piece);
-                rest = tail.get(close + 1..).unwrap_or_default();
-            }
-            None => {
-                literal.push('{');
-                rest = tail.get(1..).unwrap_or_default();
-            }
-        }
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        pieces.push(Piece::Literal(literal));
-    }
-    pieces
-}
-
-/// Renders a claim template for `who`, each value escaped as JSON string content; `None` when
-/// a value is missing.
-fn render_claim(pieces: &[Piece], who: &Identity) -> Option<String> {
-    let mut out = String::new();
-    for p in pieces {
-        match p {
-            Piece::Literal(s) => out.push_str(s),
-            other => {
-                crate::json::push_escaped(&mut out, &substitution(who, other)?);
-            }
-        }
-    }
-    Some(out)
-}
-
-fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find(['{', '}']) {
-        let (lit, tail) = rest.split_at(open);
-        if tail.starts_with('}') {
-            return Err("unmatched '}'".into());
-        }
-        if !lit.is_empty() {
-            pieces.push(Piece::Literal(lit.to_owned()));
-        }
-        let close = tail.find('}').ok_or("unclosed '{'")?;
-        let name = tail.get(1..close).unwrap_or_default();
-        pieces.push(match name {
-            "clientId" => Piece::ClientId,
-            _ => match name.strip_prefix("claims.") {
-                Some(claim)
-                    if !claim.is_empty()
-                        && claim
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
-                {
-                    Piece::Claim(claim.to_owned())
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown template {{{name}}}; use {{clientId}} or {{claims.NAME}}"
-                    ));
-                }
-            },
-        });
-        rest = tail.get(close + 1..).unwrap_or_default();
-    }
-    if !rest.is_empty() {
-        pieces.push(Piece::Literal(rest.to_owned()));
-    }
-    Ok(pieces)
-}
-
-/// Renders a template; `None` when a substitution is missing or unsafe.
-fn render<'a>(
-    pieces: &'a [Piece],
-    mut value: impl FnMut(&'a Piece) -> Option<Cow<'a, str>>,
-) -> Option<String> {
-    let mut out = String::new();
-    render_into(&mut out, pieces, &mut value)?;
-    Some(out)
-}
-
-/// Appends the pieces to `out`; `None` when a value is missing or would change the
-/// pattern's shape (empty, a control character, or one of `:*[]{}`).
-fn render_into<'a>(
-    out: &mut String,
-    pieces: &'a [Piece],
-    value: &mut impl FnMut(&'a Piece) -> Option<Cow<'a, str>>,
-) -> Option<()> {
-    for p in pieces {
-        match p {
-            Piece::Literal(s) => out.push_str(s),
-            other => {
-                let v = value(other)?;
-                if v.is_empty() || v.chars().any(|c| c.is_control() || ":*[]{}".contains(c)) {
-                    return None;
-                }
-                out.push_str(&v);
-            }
-        }
-    }
-    Some(())
-}
-
-/// A rule's resource pattern for `who`, rendered in the thread's scratch buffer: a pattern
-/// short enough to be kept inline costs no allocation.
-fn render_resource<'a>(pieces: &'a [Piece], who: &'a Identity) -> Option<Resource> {
-    crate::scratch::with_text(|out| {
-        render_into(out, pieces, &mut |p| substitution(who, p))?;
-        Resource::new(out.as_str()).ok()
-    })
-}
-
-fn substitution<'a>(who: &'a Identity, piece: &'a Piece) -> Option<Cow<'a, str>> {
-    match piece {
-        Piece::ClientId => Some(Cow::Borrowed(&who.client_id)),
-        Piece::Claim(name) => match who.claims().get(name)? {
-            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
-            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
-                Some(Cow::Owned(n.to_string()))
-            }
-            _ => None,
-        },
-        Piece::Literal(s) => Some(Cow::Borrowed(s)),
-    }
 }
 
 #[cfg(test)]
