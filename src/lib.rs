@@ -14,8 +14,11 @@
 //! [`server::run`] on a listener of yours, or answer requests yourself with
 //! [`http::handle`], which takes any `http::Request` and returns an `http::Response` (a
 //! serverless adapter does this). [`capability`] is the Ably capability algebra on its own;
-//! [`grants`], [`flow`], [`identity`], [`policy`] and [`ably`] are public for tests and
-//! benchmarks of single stages, not as a stable API.
+//! [`metrics`] is the app's registry, [`logging`] the binaries' logging.
+//!
+//! That is the public surface. `grants`, `flow`, `identity`, `policy`, `ably` and
+//! `set_cookie` are reachable (hidden from the documentation) only so that the benchmarks, the
+//! fuzz targets and the integration tests can drive single stages; they are not an API.
 //!
 //! # Layout
 //!
@@ -44,25 +47,31 @@
 //! `app`, which builds the rest; nothing below `http` imports it, the flow does not import
 //! the app, and `crypto`, `json` and `scratch` import nothing of capsign's.
 
+#[doc(hidden)]
 pub mod ably;
 pub mod app;
 pub mod capability;
 pub(crate) mod client;
 pub(crate) mod crypto;
+#[doc(hidden)]
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
 pub mod grants;
 pub(crate) mod hs256;
 pub mod http;
+#[doc(hidden)]
 pub mod identity;
 pub(crate) mod json;
 pub mod logging;
 pub mod metrics;
+#[doc(hidden)]
 pub mod policy;
 pub(crate) mod scratch;
 pub mod server;
+#[doc(hidden)]
 pub mod set_cookie;
 pub mod settings;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -5,7 +5,7 @@
 //! Why the access line has its own layer: `tracing-subscriber`'s formatters cost about 4 µs an
 //! event here (a fifth of capsign's throughput with an access line per request, measured with
 //! `bench/run --observe`). The access event has a fixed, small set of fields, so
-//! [`AccessLayer`] writes them directly, in the same shape as the JSON formatter
+//! `AccessLayer` writes them directly, in the same shape as the JSON formatter
 //! (`timestamp`, `level`, `message`, the fields, `target`) or as a text line.
 
 use std::fmt::Write as _;
@@ -43,7 +43,7 @@ static LOG_BUFFER: OnceLock<BatchedStderr> = OnceLock::new();
 /// SIGKILL loses at most the last quarter of a second.
 ///
 /// With `emf` (Lambda), the access lines of a JSON log are also CloudWatch
-/// embedded-metric-format documents (see [`AccessLayer`]).
+/// embedded-metric-format documents (see `AccessLayer`).
 pub fn init(format: LogFormat, emf: bool) -> Flushed {
     let json = format == LogFormat::Json;
     JSON_LOGS.store(json, Ordering::Relaxed);

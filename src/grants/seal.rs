@@ -169,7 +169,7 @@ pub struct Sealer {
 }
 
 /// The encoded payload of a grant set, before the MAC: sealed once per purpose. Made only by
-/// [`Sealer::encode`], which writes its [`HEADER_LEN`]-byte header first.
+/// [`Sealer::encode`], which writes its `HEADER_LEN`-byte header first.
 pub struct Payload(Vec<u8>);
 
 impl Payload {

@@ -22,7 +22,7 @@ pub(crate) const DEFAULT_LEEWAY_S: u64 = 30;
 
 /// How a session JWT's claims become an [`Identity`], whatever verified its signature: every
 /// verifier (HS256, a PEM public key, a JWKS key) hands the signed claims text to
-/// [`SessionClaims::identity`], which makes every claim check (`exp`, `nbf`, `iss`, `aud`, the
+/// `SessionClaims::identity`, which makes every claim check (`exp`, `nbf`, `iss`, `aud`, the
 /// clientId) the same way for all of them.
 #[derive(Debug, Clone)]
 pub struct SessionClaims {

@@ -251,7 +251,7 @@ pub enum SessionKeySource {
         /// Least time between fetches caused by unknown `kid`s (URL only).
         min_refresh: Duration,
         /// Whether the periodic refresh runs in a spawned task (true for a server; see
-        /// [`Settings::for_frozen_instances`]).
+        /// [`Settings::for_lambda`]).
         refresh_in_background: bool,
     },
 }
