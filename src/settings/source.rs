@@ -16,10 +16,7 @@ impl Source<'_> {
             return Some((v, var.to_owned()));
         }
         let (path, table) = self.file.as_ref()?;
-        let key = var
-            .strip_prefix("CAPSIGN_")
-            .unwrap_or(var)
-            .to_ascii_lowercase();
+        let key = file_key(var);
         let v = match table.get(&key)? {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),

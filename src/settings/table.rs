@@ -20,11 +20,16 @@ pub struct Def {
 impl Def {
     /// The key of this setting in a `--config` file.
     pub fn file_key(&self) -> String {
-        self.name
-            .strip_prefix("CAPSIGN_")
-            .unwrap_or(self.name)
-            .to_ascii_lowercase()
+        file_key(self.name)
     }
+}
+
+/// The key of the setting `name` in a `--config` file: lower case, without `CAPSIGN_`
+/// (`CAPSIGN_COOKIE_KEY` is `cookie_key`, `ABLY_API_KEY` is `ably_api_key`).
+pub(super) fn file_key(name: &str) -> String {
+    name.strip_prefix("CAPSIGN_")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 /// Declares [`TABLE`] and the raw reading of every setting from one list. Each entry:
