@@ -428,6 +428,12 @@ def main():
         help="also run capsign with metrics (CAPSIGN_METRICS_LISTEN) and JSON access logs at info "
         "on, as 'observed', to measure what they cost next to capsign with both off",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="BINARY",
+        help="also run this capsign binary (an earlier build) on the same requests, alternating "
+        "with this one, to compare two builds in one run",
+    )
     ap.add_argument("--conns", default="1,64", help="connection counts (default 1,64)")
     ap.add_argument("--modes", default="pinned,unpinned", help="pinned and/or unpinned")
     args = ap.parse_args()
@@ -469,6 +475,8 @@ def main():
                 CAPSIGN_METRICS_LISTEN="127.0.0.1:0",
             )
             servers["observed"] = Server("observed", [capsign_bin], observed_env, server_cores)
+        if args.baseline:
+            servers["baseline"] = Server("baseline", [args.baseline], cap_env, server_cores)
         if use_express:
             servers["express"] = Server(
                 "express", ["node", os.path.join(express_dir, "server.js")], express_env, server_cores
@@ -481,6 +489,8 @@ def main():
             runs = [("hello", "hello", "/", {})]
             for kind, (path, headers, answer) in requests.items():
                 runs.append((f"capsign {kind}", "capsign", path, headers))
+                if args.baseline:
+                    runs.append((f"baseline {kind}", "baseline", path, headers))
                 if not use_floor:
                     continue
                 for floor in ("wire", "crypto", "lean"):
@@ -578,8 +588,8 @@ def cold_starts(hello_bin, capsign_bin, express_dir, bearer, express_env):
 
 ORDER = [
     "hello", "wire floor, renewal", "crypto floor, renewal", "lean floor, renewal",
-    "capsign renewal", "wire floor, acquire", "crypto floor, acquire", "lean floor, acquire",
-    "capsign acquire", "observed acquire", "express",
+    "capsign renewal", "baseline renewal", "wire floor, acquire", "crypto floor, acquire",
+    "lean floor, acquire", "capsign acquire", "baseline acquire", "observed acquire", "express",
 ]
 
 
@@ -627,6 +637,10 @@ def report(results, peak, cold, args):
                       f"{m('capsign renewal') / m('lean floor, renewal'):.2f} |")
             print(f"| p99, renewal / acquire | ≤ 2.5 ms on a quiet run | "
                   f"{fmt_ms(m('capsign renewal', 'p99'))} / {fmt_ms(m('capsign acquire', 'p99'))} |")
+            if "baseline acquire" in names:
+                print(f"| this build / --baseline: renewal, acquire | within 5% | "
+                      f"{m('capsign renewal') / m('baseline renewal'):.3f}, "
+                      f"{m('capsign acquire') / m('baseline acquire'):.3f} |")
             if "observed acquire" in names:
                 obs, cap = m("observed acquire"), m("capsign acquire")
                 print(f"| metrics and access logs on / off (acquire) | ≥ 0.95 | {obs / cap:.3f} |")

@@ -464,7 +464,7 @@ fn check_resource(name: &str) -> Result<(), CapabilityError> {
         while !name.is_char_boundary(cut) {
             cut -= 1;
         }
-        let shown = name.get(..cut).unwrap_or_default();
+        let shown = name.split_at(cut).0;
         return Err(CapabilityError::ResourceTooLong(format!("{shown}...")));
     }
     let control = if name.is_ascii() {

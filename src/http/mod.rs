@@ -203,7 +203,7 @@ fn clip(s: &str, max: usize) -> &str {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s.get(..end).unwrap_or_default()
+    s.split_at(end).0
 }
 
 /// The client's address behind trusted proxies (`CAPSIGN_TRUSTED_PROXIES`), for the access

@@ -126,10 +126,8 @@ fn form_pairs(bytes: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (
-                    pair.get(..i).unwrap_or_default(),
-                    pair.get(i + 1..).unwrap_or_default(),
-                ),
+                // Past the `=` at `i`.
+                Some(i) => (pair.split_at(i).0, pair.split_at(i + 1).1),
                 None => (pair, &[][..]),
             };
             (form_decode(name), form_decode(value))
@@ -162,12 +160,13 @@ fn form_decode(input: &[u8]) -> Cow<'_, str> {
                 }
                 _ => {
                     out.push(b'%');
-                    tail.get(1..).unwrap_or_default()
+                    tail.split_at(1).1
                 }
             },
+            // `tail` starts at the `+` or `%` found.
             _ => {
                 out.push(b'%');
-                tail.get(1..).unwrap_or_default()
+                tail.split_at(1).1
             }
         };
     }

@@ -48,11 +48,13 @@ pub(super) fn parse_claim_template(text: &str) -> Vec<Piece> {
                     pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                 }
                 pieces.push(piece);
-                rest = tail.get(close + 1..).unwrap_or_default();
+                // `close` is at a `}`: one byte.
+                rest = tail.split_at(close + 1).1;
             }
             None => {
                 literal.push('{');
-                rest = tail.get(1..).unwrap_or_default();
+                // `tail` starts with the `{` found.
+                rest = tail.split_at(1).1;
             }
         }
     }
@@ -90,11 +92,12 @@ pub(super) fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
             pieces.push(Piece::Literal(lit.to_owned()));
         }
         let close = tail.find('}').ok_or("unclosed '{'")?;
-        let name = tail.get(1..close).unwrap_or_default();
+        // Between the `{` that starts `tail` and the `}` at `close` (both one byte).
+        let name = tail.split_at(close).0.split_at(1).1;
         pieces.push(placeholder(name).ok_or_else(|| {
             format!("unknown template {{{name}}}; use {{clientId}} or {{claims.NAME}}")
         })?);
-        rest = tail.get(close + 1..).unwrap_or_default();
+        rest = tail.split_at(close + 1).1;
     }
     if !rest.is_empty() {
         pieces.push(Piece::Literal(rest.to_owned()));
