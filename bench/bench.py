@@ -645,7 +645,7 @@ def report(results, peak, cold, args):
                 obs, cap = m("observed acquire"), m("capsign acquire")
                 print(f"| metrics and access logs on / off (acquire) | ≥ 0.95 | {obs / cap:.3f} |")
     print()
-    print("Heap allocations per request: `cargo bench --bench allocations` (target ≤ 20).")
+    print("Heap allocations per request: `cargo bench --bench allocations -- --check` (budget: renewal ≤ 12, acquire ≤ 16).")
     print()
     print("| server | cold start to first 200 | peak RSS under load |")
     print("| --- | ---: | ---: |")
