@@ -897,8 +897,17 @@ async fn a_drain_that_cuts_a_request_exits_non_zero() {
     let mut c = command();
     c.env("CAPSIGN_LISTEN", "127.0.0.1:0")
         .env("CAPSIGN_SHUTDOWN_DELAY", "0s")
-        .env("CAPSIGN_SHUTDOWN_GRACE", "500ms");
+        .env("CAPSIGN_SHUTDOWN_GRACE", "500ms")
+        .env("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0");
     let (mut child, addr) = start_logging_to(c, &log).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let metrics: std::net::SocketAddr = text
+        .lines()
+        .find_map(|l| {
+            let at = l.find("metrics on http://")? + "metrics on http://".len();
+            l.get(at..)?.split(['/', '"', ' ']).next()?.parse().ok()
+        })
+        .expect("the metrics address in the log");
     // A request whose body never comes: in flight until the body timeout (10 s).
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(
@@ -908,7 +917,21 @@ async fn a_drain_that_cuts_a_request_exits_non_zero() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the server has it in hand (waiting for its body), as its metrics say.
+    let mut in_flight = false;
+    for _ in 0..250 {
+        let m = get_from(metrics, "/metrics").await.body;
+        in_flight = m.lines().any(|l| {
+            l.strip_prefix("capsign_http_requests_in_flight ")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 1)
+        });
+        if in_flight {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_flight, "the slow request never reached the handler");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
