@@ -115,7 +115,7 @@ settings_table! {
     allowed_hosts: Vec<String> = "CAPSIGN_ALLOWED_HOSTS", default ["(any)"], plain,
         parse::hosts,
         "Comma-separated Host values served (host or host:port); others get 421.";
-    identity: IdentityMode = "CAPSIGN_IDENTITY", default ["jwt if a session key is set, else demo"],
+    identity: IdentityMode = "CAPSIGN_IDENTITY", default ["jwt if a session key is set; demo if nothing is configured"],
         plain, IdentityMode::parse,
         "How users are identified: jwt, header or demo.";
     session_secret: Secret<String> = "CAPSIGN_SESSION_SECRET", default [""], secret,

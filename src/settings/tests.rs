@@ -336,3 +336,29 @@ fn the_configuration_table_lists_every_setting() {
     in_table.sort_unstable();
     assert_eq!(in_readme, in_table);
 }
+
+/// Each row of the configuration table shows the default its settings are declared with in
+/// [`TABLE`] (formatting aside: backticks; a row of several settings shows theirs joined by
+/// ` / `), so the documentation cannot drift from what capsign does.
+#[test]
+fn the_configuration_table_shows_the_declared_defaults() {
+    let section = include_str!("../../docs/configuration.md");
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (Some(names), Some(shown)) = (cells.get(1), cells.get(2)) else {
+            panic!("a row without its cells: {row}");
+        };
+        let declared: Vec<&str> = names
+            .split('`')
+            .filter_map(|w| TABLE.iter().find(|d| d.name == w))
+            .map(|d| d.default)
+            .collect();
+        assert!(!declared.is_empty(), "a row naming no setting: {row}");
+        let expected = if declared.iter().all(|d| d.is_empty()) {
+            String::new()
+        } else {
+            declared.join(" / ")
+        };
+        assert_eq!(shown.replace('`', ""), expected, "{names}");
+    }
+}
