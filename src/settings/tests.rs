@@ -362,3 +362,59 @@ fn the_configuration_table_shows_the_declared_defaults() {
         assert_eq!(shown.replace('`', ""), expected, "{names}");
     }
 }
+
+/// The defaults shown as words (`--help`, docs/configuration.md) are the values the loader
+/// uses: the leading value of each parses to the constant, and a configuration that sets
+/// none of them gets what the words say.
+#[test]
+fn defaults_shown_as_words_are_the_values_used() {
+    let shown = |name: &str| {
+        TABLE
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.default)
+            .unwrap_or_default()
+    };
+    let leading = |name: &str| shown(name).split(' ').next().unwrap_or_default().to_owned();
+    assert_eq!(parse::duration(&leading("CAPSIGN_TTL")), Ok(DEFAULT_TTL));
+    assert_eq!(
+        parse::duration(&leading("CAPSIGN_SHUTDOWN_DELAY")),
+        Ok(DEFAULT_SHUTDOWN_DELAY)
+    );
+    assert_eq!(
+        parse::duration(&leading("CAPSIGN_TTL_MAX")).map(|d| d.as_millis()),
+        Ok(u128::from(ABLY_MAX_TTL_MS))
+    );
+    assert!(shown("CAPSIGN_TTL_MAX").contains("1h with revocable tokens"));
+    assert_eq!(
+        Duration::from_millis(ABLY_REVOCABLE_MAX_TTL_MS),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(leading("CAPSIGN_LOG_FORMAT"), "text");
+
+    let s = load(&[
+        SESSION,
+        RULES,
+        ABLY,
+        COOKIE,
+        ("CAPSIGN_MAX_CONNECTIONS", "8"),
+    ])
+    .unwrap();
+    assert_eq!(s.flow.ttl.default_ms, 3_600_000);
+    assert_eq!(s.flow.ttl.max_ms, ABLY_MAX_TTL_MS);
+    assert_eq!(s.server.shutdown_delay, DEFAULT_SHUTDOWN_DELAY);
+    assert_eq!(
+        s.server.max_connections_per_peer, 4,
+        "half of CAPSIGN_MAX_CONNECTIONS"
+    );
+    assert_eq!(s.log_format, LogFormat::Text);
+    assert!(s.server.metrics_listen.is_none(), "(off)");
+    assert!(s.http.cors_origins.is_empty(), "(none)");
+    assert!(s.http.allowed_hosts.is_empty(), "(any)");
+    let demo = load(&[]).unwrap();
+    assert_eq!(
+        demo.server.shutdown_delay,
+        Duration::ZERO,
+        "0s in demo mode"
+    );
+}
