@@ -543,11 +543,7 @@ impl Settings {
         let ms = |ms: u64| humantime::format_duration(Duration::from_millis(ms)).to_string();
         Some(match name {
             "CAPSIGN_LISTEN" => self.listen.to_string(),
-            "CAPSIGN_IDENTITY" => match self.identity {
-                IdentitySettings::Jwt { .. } => "jwt".into(),
-                IdentitySettings::Header { .. } => "header".into(),
-                IdentitySettings::Demo => "demo".into(),
-            },
+            "CAPSIGN_IDENTITY" => self.identity.mode().into(),
             "CAPSIGN_LOG_FORMAT" => match self.log_format {
                 LogFormat::Text => "text".into(),
                 LogFormat::Json => "json".into(),

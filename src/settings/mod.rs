@@ -233,6 +233,17 @@ pub enum IdentitySettings {
     Demo,
 }
 
+impl IdentitySettings {
+    /// The mode's name, as `CAPSIGN_IDENTITY` spells it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            IdentitySettings::Jwt { .. } => "jwt",
+            IdentitySettings::Header { .. } => "header",
+            IdentitySettings::Demo => "demo",
+        }
+    }
+}
+
 /// What verifies session JWTs.
 #[derive(Debug, Clone)]
 pub enum SessionKeySource {

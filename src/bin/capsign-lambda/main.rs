@@ -94,7 +94,7 @@ async fn run() -> ExitCode {
     say(&format!(
         "capsign-lambda {} starting ({} identity)",
         env!("CARGO_PKG_VERSION"),
-        settings.resolved("CAPSIGN_IDENTITY").unwrap_or_default()
+        settings.identity.mode()
     ));
     settings.warnings().iter().for_each(|w| say(w));
     let app = match App::build(settings) {

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             } else {
                 "production"
             },
-            settings.resolved("CAPSIGN_IDENTITY").unwrap_or_default(),
+            settings.identity.mode(),
             duration(server.shutdown_delay),
             duration(server.shutdown_grace),
         ));
