@@ -418,3 +418,67 @@ fn defaults_shown_as_words_are_the_values_used() {
         "0s in demo mode"
     );
 }
+
+/// Every `CAPSIGN_*` name written in the code and the documentation is a setting of [`TABLE`]
+/// (or its `_FILE` / `_AWS` form, or a prefix such as `CAPSIGN_SHUTDOWN_*`): a renamed or
+/// mistyped setting anywhere fails here, not in front of an operator. The deliberate
+/// exceptions (typos the tests feed in, response headers, a benchmark's variable, a client
+/// example's constant) are listed.
+#[test]
+fn every_setting_named_anywhere_exists() {
+    const NOT_SETTINGS: &[&str] = &[
+        "CAPSIGN_COOKIE_KYE",
+        "CAPSIGN_DNY",
+        "CAPSIGN_WHATEVER_ELSE",
+        "CAPSIGN_X",
+        "CAPSIGN_RULES_FILE",
+        "CAPSIGN_DENIED",
+        "CAPSIGN_EVICTED",
+        "CAPSIGN_GRANTS",
+        "CAPSIGN_PARTIAL",
+        "CAPSIGN_DHAT_PROFILE",
+        "CAPSIGN_URL",
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("src"), root.join("docs"), root.join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let known = |name: &str| {
+        let base = name
+            .strip_suffix("_FILE")
+            .or_else(|| name.strip_suffix("_AWS"))
+            .unwrap_or(name);
+        TABLE
+            .iter()
+            .any(|d| d.name == base || d.name.starts_with(name) && name.ends_with('_'))
+            || NOT_SETTINGS.contains(&name)
+    };
+    let mut unknown = Vec::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("CAPSIGN_") {
+            let tail = rest.split_at(at).1;
+            let end = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail.split_at(end).0;
+            if !known(name) {
+                unknown.push(format!("{}: {name}", file.display()));
+            }
+            rest = tail.split_at(end.max(1)).1;
+        }
+    }
+    assert!(unknown.is_empty(), "names of no setting: {unknown:#?}");
+}
