@@ -176,8 +176,10 @@ impl Settings {
             given.listen = SocketAddr::from(([127, 0, 0, 1], port));
         }
         // On AWS Lambda with JSON logs configured for the function, log JSON by default.
-        if given.log_format.is_none() && env("AWS_LAMBDA_LOG_FORMAT").as_deref() == Some("JSON") {
-            given.log_format = Some(LogFormat::Json);
+        if matches!(given.log_format, Derived::Default(_))
+            && env("AWS_LAMBDA_LOG_FORMAT").as_deref() == Some("JSON")
+        {
+            given.log_format = Derived::Default(LogFormat::Json);
         }
         // Anything set beyond where to listen makes this a production configuration, which
         // demo values never complete.
@@ -274,7 +276,9 @@ impl Settings {
         }
         Ok(Settings {
             listen: g.listen,
-            log_format: g.log_format.unwrap_or(LogFormat::Text),
+            log_format: match g.log_format {
+                Derived::Given(f) | Derived::Default(f) => f,
+            },
             ably: AblySettings {
                 key,
                 key_capability: g.key_capability,
@@ -317,11 +321,11 @@ impl Settings {
                 // Long enough for common health checks to see /readyz fail (HAProxy's
                 // `inter 2s fall 3`: 6 s) and for endpoint removal to propagate; nothing
                 // routes to a demo on loopback.
-                shutdown_delay: g.shutdown_delay.unwrap_or(if demo {
-                    Duration::ZERO
-                } else {
-                    DEFAULT_SHUTDOWN_DELAY
-                }),
+                shutdown_delay: match g.shutdown_delay {
+                    Derived::Given(d) => d,
+                    Derived::Default(_) if demo => Duration::ZERO,
+                    Derived::Default(d) => d,
+                },
                 shutdown_grace: g.shutdown_grace,
                 startup_timeout: g.startup_timeout,
                 max_connections: g.max_connections,
@@ -502,7 +506,7 @@ impl Settings {
             ABLY_MAX_TTL_MS
         };
         let max_ms = match g.ttl_max {
-            Some(d) if ms(d) > ably_max => {
+            Derived::Given(d) if ms(d) > ably_max => {
                 return Err(SettingsError::new(
                     "CAPSIGN_TTL_MAX",
                     format!(
@@ -511,11 +515,14 @@ impl Settings {
                     ),
                 ));
             }
-            Some(d) => ms(d),
-            None => ably_max,
+            Derived::Given(d) => ms(d),
+            Derived::Default(d) => ms(d).min(ably_max),
         };
         let min_ms = ms(g.ttl_min);
-        let default_ms = g.ttl.map_or(ms(DEFAULT_TTL).min(max_ms), ms);
+        let default_ms = match g.ttl {
+            Derived::Given(d) => ms(d),
+            Derived::Default(d) => ms(d).min(max_ms),
+        };
         if !(1000 <= min_ms && min_ms <= default_ms && default_ms <= max_ms) {
             return Err(SettingsError::new(
                 "CAPSIGN_TTL",

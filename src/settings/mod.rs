@@ -54,8 +54,6 @@ pub const MIN_SHARED_SECRET_LEN: usize = 32;
 pub const ABLY_MAX_TTL_MS: u64 = 24 * 3600 * 1000;
 /// The longest lifetime for keys with revocable tokens (1 h), in ms.
 pub const ABLY_REVOCABLE_MAX_TTL_MS: u64 = 3600 * 1000;
-/// Credential lifetime when the client asks for none (and the maximum allows it).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// The Ably key used when none is configured. Ably refuses it: it is for trying capsign out.
 pub const DEMO_ABLY_KEY: &str = "demoap.demoky:capsign-demo-secret-not-for-production";
 
@@ -72,9 +70,6 @@ pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
-
-/// `CAPSIGN_SHUTDOWN_DELAY` outside demo mode.
-const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(10);
 
 /// The settings of where and how capsign listens, logs and shuts down: giving them does not
 /// make a configuration a production one (they supply no identity, key or policy), so a demo

@@ -32,11 +32,24 @@ pub(super) fn file_key(name: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A setting whose default a rule may change (`default {"value", "rule"}` in the table):
+/// the value, and whether it was given or is the table's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Derived<T> {
+    /// Set by the environment or the file: used as it is.
+    Given(T),
+    /// The table's default, for the loader's rule to apply to.
+    Default(T),
+}
+
 /// Declares [`TABLE`] and the raw reading of every setting from one list. Each entry:
-/// `field: Type = "NAME", default ("parsed text") | default ["shown only"], secret | plain,
-/// parser, "doc";`. A `("…")` default is parsed by the same parser when the setting is unset
-/// (so the field is a `Type`); a `["…"]` default is only shown, and the field is an
-/// `Option<Type>` that [`Settings::from_given`] resolves.
+/// `field: Type = "NAME", default ("parsed text") | default {"parsed text", "rule"} |
+/// default ["shown only"], secret | plain, parser, "doc";`. A `("…")` default is parsed by
+/// the same parser when the setting is unset (so the field is a `Type`). A `{"…", "rule"}`
+/// default is parsed the same way, and the field is a [`Derived`] that says whether the value
+/// was given, for the loader to apply the rule to a default (shown as `value (rule)`). A
+/// `["…"]` default is only shown (no value: off, none, or a rule of other settings), and the
+/// field is an `Option<Type>` that `Settings::from_given` resolves.
 macro_rules! settings_table {
     ($( $field:ident : $ty:ty = $name:literal, default $default:tt, $secret:ident,
         $parse:expr, $doc:literal; )*) => {
@@ -63,10 +76,12 @@ macro_rules! settings_table {
         }
     };
     (@shown ($d:literal)) => { $d };
+    (@shown {$d:literal, $rule:literal}) => { concat!($d, " (", $rule, ")") };
     (@shown [$d:literal]) => { $d };
     (@secret secret) => { true };
     (@secret plain) => { false };
     (@ty ($d:literal), $ty:ty) => { $ty };
+    (@ty {$d:literal, $rule:literal}, $ty:ty) => { Derived<$ty> };
     (@ty [$d:literal], $ty:ty) => { Option<$ty> };
     (@read $src:ident, $name:literal, $parse:expr, ($d:literal)) => {
         match $src.parse($name, $parse)? {
@@ -74,6 +89,14 @@ macro_rules! settings_table {
             None => ($parse)($d).map_err(|problem| {
                 SettingsError::new($name, format!("built-in default {:?}: {problem}", $d))
             })?,
+        }
+    };
+    (@read $src:ident, $name:literal, $parse:expr, {$d:literal, $rule:literal}) => {
+        match $src.parse($name, $parse)? {
+            Some(v) => Derived::Given(v),
+            None => Derived::Default(($parse)($d).map_err(|problem| {
+                SettingsError::new($name, format!("built-in default {:?}: {problem}", $d))
+            })?),
         }
     };
     (@read $src:ident, $name:literal, $parse:expr, [$d:literal]) => {
@@ -89,7 +112,7 @@ settings_table! {
         parse::socket_addr,
         "Listen address, e.g. [::]:8080.";
     log_format: LogFormat = "CAPSIGN_LOG_FORMAT",
-        default ["text (json when AWS_LAMBDA_LOG_FORMAT=JSON)"], plain, LogFormat::parse,
+        default {"text", "json when AWS_LAMBDA_LOG_FORMAT=JSON"}, plain, LogFormat::parse,
         "Log lines as text or json (one JSON object a line).";
     metrics_listen: SocketAddr = "CAPSIGN_METRICS_LISTEN", default ["(off)"], plain,
         parse::socket_addr,
@@ -198,13 +221,13 @@ settings_table! {
     deny: DenyMode = "CAPSIGN_DENY", default ("omit"), plain,
         DenyMode::parse,
         "Denied grants: omit (200, X-Capsign-Denied) or reject (403/40160).";
-    ttl: Duration = "CAPSIGN_TTL", default ["1h (at most CAPSIGN_TTL_MAX)"], plain,
+    ttl: Duration = "CAPSIGN_TTL", default {"1h", "at most CAPSIGN_TTL_MAX"}, plain,
         parse::duration,
         "Credential lifetime when the client asks for none.";
     ttl_min: Duration = "CAPSIGN_TTL_MIN", default ("1m"), plain,
         parse::duration,
         "Shortest credential lifetime; shorter requests are raised to it.";
-    ttl_max: Duration = "CAPSIGN_TTL_MAX", default ["24h (1h with revocable tokens)"], plain,
+    ttl_max: Duration = "CAPSIGN_TTL_MAX", default {"24h", "1h with revocable tokens"}, plain,
         parse::duration,
         "Longest credential lifetime; never above Ably's limit.";
     outlive_session: bool = "CAPSIGN_OUTLIVE_SESSION", default ("false"), plain,
@@ -234,7 +257,7 @@ settings_table! {
     body_timeout: Duration = "CAPSIGN_BODY_TIMEOUT", default ("10s"), plain,
         parse::up_to_a_minute,
         "How long a client may take to send its request body.";
-    shutdown_delay: Duration = "CAPSIGN_SHUTDOWN_DELAY", default ["10s (0s in demo mode)"],
+    shutdown_delay: Duration = "CAPSIGN_SHUTDOWN_DELAY", default {"10s", "0s in demo mode"},
         plain, parse::up_to_ten_minutes,
         "On SIGTERM, /readyz turns 503 at once and requests are still served this long: at least \
          the load balancer's health-check interval × its failure threshold, plus propagation.";
