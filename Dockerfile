@@ -11,6 +11,7 @@ FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY crates crates
 COPY examples examples
 COPY benches benches
 COPY README.md README.md

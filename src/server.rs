@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
@@ -30,6 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app::App;
+use crate::http::BodyTimedOut;
 use crate::metrics::{Exposition, ShedReason};
 
 /// The connection read buffer, which bounds the size of a request's headers.
@@ -261,7 +264,8 @@ pub async fn run_until(
                 let served = Arc::clone(&app);
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let app = Arc::clone(&served);
-                    let req = req.map(LingeringBody::new);
+                    let timeout = app.http_settings().body_timeout;
+                    let req = req.map(|body| LingeringBody::new(body, timeout));
                     async move {
                         Ok::<_, Infallible>(crate::http::handle_from(&app, req, Some(peer.ip())).await)
                     }
@@ -428,27 +432,48 @@ fn shed(stream: TcpStream, shedding: &Arc<Semaphore>, response: &Arc<[u8]>) {
 /// most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a connection with unread data makes the
 /// kernel send a reset, and a client still sending (Node's `fetch`) then sees "fetch failed"
 /// instead of the answer.
+///
+/// Reading it is bounded in time too (`CAPSIGN_BODY_TIMEOUT`): a body still incomplete then
+/// fails with [`BodyTimedOut`], which the handler answers with a `408`. The timer starts at
+/// the first read, so a request whose body is never read (a `GET`) sets none.
 struct LingeringBody {
     inner: Option<Incoming>,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl LingeringBody {
-    fn new(inner: Incoming) -> LingeringBody {
-        LingeringBody { inner: Some(inner) }
+    fn new(inner: Incoming, timeout: Duration) -> LingeringBody {
+        LingeringBody {
+            inner: Some(inner),
+            timeout,
+            deadline: None,
+        }
     }
 }
 
 impl Body for LingeringBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut().inner.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(body) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        let timeout = this.timeout;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -46,7 +46,7 @@ pub fn load(map: &HashMap<String, String>) -> Result<App, LoadError> {
         setting: e.setting.clone(),
         message: e.to_string(),
     })?;
-    App::build(settings).map_err(|e| LoadError {
+    App::build(settings, capsign::native::server()).map_err(|e| LoadError {
         setting: e.setting().to_owned(),
         message: e.to_string(),
     })

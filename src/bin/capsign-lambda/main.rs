@@ -97,7 +97,7 @@ async fn run() -> ExitCode {
         settings.identity.mode()
     ));
     settings.warnings().iter().for_each(|w| say(w));
-    let app = match App::build(settings) {
+    let app = match App::build(settings, capsign::native::frozen_between_requests()) {
         Ok(app) => app,
         Err(e) => return init_failed("configuration error", &e.to_string()).await,
     };

@@ -43,7 +43,7 @@ pub(crate) fn check(config: Option<&Path>) -> ExitCode {
         .filter_map(|d| Some((d.name, settings.resolved(d.name)?)))
         .collect();
     let port = env("PORT");
-    if let Err(e) = App::build(settings) {
+    if let Err(e) = App::build(settings, capsign::native::server()) {
         eprintln!("capsign: configuration error: {e}");
         return ExitCode::from(2);
     }

@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     settings.warnings().iter().for_each(|w| say(w));
     let demo_defaults = settings.demo_defaults.clone();
     let listen = settings.listen;
-    let app = match App::build(settings) {
+    let app = match App::build(settings, capsign::native::server()) {
         Ok(app) => app,
         Err(e) => {
             say(&format!("configuration error: {e}"));

@@ -305,14 +305,14 @@ fn flow_parts(e: FlowError) -> (StatusCode, u32, String) {
 }
 
 /// The table's 404 for `path` (for the metrics listener, which serves nothing else).
-pub(crate) fn not_found(path: &str) -> Response<Full<Bytes>> {
+pub fn not_found(path: &str) -> Response<Full<Bytes>> {
     Reject::NotFound(path.to_owned()).into_response().2
 }
 
 /// The answer to a connection over the server's limits, as the raw HTTP/1.1 response the
 /// server writes before closing it: [`Reject::Overloaded`] from the table, with
 /// `Retry-After: 1` and `Connection: close`.
-pub(crate) fn overloaded_http1() -> Vec<u8> {
+pub fn overloaded_http1() -> Vec<u8> {
     let (status, _, response) = Reject::Overloaded.into_response();
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",

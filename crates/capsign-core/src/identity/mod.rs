@@ -172,11 +172,13 @@ impl IdentityService {
         keep_claims: bool,
     ) -> Result<IdentityService, IdentityBuildError> {
         let read = |setting, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| IdentityBuildError::Read {
-                setting,
-                path: path.clone(),
-                source,
-            })
+            client
+                .read_file(path)
+                .map_err(|source| IdentityBuildError::Read {
+                    setting,
+                    path: path.clone(),
+                    source,
+                })
         };
         Ok(match settings {
             IdentitySettings::Demo => {
@@ -203,9 +205,8 @@ impl IdentityService {
                         algorithms,
                         refresh,
                         min_refresh,
-                        refresh_in_background,
                     } => {
-                        let mut state = jwks::JwksState::build(
+                        let state = jwks::JwksState::build(
                             location,
                             algorithms,
                             (*refresh, *min_refresh),
@@ -213,9 +214,6 @@ impl IdentityService {
                             |path| read("CAPSIGN_SESSION_JWKS", path),
                         )?
                         .with_metrics(metrics.clone());
-                        if !refresh_in_background {
-                            state = state.refreshing_in_requests();
-                        }
                         IdentityService::Jwks(JwksIdentity::new(state, claims))
                     }
                 }

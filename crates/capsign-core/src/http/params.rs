@@ -1,7 +1,6 @@
 //! The parameters of `/auth` (query, form or JSON body) and the bounded body read.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -16,13 +15,10 @@ use crate::flow::AuthParams;
 use crate::identity::ClientId;
 use crate::settings::Format;
 
-/// Reads a body of at most `max` bytes within `timeout`.
-pub(super) async fn read_body<B>(
-    headers: &HeaderMap,
-    body: B,
-    max: usize,
-    timeout: Duration,
-) -> Result<Bytes, Reject>
+/// Reads a body of at most `max` bytes. Its time is bounded by the transport, whose body fails
+/// with [`BodyTimedOut`] when `CAPSIGN_BODY_TIMEOUT` passes (a body already in memory, as in
+/// AWS Lambda or a Worker, needs none).
+pub(super) async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, Reject>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -35,13 +31,19 @@ where
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
-        Err(_) => Err(Reject::BodyTimeout),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(Reject::bad(format!("cannot read request body: {e}"))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    match Limited::new(body, max).collect().await {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if e.is::<BodyTimedOut>() => Err(Reject::BodyTimeout),
+        Err(e) => Err(Reject::bad(format!("cannot read request body: {e}"))),
+        Ok(collected) => Ok(collected.to_bytes()),
     }
 }
+
+/// The error a transport's request body fails with when `CAPSIGN_BODY_TIMEOUT` passes before
+/// its end: the handler answers `408`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body did not arrive within CAPSIGN_BODY_TIMEOUT")]
+pub struct BodyTimedOut;
 
 /// The members of a JSON object in order, duplicates kept, each value as its text.
 struct Members(Vec<(String, Box<serde_json::value::RawValue>)>);

@@ -129,15 +129,7 @@ impl Settings {
                     "demo identity cannot work on Lambda; use CAPSIGN_IDENTITY=jwt",
                 ));
             }
-            IdentitySettings::Jwt { key, .. } => {
-                if let SessionKeySource::Jwks {
-                    refresh_in_background,
-                    ..
-                } = key
-                {
-                    *refresh_in_background = false;
-                }
-            }
+            IdentitySettings::Jwt { .. } => {}
         }
         Ok(self)
     }
@@ -474,7 +466,6 @@ impl Settings {
                             .unwrap_or_else(|| ASYMMETRIC.to_vec()),
                         refresh: g.session_jwks_refresh,
                         min_refresh: g.session_jwks_min_refresh,
-                        refresh_in_background: true,
                     },
                     _ => {
                         return Err(SettingsError::new(

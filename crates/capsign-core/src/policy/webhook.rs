@@ -20,7 +20,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use hmac::Mac as _;
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::capability::CapabilitySet;
@@ -148,7 +147,7 @@ impl Webhook {
             req = req.header(SIGNATURE_HEADER, sig);
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Bytes::from(body))
             .map_err(|e| WebhookError::Call(ClientError::Network(e.to_string())))?;
         let resp = self
             .client

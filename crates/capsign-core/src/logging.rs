@@ -1,6 +1,8 @@
-//! Logging for the `capsign` and `capsign-lambda` binaries: `tracing` events to stderr as text or one JSON object a
-//! line (`CAPSIGN_LOG_FORMAT`), filtered by `RUST_LOG`, written in batches; and the access
-//! line of each request, formatted by a layer of its own.
+//! Logging for every runtime: `tracing` events as text or one JSON object a line
+//! (`CAPSIGN_LOG_FORMAT`), filtered by `RUST_LOG`; and the access line of each request,
+//! formatted by a layer of its own. Where the lines go is a [`LineSink`]: stderr in batches
+//! for the `capsign` and `capsign-lambda` binaries ([`init`]), the console in a Worker
+//! ([`init_with`]).
 //!
 //! Why the access line has its own layer: `tracing-subscriber`'s formatters cost about 4 µs an
 //! event here (a fifth of capsign's throughput with an access line per request, measured with
@@ -10,8 +12,12 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
 
 use crate::json;
 use crate::settings::LogFormat;
@@ -24,35 +30,76 @@ use tracing_subscriber::{EnvFilter, filter};
 /// The target of the access events (see `capsign::http`).
 const ACCESS_TARGET: &str = "capsign::access";
 
-/// How much may wait before a write.
-const LOG_BATCH: usize = 64 * 1024;
-
 /// Whether lines are JSON (for [`say`]).
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
-/// The log buffer, for [`say`] to keep its lines in order with the others.
-static LOG_BUFFER: OnceLock<BatchedStderr> = OnceLock::new();
+#[cfg(not(target_arch = "wasm32"))]
+mod stderr;
+#[cfg(not(target_arch = "wasm32"))]
+pub use stderr::{Flushed, init};
 
-/// Sets up logging; the returned guard flushes what is left when dropped (keep it until exit).
-///
-/// Lines are gathered in a shared buffer and written to stderr in batches by a thread of
-/// their own: when 64 KiB are waiting, and every quarter of a second; operator lines
-/// ([`say`]) and the rest at exit are written at once. A request never waits for a write to
-/// stderr unless 1 MiB of lines is already waiting (stderr drains slower than lines come:
-/// then the request's thread writes them, so lines are not dropped); a process killed with
-/// SIGKILL loses at most the last quarter of a second.
-///
-/// With `emf` (Lambda), the access lines of a JSON log are also CloudWatch
-/// embedded-metric-format documents (see `AccessLayer`).
-pub fn init(format: LogFormat, emf: bool) -> Flushed {
+/// Where the lines go, for [`say`] to keep its lines in order with the others.
+static LOG_SINK: OnceLock<Out> = OnceLock::new();
+
+/// Where log lines go.
+pub trait LineSink: Send + Sync + 'static {
+    /// Takes one whole line (without its `\n`); at once when `now` is set (an operator's
+    /// line), else whenever the sink writes.
+    fn line(&self, line: &str, now: bool);
+
+    /// Writes what waits. The default has nothing waiting.
+    fn flush(&self) {}
+}
+
+/// The sink shared by the layers and [`say`].
+#[derive(Clone)]
+struct Out(Arc<dyn LineSink>);
+
+impl std::io::Write for &Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes each event whole, its `\n` last.
+        let text = String::from_utf8_lossy(buf);
+        self.0.line(text.strip_suffix('\n').unwrap_or(&text), false);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Out {
+    type Writer = &'a Out;
+
+    fn make_writer(&'a self) -> &'a Out {
+        self
+    }
+}
+
+/// The wall clock (`web-time`: the system clock, or `Date.now()` under WebAssembly) as a
+/// standard `SystemTime`, for the formatters.
+fn wall_clock() -> SystemTime {
+    let since = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + since
+}
+
+/// The events' timestamps, RFC 3339 with microseconds, from [`wall_clock`].
+struct WallClock;
+
+impl FormatTime for WallClock {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        write!(w, "{}", humantime::format_rfc3339_micros(wall_clock()))
+    }
+}
+
+/// Sets up logging into `sink` (a runtime without stderr: a Worker's console).
+pub fn init_with(format: LogFormat, emf: bool, sink: Arc<dyn LineSink>) {
     let json = format == LogFormat::Json;
     JSON_LOGS.store(json, Ordering::Relaxed);
-    let stderr = BatchedStderr::default();
-    let _ = LOG_BUFFER.set(stderr.clone());
-    let writer = stderr.clone();
-    let _ = std::thread::Builder::new()
-        .name("capsign-log-writer".into())
-        .spawn(move || writer.write_batches());
+    let out = Out(sink);
+    let _ = LOG_SINK.set(out.clone());
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let not_access = filter::filter_fn(|m| m.target() != ACCESS_TARGET);
     // Colours only for a person at a terminal: a log file, a pipe or a collector gets
@@ -60,7 +107,8 @@ pub fn init(format: LogFormat, emf: bool) -> Flushed {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let events = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .with_writer(stderr.clone());
+        .with_timer(WallClock)
+        .with_writer(out.clone());
     let events = if json {
         events
             .json()
@@ -72,149 +120,22 @@ pub fn init(format: LogFormat, emf: bool) -> Flushed {
         events.with_filter(not_access).boxed()
     };
     let access = AccessLayer {
-        out: stderr.clone(),
+        out,
         json,
         emf: json && emf,
     };
-    tracing_subscriber::registry()
+    let _ = tracing_subscriber::registry()
         .with(env)
         .with(events)
         .with(access)
-        .init();
-    Flushed(stderr)
+        .try_init();
 }
 
 /// Writes what waits in the log buffer now (`capsign-lambda` does after each invocation:
 /// the instance may be frozen until the next one; `capsign` before exiting from a task).
 pub fn flush() {
-    if let Some(buffer) = LOG_BUFFER.get() {
-        buffer.flush_now();
-    }
-}
-
-/// Flushes the log buffer when dropped (at the end of `main`).
-pub struct Flushed(BatchedStderr);
-
-impl Drop for Flushed {
-    fn drop(&mut self) {
-        self.0.flush_now();
-    }
-}
-
-/// Log lines waiting for their batched write to stderr, and the thread that writes them.
-#[derive(Clone, Default)]
-struct BatchedStderr(Arc<Batch>);
-
-#[derive(Default)]
-struct Batch {
-    /// The lines not written yet.
-    pending: Mutex<Vec<u8>>,
-    /// Held while writing to stderr, so batches go out in order (taken before `pending`).
-    writing: Mutex<()>,
-    /// Wakes the writer when a batch is full.
-    full: Condvar,
-}
-
-/// How much may wait before a request's thread writes it out itself: the writer thread is
-/// behind (stderr is slow to drain), and logs are not dropped.
-const MAX_PENDING: usize = 16 * LOG_BATCH;
-
-/// How long a line may wait for its write when the batch does not fill.
-const LOG_INTERVAL: Duration = Duration::from_millis(250);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Lines are appended whole under the lock: after a panic the buffer is still sound.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl BatchedStderr {
-    /// Writes everything waiting now (at exit, after each Lambda invocation, for operator
-    /// lines), after any batch being written.
-    fn flush_now(&self) {
-        let _writing = lock(&self.0.writing);
-        write_out(&mut lock(&self.0.pending));
-    }
-
-    /// Appends one whole line (a `\n` is added); written at once when `now` is set, else by
-    /// the writer thread.
-    fn line(&self, line: &str, now: bool) {
-        if now {
-            let _writing = lock(&self.0.writing);
-            let mut pending = lock(&self.0.pending);
-            pending.extend_from_slice(line.as_bytes());
-            pending.push(b'\n');
-            write_out(&mut pending);
-            return;
-        }
-        self.append(line.as_bytes(), true);
-    }
-
-    /// Appends bytes for the writer thread; wakes it when a batch fills (once, as the batch
-    /// crosses the mark) and writes here only when it has fallen [`MAX_PENDING`] behind.
-    fn append(&self, bytes: &[u8], newline: bool) {
-        let mut pending = lock(&self.0.pending);
-        let before = pending.len();
-        pending.extend_from_slice(bytes);
-        if newline {
-            pending.push(b'\n');
-        }
-        let after = pending.len();
-        drop(pending);
-        if before < LOG_BATCH && after >= LOG_BATCH {
-            self.0.full.notify_one();
-        }
-        if after >= MAX_PENDING {
-            self.flush_now();
-        }
-    }
-
-    /// The writer thread: every [`LOG_INTERVAL`], or when a batch fills, takes what waits
-    /// (leaving an empty buffer with room in its place) and writes it outside the lock, so
-    /// a request never waits for stderr.
-    fn write_batches(&self) {
-        let mut spare: Vec<u8> = Vec::with_capacity(LOG_BATCH * 2);
-        loop {
-            {
-                let pending = lock(&self.0.pending);
-                if pending.len() < LOG_BATCH {
-                    // Woken early or not, what waits is written below.
-                    drop(self.0.full.wait_timeout(pending, LOG_INTERVAL));
-                }
-            }
-            let _writing = lock(&self.0.writing);
-            let mut batch =
-                std::mem::replace(&mut *lock(&self.0.pending), std::mem::take(&mut spare));
-            write_out(&mut batch);
-            spare = batch;
-        }
-    }
-}
-
-/// Writes `pending` to stderr and empties it (a failed write of logs drops them).
-fn write_out(pending: &mut Vec<u8>) {
-    use std::io::Write as _;
-    if !pending.is_empty() {
-        let _ = std::io::stderr().write_all(pending);
-        pending.clear();
-    }
-}
-
-impl std::io::Write for &BatchedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.append(buf, false);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
-    type Writer = &'a BatchedStderr;
-
-    fn make_writer(&'a self) -> &'a BatchedStderr {
-        self
+    if let Some(out) = LOG_SINK.get() {
+        out.0.flush();
     }
 }
 
@@ -234,14 +155,14 @@ pub fn say(message: &str) {
     } else {
         format!("capsign: {message}")
     };
-    match LOG_BUFFER.get() {
-        Some(buffer) => buffer.line(&line, true),
+    match LOG_SINK.get() {
+        Some(out) => out.0.line(&line, true),
         None => eprintln!("{line}"),
     }
 }
 
 fn timestamp() -> String {
-    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+    humantime::format_rfc3339_micros(wall_clock()).to_string()
 }
 
 /// The CloudWatch namespace of the embedded metrics.
@@ -256,7 +177,7 @@ const EMF_NAMESPACE: &str = "capsign";
 /// the credentials issued) and `refusals` (1 on a refused request; the line's `code` says
 /// why). CloudWatch turns the line into metrics with no agent and no API call.
 struct AccessLayer {
-    out: BatchedStderr,
+    out: Out,
     json: bool,
     emf: bool,
 }
@@ -270,12 +191,12 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         let level = event.metadata().level().as_str();
         if self.json {
             line.push_str("{\"timestamp\":\"");
-            push_timestamp(&mut line, SystemTime::now());
+            push_timestamp(&mut line, wall_clock());
             line.push_str("\",\"level\":\"");
             line.push_str(level);
             line.push('"');
         } else {
-            push_timestamp(&mut line, SystemTime::now());
+            push_timestamp(&mut line, wall_clock());
             line.push_str("  ");
             line.push_str(level);
             line.push(' ');
@@ -298,7 +219,7 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
             line.push_str(ACCESS_TARGET);
             line.push_str("\"}");
         }
-        self.out.line(&line, false);
+        self.out.0.line(&line, false);
     }
 }
 
@@ -343,7 +264,7 @@ fn push_padded(line: &mut String, n: u64, width: usize) {
 
 /// Appends the `_aws` member that makes an access line an embedded-metric-format document.
 fn emf_metadata(line: &mut String, issued: bool, refused: bool) {
-    let millis = SystemTime::now()
+    let millis = wall_clock()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     if refused {

@@ -121,7 +121,11 @@ pub fn settings_of(map: &HashMap<String, String>) -> Settings {
 
 /// The app of an environment map.
 pub fn app_of(map: &HashMap<String, String>) -> App {
-    App::build(settings_of(map)).expect("fixture app")
+    App::build(
+        settings_of(map),
+        std::sync::Arc::new(crate::client::Offline),
+    )
+    .expect("fixture app")
 }
 
 /// A production-like app with [`RULES`] and `extra` settings.

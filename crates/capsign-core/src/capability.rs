@@ -52,7 +52,7 @@
 //!   operations ([`CapabilitySet::intersect`]).
 //!
 //! ```
-//! use capsign::capability::{CapabilitySet, Operation, OpSet, Resource};
+//! use capsign_core::capability::{CapabilitySet, Operation, OpSet, Resource};
 //!
 //! let held = CapabilitySet::from_json(r#"{"chat:*":["subscribe"],"dm:alice":["*"]}"#)?;
 //! assert!(held.covers_json(r#"{"chat:lobby:1":["subscribe"]}"#)?);
@@ -407,7 +407,7 @@ impl Resource {
     /// literal character: `news*` names one channel.
     ///
     /// ```
-    /// use capsign::capability::Resource;
+    /// use capsign_core::capability::Resource;
     /// let r = |s: &str| Resource::new(s).unwrap();
     /// assert!(r("*").is_pattern() && r("chat:*").is_pattern() && r("[*]log").is_pattern());
     /// assert!(r("a:*:b").is_pattern() && r("[queue]*").is_pattern());
@@ -424,7 +424,7 @@ impl Resource {
     /// Whether every channel this pattern matches is also matched by `self`.
     ///
     /// ```
-    /// use capsign::capability::Resource;
+    /// use capsign_core::capability::Resource;
     /// let r = |s: &str| Resource::new(s).unwrap();
     /// assert!(r("chat:*").covers(&r("chat:a:b")));
     /// assert!(r("chat:*").covers(&r("chat:*:b")));

@@ -217,10 +217,6 @@ pub struct JwksState {
     refreshing: AtomicBool,
     refresh_every: Duration,
     min_interval: Duration,
-    /// Whether the periodic refresh runs in a spawned task (a server) or in the request that
-    /// finds the keys due (an instance frozen between requests, such as AWS Lambda's, where a
-    /// spawned task would stop mid-fetch).
-    in_background: bool,
     client: HttpClient,
     metrics: Option<Metrics>,
 }
@@ -282,7 +278,7 @@ impl JwksState {
             keys,
             Duration::MAX,
             Duration::MAX,
-            HttpClient::new(),
+            HttpClient::new(std::sync::Arc::new(crate::client::Offline)),
         ))
     }
 
@@ -320,18 +316,8 @@ impl JwksState {
             refreshing: AtomicBool::new(false),
             refresh_every,
             min_interval,
-            in_background: true,
             client,
             metrics: None,
-        }
-    }
-
-    /// The same state, refreshing in the request that finds the keys due rather than in a
-    /// spawned task (see [`JwksState::refresh_when_due`]).
-    pub(super) fn refreshing_in_requests(self) -> JwksState {
-        JwksState {
-            in_background: false,
-            ..self
         }
     }
 
@@ -436,15 +422,13 @@ impl JwksState {
         if !self.is_remote() || now_ms.saturating_sub(last) < every {
             return;
         }
-        if !self.in_background {
+        let state = Arc::clone(self);
+        let spawned = self.client.spawn(Box::pin(async move {
+            state.refresh_if_due(now_ms, state.refresh_every).await;
+        }));
+        if !spawned {
+            // This runtime runs nothing in the background: refresh here, as above.
             self.refresh_if_due(now_ms, self.refresh_every).await;
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let state = Arc::clone(self);
-            handle.spawn(async move {
-                state.refresh_if_due(now_ms, state.refresh_every).await;
-            });
         }
     }
 

@@ -6,12 +6,13 @@
 //! serving: the first fetch of a JWKS URL, and the clock correction from Ably's `/time` when
 //! `CAPSIGN_ABLY_TIME` is on. Request handlers get a `&App`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use web_time::{SystemTime, UNIX_EPOCH};
 
 use crate::ably::{Ably, AblyError};
 use crate::capability::CapabilitySet;
-use crate::client::HttpClient;
+use crate::client::{HttpClient, Platform};
 use crate::flow::Flow;
 use crate::grants::Sealer;
 use crate::identity::{IdentityBuildError, IdentityService, JwksError};
@@ -109,10 +110,8 @@ impl App {
     /// # Errors
     ///
     /// A file that cannot be read or is not valid, or a failed self-test.
-    pub fn build(settings: Settings) -> Result<App, AppError> {
-        // One outbound client, built on first use: a deployment that never calls out never
-        // loads the TLS roots.
-        let client = HttpClient::new();
+    pub fn build(settings: Settings, platform: Arc<dyn Platform>) -> Result<App, AppError> {
+        let client = HttpClient::new(platform);
         // Recorded only when something serves them.
         let metrics = if settings.server.metrics_listen.is_some() {
             Metrics::new()

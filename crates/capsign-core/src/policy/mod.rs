@@ -11,7 +11,7 @@ pub(crate) mod rules;
 pub(crate) mod webhook;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::capability::CapabilitySet;
 use crate::client::HttpClient;
@@ -23,7 +23,7 @@ pub use rules::{Rules, RulesError};
 pub use webhook::{Webhook, WebhookError};
 
 /// The rules used in demo mode: `examples/rules.toml`, built in.
-pub const DEMO_RULES: &str = include_str!("../../examples/rules.toml");
+pub const DEMO_RULES: &str = include_str!("../../../../examples/rules.toml");
 
 /// Why the policy settings could not be put to use at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ impl Policy {
                     path: path.clone(),
                     problem,
                 };
-                let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+                let bytes = client.read_file(path).map_err(|e| read(e.to_string()))?;
                 let text = String::from_utf8(bytes).map_err(|_| read("not UTF-8".into()))?;
                 Rules::from_toml(&text).map_err(|source| PolicyBuildError::Rules {
                     path: path.clone(),

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::Full;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
@@ -98,7 +97,7 @@ impl AblyRest {
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, USER_AGENT)
             .header(crate::client::REQUEST_ID, request_id)
-            .body(Full::new(Bytes::from(token_request)))
+            .body(Bytes::from(token_request))
             .map_err(|e| AblyError::Malformed(e.to_string()))?;
         let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
         if !resp.status.is_success() {

@@ -50,7 +50,7 @@ impl Flow {
         request_id: &str,
     ) -> Result<bytes::Bytes, FlowError> {
         let key_name = self.ably.key.key_name();
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         // Boxed: the HTTP exchange's future is large and only `format=token` needs it.
         let answer = Box::pin(
             self.ably

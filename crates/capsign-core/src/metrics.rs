@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+#[cfg(not(target_arch = "wasm32"))]
+mod process;
 
 /// `route` and `status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,91 +188,6 @@ impl Exposition {
     }
 }
 
-/// The process metrics every Prometheus client library exports (CPU, memory, file
-/// descriptors, threads, start time), read by `metrics-process` on each scrape.
-#[derive(Debug)]
-struct ProcessCollector;
-
-/// The process families, as `# TYPE` names them.
-const PROCESS_FAMILIES: [&str; 8] = [
-    "process_cpu_seconds",
-    "process_open_fds",
-    "process_max_fds",
-    "process_virtual_memory_bytes",
-    "process_virtual_memory_max_bytes",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
-    "process_threads",
-];
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let now = metrics_process::collector::collect();
-        if let Some(cpu) = now.cpu_seconds_total {
-            let counter = ConstCounter::new(cpu);
-            counter.encode(encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "sizes and counts far below 2^53"
-        )]
-        let gauges = [
-            (
-                "process_open_fds",
-                "Number of open file descriptors",
-                now.open_fds,
-            ),
-            (
-                "process_max_fds",
-                "Maximum number of open file descriptors (0: unlimited)",
-                now.max_fds,
-            ),
-            (
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
-                now.virtual_memory_bytes,
-            ),
-            (
-                "process_virtual_memory_max_bytes",
-                "Maximum amount of virtual memory available in bytes (0: unlimited)",
-                now.virtual_memory_max_bytes,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-                now.resident_memory_bytes,
-            ),
-            (
-                "process_start_time_seconds",
-                "Start time of the process since the Unix epoch in seconds",
-                now.start_time_seconds,
-            ),
-            (
-                "process_threads",
-                "Number of OS threads in the process",
-                now.threads,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            if let Some(value) = value {
-                let gauge = ConstGauge::new(value as f64);
-                gauge.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// How many label sets of one family [`Hot`] keeps handles for.
 const HOT_SLOTS: usize = 16;
 
@@ -384,8 +301,15 @@ impl Metrics {
     /// several in one process stay apart).
     pub fn new() -> Metrics {
         let mut root = Registry::default();
-        root.register_collector(Box::new(ProcessCollector));
-        let mut families: Vec<String> = PROCESS_FAMILIES.iter().map(|f| f.to_string()).collect();
+        #[cfg(not(target_arch = "wasm32"))]
+        root.register_collector(Box::new(process::ProcessCollector));
+        #[cfg(not(target_arch = "wasm32"))]
+        let mut families: Vec<String> = process::PROCESS_FAMILIES
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        #[cfg(target_arch = "wasm32")]
+        let mut families: Vec<String> = Vec::new();
         let registry = root.sub_registry_with_prefix("capsign");
         let mut named = |name: &str, unit: Option<&str>| {
             families.push(match unit {

@@ -31,7 +31,8 @@ use crate::flow::{AuthParams, Credential, Presented};
 use crate::identity::{ClientId, DemoIdentity, Presenting};
 use crate::settings::HttpSettings;
 use error::Reject;
-pub(crate) use error::{not_found, overloaded_http1};
+pub use error::{not_found, overloaded_http1};
+pub use params::BodyTimedOut;
 use params::{RawParams, read_body};
 
 /// Every Ably error code capsign refuses a request with (its error table's).
@@ -90,7 +91,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = std::time::Instant::now();
+    let started = web_time::Instant::now();
     let _in_flight = app.metrics.in_flight();
     let (parts, body) = req.into_parts();
     let request_id = request_id::choose(&parts.headers);
@@ -477,13 +478,7 @@ where
     }
     if parts.method == Method::POST {
         // Boxed: a GET (what ably-js sends) carries no room for reading a body.
-        let body = Box::pin(read_body(
-            &parts.headers,
-            body,
-            limits.max_body,
-            limits.body_timeout,
-        ))
-        .await?;
+        let body = Box::pin(read_body(&parts.headers, body, limits.max_body)).await?;
         if !body.is_empty() {
             let mut from_body = RawParams::default();
             match media_type(&parts.headers).as_deref() {
@@ -598,13 +593,7 @@ where
     let Some(demo) = app.identity.demo() else {
         return Err(Reject::NotFound("/login".into()));
     };
-    let body = Box::pin(read_body(
-        &parts.headers,
-        body,
-        1024,
-        app.http_settings().body_timeout,
-    ))
-    .await?;
+    let body = Box::pin(read_body(&parts.headers, body, 1024)).await?;
     let user = params::form_pairs(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
