@@ -46,7 +46,9 @@ def session(sub, lifetime=3600):
 # How many checks each step's program reports; fewer is a failure.
 EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 8, "metrics": 1, "deploy": 1,
             "helper node": 20, "helper examples": 1,
-            "ably-js node, Lambda": 21, "ably-python, Lambda": 10}
+            "ably-js node, Lambda": 21, "ably-python, Lambda": 10,
+            "ably-js node, Worker": 21, "ably-python, Worker": 10, "helper node, Worker": 20,
+            "ably-js chromium, Worker": 8}
 
 
 # What the steps measured (their `MEASURE ...` lines), repeated in the summary.
@@ -197,12 +199,12 @@ def run_step(name, sdk, argv, env, expected):
 
 
 def main():
-    binary, python, lambda_binary, emulator = (os.path.abspath(a) for a in sys.argv[1:5])
+    binary, python, lambda_binary, emulator, worker_dev = (os.path.abspath(a) for a in sys.argv[1:6])
     fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET})
     ably_port = fake.start()
     webhook = Webhook()
     try:
-        run_all(binary, python, lambda_binary, emulator, ably_port, webhook.url)
+        run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webhook.url)
     finally:
         webhook.stop()
         for p in STARTED:
@@ -215,7 +217,7 @@ def main():
         fake.stop()
 
 
-def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
+def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webhook_url):
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSIGN_") and k != "ABLY_API_KEY"}
 
     env = dict(base_env)
@@ -266,6 +268,13 @@ def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
     # URL front door.
     emulator, function, lambda_url = start_lambda(emulator, lambda_binary, env)
 
+    # The Cloudflare Worker under workerd, started as the binary is (scripts/worker-dev), with
+    # the same settings: the same suites run against it below.
+    workers = {name: start_capsign(worker_dev, worker_env)[1] for name, worker_env in {
+        "CAPSIGN": env, "CAPSIGN_CROSS": cross_env, "CAPSIGN_BADKEY": badkey_env,
+        "CAPSIGN_HOOKED": hooked_env, "CAPSIGN_STRICT": dict(env, CAPSIGN_DENY="reject"),
+    }.items()}
+
     test_env = dict(os.environ)
     test_env.update({
         "CAPSIGN": url,
@@ -304,6 +313,20 @@ def run_all(binary, python, lambda_binary, emulator, ably_port, webhook_url):
     results += run_step("ably-python, through capsign-lambda in the Lambda emulator",
                         "ably-python, Lambda", [python, os.path.join(HERE, "python_test.py")],
                         lambda_env, EXPECTED["ably-python, Lambda"])
+
+    worker_env = dict(test_env, **workers)
+    results += run_step("ably-js on Node, through capsign-worker under workerd", "ably-js node, Worker",
+                        ["node", os.path.join(HERE, "node_test.mjs")], worker_env,
+                        EXPECTED["ably-js node, Worker"])
+    results += run_step("ably-python, through capsign-worker under workerd", "ably-python, Worker",
+                        [python, os.path.join(HERE, "python_test.py")], worker_env,
+                        EXPECTED["ably-python, Worker"])
+    results += run_step("the client helper with ably-js on Node, through capsign-worker",
+                        "helper node, Worker", ["node", os.path.join(HERE, "helper_test.mjs")],
+                        worker_env, EXPECTED["helper node, Worker"])
+    results += run_step("ably-js in Chromium, the cross-origin capsign being the Worker",
+                        "ably-js chromium, Worker", ["node", os.path.join(HERE, "browser_test.mjs")],
+                        worker_env, EXPECTED["ably-js chromium, Worker"])
 
     print()
     print("e2e summary, per SDK:")

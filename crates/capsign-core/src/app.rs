@@ -111,13 +111,27 @@ impl App {
     ///
     /// A file that cannot be read or is not valid, or a failed self-test.
     pub fn build(settings: Settings, platform: Arc<dyn Platform>) -> Result<App, AppError> {
-        let client = HttpClient::new(platform);
         // Recorded only when something serves them.
         let metrics = if settings.server.metrics_listen.is_some() {
             Metrics::new()
         } else {
             Metrics::disabled()
         };
+        App::build_with(settings, platform, metrics)
+    }
+
+    /// [`App::build`], recording into `metrics` whatever the settings say (a runtime without
+    /// a metrics listener that reports them another way: a Worker logs them).
+    ///
+    /// # Errors
+    ///
+    /// As [`App::build`].
+    pub fn build_with(
+        settings: Settings,
+        platform: Arc<dyn Platform>,
+        metrics: Metrics,
+    ) -> Result<App, AppError> {
+        let client = HttpClient::new(platform);
         let policy = Policy::build(&settings.policy, &client, &metrics)?;
         let keep_claims = policy.reads_claims() || settings.ably.embedded.is_some();
         let identity = IdentityService::build(

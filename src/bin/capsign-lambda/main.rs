@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use capsign::app::App;
 use capsign::logging::{self, say};
-use capsign::settings::Settings;
+use capsign::settings::{Serverless, Settings};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body_util::BodyExt as _;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -85,7 +85,8 @@ async fn run() -> ExitCode {
         Ok(r) => r,
         Err(e) => return init_failed("configuration error", &e).await,
     };
-    let settings = Settings::from_process_with(None, &resolved).and_then(Settings::for_lambda);
+    let settings = Settings::from_process_with(None, &resolved)
+        .and_then(|s| s.for_serverless(Serverless::Lambda));
     let settings = match settings {
         Ok(s) => s,
         Err(e) => return init_failed("configuration error", &e.to_string()).await,

@@ -111,6 +111,9 @@ pub(crate) enum Reject {
     NotReady(String),
     /// A connection over the server's limits (503/50300; see `server`).
     Overloaded,
+    /// A runtime that builds the app on its first request (a Worker) could not: its settings
+    /// or files are wrong (500/50000; the log says why, the answer does not).
+    NotConfigured,
     /// A request its transport refused before it reached the handler (a Lambda event that is
     /// not a valid HTTP request, say): a 4xx status of the transport's choosing, 40000.
     Transport {
@@ -201,6 +204,11 @@ impl Reject {
                 StatusCode::SERVICE_UNAVAILABLE,
                 code::UNAVAILABLE,
                 "too many connections; try again".into(),
+            ),
+            Reject::NotConfigured => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL,
+                "capsign is not configured; its log says why".into(),
             ),
             Reject::Transport { status, message } => (status, code::BAD_REQUEST, message),
             Reject::Identity(e) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, e.to_string()),
@@ -307,6 +315,17 @@ fn flow_parts(e: FlowError) -> (StatusCode, u32, String) {
 /// The table's 404 for `path` (for the metrics listener, which serves nothing else).
 pub fn not_found(path: &str) -> Response<Full<Bytes>> {
     Reject::NotFound(path.to_owned()).into_response().2
+}
+
+/// The table's answer for a runtime whose app could not be built from its settings (the
+/// reason is logged, not sent).
+pub fn not_configured() -> Response<Full<Bytes>> {
+    Reject::NotConfigured.into_logged_response().2
+}
+
+/// The table's `503` (as `/readyz` answers when not ready) for a runtime whose start-up work (a JWKS fetch) has not succeeded yet.
+pub fn not_ready(why: &str) -> Response<Full<Bytes>> {
+    Reject::NotReady(why.to_owned()).into_logged_response().2
 }
 
 /// The answer to a connection over the server's limits, as the raw HTTP/1.1 response the

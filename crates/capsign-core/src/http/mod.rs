@@ -31,7 +31,7 @@ use crate::flow::{AuthParams, Credential, Presented};
 use crate::identity::{ClientId, DemoIdentity, Presenting};
 use crate::settings::HttpSettings;
 use error::Reject;
-pub use error::{not_found, overloaded_http1};
+pub use error::{not_configured, not_found, not_ready, overloaded_http1};
 pub use params::BodyTimedOut;
 use params::{RawParams, read_body};
 
@@ -274,13 +274,13 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
         (&Method::OPTIONS, "/auth") => Route::Done(preflight(cors)?),
         (&Method::GET, "/healthz" | "/readyz") if app.http_settings().unhealthy.is_some() => {
             let why = app.http_settings().unhealthy.as_deref().unwrap_or_default();
-            return Err(not_ready(why));
+            return Err(Reject::NotReady(why.to_owned()));
         }
         (&Method::GET, "/healthz") => Route::Done(text(StatusCode::OK, "text/plain", "ok\n")),
         (&Method::GET, "/readyz") => match app.readiness() {
             Readiness::Ready => Route::Done(text(StatusCode::OK, "text/plain", "ready\n")),
-            Readiness::Starting => return Err(not_ready("starting")),
-            Readiness::Draining => return Err(not_ready("shutting down")),
+            Readiness::Starting => return Err(Reject::NotReady("starting".into())),
+            Readiness::Draining => return Err(Reject::NotReady("shutting down".into())),
         },
         (&Method::GET, "/") if demo => {
             Route::Done(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE))
@@ -297,11 +297,6 @@ fn route(app: &App, method: &Method, path: &str, cors: bool) -> Result<Route, Re
         }
         _ => return Err(Reject::NotFound(path.to_owned())),
     })
-}
-
-/// `/readyz` when not ready: 503 (50300), so a load balancer sends nothing new.
-fn not_ready(why: &str) -> Reject {
-    Reject::NotReady(why.to_owned())
 }
 
 /// Refuses a cookie-changing request that a page of another site made the browser send

@@ -92,46 +92,47 @@ impl Settings {
         )
     }
 
-    /// Adapts the settings to AWS Lambda, whose instances are frozen between invocations and
-    /// come and go by the hundred: no spawned task may be relied on, so a JWKS fetched from a
-    /// URL is refreshed in the request that finds it due (bounded by its timeout, as the
-    /// unknown-`kid` fetch is). Refuses what cannot work there.
+    /// Adapts the settings to a runtime whose instances come and go by the hundred and are
+    /// frozen between requests (AWS Lambda, a Cloudflare Worker): no spawned task may be relied
+    /// on (the runtime's platform runs a due JWKS refresh in the request that finds it due).
+    /// Refuses what cannot work there.
     ///
     /// # Errors
     ///
-    /// Demo mode (its cookie key is random per cold start, so every instance would refuse
-    /// every other instance's cookies and each cold start would lose every client's grants)
-    /// and `header` identity (a Lambda event carries no peer address that a trusted proxy
+    /// Demo mode (its cookie key is random per instance, so every instance would refuse every
+    /// other instance's cookies and each cold start would lose every client's grants) and
+    /// `header` identity (such a runtime hands capsign no peer address that a trusted proxy
     /// could be checked against).
-    pub fn for_lambda(mut self) -> Result<Settings, SettingsError> {
+    pub fn for_serverless(self, runtime: Serverless) -> Result<Settings, SettingsError> {
+        let (binary, place, request) = match runtime {
+            Serverless::Lambda => ("capsign-lambda", "Lambda", "an event"),
+            Serverless::Worker => ("capsign-worker", "a Worker", "a Worker's request"),
+        };
         if let Some(first) = self.demo_defaults.first() {
             return Err(SettingsError::new(
                 "CAPSIGN_IDENTITY",
                 format!(
-                    "capsign-lambda does not run in demo mode (it would use a demo value for \
+                    "{binary} does not run in demo mode (it would use a demo value for \
                      {first}; a random cookie key per cold start loses every client's grants): \
                      set ABLY_API_KEY, CAPSIGN_COOKIE_KEY, CAPSIGN_IDENTITY=jwt with its key, and \
                      CAPSIGN_RULES or CAPSIGN_POLICY_URL"
                 ),
             ));
         }
-        match &mut self.identity {
-            IdentitySettings::Header { .. } => {
-                return Err(SettingsError::new(
-                    "CAPSIGN_IDENTITY",
-                    "header identity cannot work on Lambda: an event carries no peer address \
-                     to check CAPSIGN_TRUSTED_PROXIES against; use CAPSIGN_IDENTITY=jwt",
-                ));
-            }
-            IdentitySettings::Demo => {
-                return Err(SettingsError::new(
-                    "CAPSIGN_IDENTITY",
-                    "demo identity cannot work on Lambda; use CAPSIGN_IDENTITY=jwt",
-                ));
-            }
-            IdentitySettings::Jwt { .. } => {}
+        match &self.identity {
+            IdentitySettings::Header { .. } => Err(SettingsError::new(
+                "CAPSIGN_IDENTITY",
+                format!(
+                    "header identity cannot work on {place}: {request} carries no peer address \
+                     to check CAPSIGN_TRUSTED_PROXIES against; use CAPSIGN_IDENTITY=jwt"
+                ),
+            )),
+            IdentitySettings::Demo => Err(SettingsError::new(
+                "CAPSIGN_IDENTITY",
+                format!("demo identity cannot work on {place}; use CAPSIGN_IDENTITY=jwt"),
+            )),
+            IdentitySettings::Jwt { .. } => Ok(self),
         }
-        Ok(self)
     }
 
     /// Reads and checks every setting from `env` (a lookup such as `std::env::var`) and the

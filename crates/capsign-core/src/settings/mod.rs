@@ -97,7 +97,8 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(setting: &str, problem: impl Into<String>) -> SettingsError {
+    /// The error for `setting`: what is wrong and what to do.
+    pub fn new(setting: &str, problem: impl Into<String>) -> SettingsError {
         SettingsError {
             setting: setting.to_owned(),
             problem: problem.into(),
@@ -846,6 +847,8 @@ mod tests {
             let base = name
                 .strip_suffix("_FILE")
                 .or_else(|| name.strip_suffix("_AWS"))
+                // A Worker's file contents (`crates/capsign-worker/src/config.rs`).
+                .or_else(|| name.strip_suffix("_TEXT"))
                 .unwrap_or(name);
             TABLE
                 .iter()

@@ -290,3 +290,13 @@ pub struct TtlBounds {
     /// Longer requests are lowered to this (never above Ably's limit).
     pub max_ms: u64,
 }
+
+/// A runtime whose instances are frozen between requests and come and go by the hundred (see
+/// [`Settings::for_serverless`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serverless {
+    /// AWS Lambda (`capsign-lambda`).
+    Lambda,
+    /// A Cloudflare Worker (`capsign-worker`).
+    Worker,
+}

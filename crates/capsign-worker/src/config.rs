@@ -1,0 +1,111 @@
+//! The Worker's settings: its variables and secrets under the server's names, and files.
+//!
+//! A setting that names a file (`CAPSIGN_RULES`, a session key or JWKS file) keeps its
+//! meaning; the file's contents come from a text binding named after the setting with
+//! [`TEXT_SUFFIX`] (`CAPSIGN_RULES_TEXT`), since a Worker has no file system. Unknown
+//! `CAPSIGN_*` names are refused as the server refuses them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use capsign_core::settings::{Serverless, Settings, SettingsError, refuse_unknown_variables};
+
+/// The suffix of a binding that holds the contents of the file a setting names.
+pub const TEXT_SUFFIX: &str = "_TEXT";
+
+/// The Worker's string bindings, by name.
+#[derive(Debug, Default, Clone)]
+pub struct Bindings(pub HashMap<String, String>);
+
+impl Bindings {
+    /// The files the settings name, by path: each `NAME_TEXT` binding under `NAME`'s value.
+    ///
+    /// # Errors
+    ///
+    /// A `NAME_TEXT` binding without `NAME`.
+    pub fn files(&self) -> Result<HashMap<PathBuf, Vec<u8>>, SettingsError> {
+        let mut files = HashMap::new();
+        for (name, text) in &self.0 {
+            let Some(setting) = name.strip_suffix(TEXT_SUFFIX) else {
+                continue;
+            };
+            let Some(path) = self.0.get(setting) else {
+                return Err(SettingsError::new(
+                    name,
+                    format!(
+                        "holds a file for {setting}, which is not set; set it to the file's name"
+                    ),
+                ));
+            };
+            files.insert(PathBuf::from(path), text.clone().into_bytes());
+        }
+        Ok(files)
+    }
+
+    /// The settings, checked as the server checks them, then as a serverless runtime needs.
+    ///
+    /// # Errors
+    ///
+    /// The first setting that is unknown, missing or invalid, by name.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        refuse_unknown_variables(
+            self.0
+                .keys()
+                .filter(|name| !name.ends_with(TEXT_SUFFIX))
+                .cloned(),
+        )?;
+        Settings::load(&|k| self.0.get(k).cloned(), None)?.for_serverless(Serverless::Worker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bindings(pairs: &[(&str, &str)]) -> Bindings {
+        Bindings(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_text_binding_is_the_file_its_setting_names() {
+        let b = bindings(&[
+            ("CAPSIGN_RULES", "rules.toml"),
+            ("CAPSIGN_RULES_TEXT", "[[rule]]"),
+        ]);
+        let files = b.files().expect("files");
+        assert_eq!(
+            files.get(&PathBuf::from("rules.toml")).map(Vec::as_slice),
+            Some(&b"[[rule]]"[..])
+        );
+    }
+
+    #[test]
+    fn a_text_binding_without_its_setting_is_refused() {
+        let err = bindings(&[("CAPSIGN_RULES_TEXT", "x")])
+            .files()
+            .expect_err("refused");
+        assert_eq!(err.setting, "CAPSIGN_RULES_TEXT");
+    }
+
+    #[test]
+    fn unknown_settings_and_demo_mode_are_refused() {
+        let err = bindings(&[("CAPSIGN_RULE", "x")])
+            .settings()
+            .expect_err("unknown");
+        assert!(
+            err.to_string().contains("did you mean CAPSIGN_RULES"),
+            "{err}"
+        );
+        let err = bindings(&[]).settings().expect_err("demo");
+        assert!(
+            err.to_string()
+                .contains("capsign-worker does not run in demo mode"),
+            "{err}"
+        );
+    }
+}
