@@ -8,11 +8,14 @@ Phases, each reporting requests served, errors and p99:
      the client holds. Every instance serves.
   2. HAProxy with active health checks on /readyz: a rolling restart of all three instances
      (SIGTERM, one at a time) under steady load, with zero failed or non-2xx requests.
+  1b. A mixed fleet behind nginx: the native server and the Cloudflare Worker under workerd
+     (scripts/worker-dev), sharing one cookie key; one client's grants carried from one to the
+     other and back, request by request.
   3. The three-step cookie-key rotation of docs/security.md, each step rolled across the fleet under the
      same load; step 3 waits until the old key id stops growing in every instance's metrics.
      No failed request; no grant lost.
 
-Usage: fleet.py CAPSIGN_BINARY WORKDIR
+Usage: fleet.py CAPSIGN_BINARY WORKDIR [WORKER_DEV]
 """
 
 import base64
@@ -184,9 +187,9 @@ class Balancer:
         self.log.close()
 
 
-def nginx(workdir, instances):
+def nginx(workdir, instances, name="nginx"):
     port = free_port()
-    d = os.path.join(workdir, "nginx")
+    d = os.path.join(workdir, name)
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o777)
     servers = "\n".join(f"        server 127.0.0.1:{i.port};" for i in instances)
@@ -221,7 +224,7 @@ http {{
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
-    return Balancer(["nginx", "-p", d, "-e", f"{d}/error.log", "-c", path], port, workdir, "nginx")
+    return Balancer(["nginx", "-p", d, "-e", f"{d}/error.log", "-c", path], port, workdir, name)
 
 
 def haproxy(workdir, instances, usual=False):
@@ -403,9 +406,9 @@ def report(phase, served, errors, latencies):
     return not errors and served > 0
 
 
-def round_robin_through_nginx(instances, lb):
-    print(f"== nginx round-robin on 127.0.0.1:{lb.port}", flush=True)
-    client = Client("alice", lb.port)
+def round_robin_through_nginx(instances, lb, user="alice", what="3 instances"):
+    print(f"== nginx round-robin on 127.0.0.1:{lb.port}: {what}", flush=True)
+    client = Client(user, lb.port)
     errors, latencies, upstreams, served = [], [], [], 0
     for n in range(1, 31):
         ok, error, upstream, took = client.auth(f"chat:nginx-{n}")
@@ -424,7 +427,7 @@ def round_robin_through_nginx(instances, lb):
         errors.append(f"served by {sorted(map(str, served_by))}, not by all of {sorted(want)}")
     if len(client.held) != 30:
         errors.append(f"the client holds {len(client.held)} grants, not 30")
-    return report("nginx: 30 grants acquired one per request across 3 instances",
+    return report(f"nginx: 30 grants acquired one per request across {what}",
                   served, errors, latencies)
 
 
@@ -455,6 +458,7 @@ def phase_report(load, phase, codes):
 
 def main():
     binary, workdir = sys.argv[1], sys.argv[2]
+    worker_dev = sys.argv[3] if len(sys.argv) > 3 else None
     os.makedirs(workdir, exist_ok=True)
     rules = os.path.join(workdir, "rules.toml")
     with open(rules, "w") as f:
@@ -483,6 +487,20 @@ def main():
         lb = nginx(workdir, instances)
         started.append(lb)
         passed.append(round_robin_through_nginx(instances, lb))
+
+        if worker_dev:
+            # The Worker under workerd, started as the binary is, with the same settings and
+            # key; nginx alternates between it and a native instance.
+            worker = Instance("worker", worker_dev, env)
+            worker.start()
+            started.append(worker)
+            mixed = nginx(workdir, [instances[0], worker], name="nginx-mixed")
+            started.append(mixed)
+            passed.append(round_robin_through_nginx(
+                [instances[0], worker], mixed, user="bob",
+                what="the native server and the Worker, alternately"))
+            mixed.stop()
+            worker.stop()
 
         lb = haproxy(workdir, instances)
         started.append(lb)

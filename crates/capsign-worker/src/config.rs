@@ -109,4 +109,42 @@ mod tests {
             "{err}"
         );
     }
+
+    /// The shipped `deploy/cloudflare/wrangler.toml`: its variables, the secrets it names
+    /// (stand-ins) and the rules as the secret it says, load and build an app.
+    #[test]
+    fn the_shipped_wrangler_config_loads_and_builds() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let text = std::fs::read_to_string(format!("{root}/deploy/cloudflare/wrangler.toml"))
+            .expect("wrangler.toml");
+        let config: toml::Table = text.parse().expect("TOML");
+        let mut b = Bindings::default();
+        for (k, v) in config["vars"].as_table().expect("[vars]") {
+            b.0.insert(k.clone(), v.as_str().expect("a string").to_owned());
+        }
+        for secret in [
+            "ABLY_API_KEY",
+            "CAPSIGN_COOKIE_KEY",
+            "CAPSIGN_SESSION_SECRET",
+            "CAPSIGN_RULES_TEXT",
+        ] {
+            assert!(
+                text.contains(&format!("wrangler secret put {secret}")),
+                "{secret}"
+            );
+        }
+        b.0.insert("ABLY_API_KEY".into(), "app.key:secret".into());
+        b.0.insert(
+            "CAPSIGN_COOKIE_KEY".into(),
+            capsign_core::testing::COOKIE_KEY.into(),
+        );
+        b.0.insert("CAPSIGN_SESSION_SECRET".into(), "s".repeat(32));
+        let rules = std::fs::read_to_string(format!("{root}/examples/rules.toml")).expect("rules");
+        b.0.insert("CAPSIGN_RULES_TEXT".into(), rules);
+        let settings = b.settings().expect("settings");
+        let platform = std::sync::Arc::new(crate::platform::WorkerPlatform {
+            files: b.files().expect("files"),
+        });
+        capsign_core::app::App::build(settings, platform).expect("the app builds");
+    }
 }
