@@ -48,7 +48,7 @@ EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 8, "metri
             "helper node": 20, "helper examples": 1,
             "ably-js node, Lambda": 21, "ably-python, Lambda": 10,
             "ably-js node, Worker": 21, "ably-python, Worker": 10, "helper node, Worker": 20,
-            "ably-js chromium, Worker": 8}
+            "ably-js chromium, Worker": 8, "public keys, Worker": 5}
 
 
 # What the steps measured (their `MEASURE ...` lines), repeated in the summary.
@@ -122,6 +122,30 @@ class Webhook:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class StaticFile:
+    """One file served at /, on 127.0.0.1 (a JWKS URL)."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            body = f.read()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
 
 
 def free_port():
@@ -274,6 +298,13 @@ def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webh
         "CAPSIGN": env, "CAPSIGN_CROSS": cross_env, "CAPSIGN_BADKEY": badkey_env,
         "CAPSIGN_HOOKED": hooked_env, "CAPSIGN_STRICT": dict(env, CAPSIGN_DENY="reject"),
     }.items()}
+    keys = os.path.join(ROOT, "tests", "data", "keys")
+    jwks = StaticFile(os.path.join(keys, "jwks.json"))
+    keyed = {k: v for k, v in env.items() if k != "CAPSIGN_SESSION_SECRET"}
+    workers["WORKER_PEM"] = start_capsign(worker_dev, dict(
+        keyed, CAPSIGN_SESSION_PUBLIC_KEY=os.path.join(keys, "ec.pub"),
+        CAPSIGN_SESSION_ALGORITHMS="ES256, EdDSA"))[1]
+    workers["WORKER_JWKS"] = start_capsign(worker_dev, dict(keyed, CAPSIGN_SESSION_JWKS=jwks.url))[1]
 
     test_env = dict(os.environ)
     test_env.update({
@@ -324,6 +355,9 @@ def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webh
     results += run_step("the client helper with ably-js on Node, through capsign-worker",
                         "helper node, Worker", ["node", os.path.join(HERE, "helper_test.mjs")],
                         worker_env, EXPECTED["helper node, Worker"])
+    results += run_step("public-key sessions through the Worker (PEM, a JWKS URL fetched)",
+                        "public keys, Worker", ["node", os.path.join(HERE, "worker_keys_test.mjs")],
+                        worker_env, EXPECTED["public keys, Worker"])
     results += run_step("ably-js in Chromium, the cross-origin capsign being the Worker",
                         "ably-js chromium, Worker", ["node", os.path.join(HERE, "browser_test.mjs")],
                         worker_env, EXPECTED["ably-js chromium, Worker"])
