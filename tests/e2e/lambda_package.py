@@ -41,7 +41,7 @@ def main():
         (path,) = rules_at
         out = tempfile.mkdtemp(prefix="capsign-lambda-package-")
         build = subprocess.run(
-            [cargo_lambda, "lambda", "build", "--features", "lambda", "--bin", "capsign-lambda",
+            [cargo_lambda, "lambda", "build", "-p", "capsign-lambda",
              "--output-format", "zip", "--include", path, "--lambda-dir", out],
             cwd=ROOT, capture_output=True, text=True, timeout=900,
             # cargo-lambda finds zig (the ziglang package) through the venv's python.

@@ -25,7 +25,22 @@ use tokio::sync::{Mutex, mpsc};
 use crate::binary::Running;
 use crate::harness::{Reply, session};
 
-const BIN: &str = env!("CARGO_BIN_EXE_capsign-lambda");
+/// The real `capsign-lambda` (crates/capsign-lambda, another package of the workspace), built
+/// once for these tests by cargo itself, in this build's profile and target directory.
+fn bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        escargot::CargoBuild::new()
+            .package("capsign-lambda")
+            .bin("capsign-lambda")
+            .current_release()
+            .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .run()
+            .expect("cargo builds capsign-lambda")
+            .path()
+            .to_path_buf()
+    })
+}
 const PREFIX: &str = "/2018-06-01/runtime";
 
 /// What the function posted to the Runtime API.
@@ -188,7 +203,7 @@ async fn runtime_api(
 /// `capsign-lambda` as Lambda starts it: the Runtime API's address and the function's
 /// environment, plus capsign's settings (nothing of the host's).
 fn lambda(runtime: &FakeRuntime, settings: &HashMap<String, String>) -> Running {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("CAPSIGN_") || k.starts_with("AWS_") || k == "ABLY_API_KEY" {
             c.env_remove(k);
@@ -766,7 +781,7 @@ async fn start_up_errors_are_reported_as_init_errors() {
     // Issue 28 (3): a runtime address the client cannot read panicked inside it; it is now
     // a clear error and exit 2 before anything else.
     for bad in ["/no/host", "ftp://127.0.0.1:9001", "a b"] {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", bad)
             .output()
