@@ -7,10 +7,11 @@
 //! sets the updated cookie.
 //!
 //! This crate is the native runtime: the hyper [`server`], the [`native`] platform (outbound
-//! HTTP with hyper and rustls, background tasks on tokio), and the `capsign` and
-//! `capsign-lambda` binaries. The request logic is `capsign-core`, which depends on neither
-//! tokio nor hyper and also runs as a Cloudflare Worker (`crates/capsign-worker`); its
-//! modules are re-exported here under the same names.
+//! HTTP with hyper and rustls, background tasks on tokio), and the `capsign` binary with its
+//! CLI; `capsign-lambda` (`crates/capsign-lambda`) runs on the same platform. The request
+//! logic is `capsign-core`, which depends on neither tokio nor hyper and also runs as a
+//! Cloudflare Worker (`crates/capsign-worker`); its modules are re-exported here under the
+//! same names.
 //!
 //! # Embedding capsign
 //!
