@@ -8,7 +8,7 @@
 //!
 //! - An instance is frozen between invocations, so nothing may rely on a spawned task: a JWKS
 //!   fetched from a URL is refreshed in the request that finds it due
-//!   ([`Settings::for_lambda`]), and the log buffer is written after every invocation.
+//!   ([`Settings::for_serverless`](capsign::settings::Settings::for_serverless)), and the log buffer is written after every invocation.
 //! - Instances come and go by the hundred: demo mode (a random cookie key per cold start) and
 //!   `header` identity (an event has no peer address to trust) are refused at start.
 //! - A start-up error (a bad setting, an unreachable JWKS) is reported to the Runtime API's

@@ -329,7 +329,7 @@ pub fn not_ready(why: &str) -> Response<Full<Bytes>> {
 }
 
 /// The answer to a connection over the server's limits, as the raw HTTP/1.1 response the
-/// server writes before closing it: [`Reject::Overloaded`] from the table, with
+/// server writes before closing it: `Reject::Overloaded` from the table, with
 /// `Retry-After: 1` and `Connection: close`.
 pub fn overloaded_http1() -> Vec<u8> {
     let (status, _, response) = Reject::Overloaded.into_response();

@@ -2,7 +2,7 @@
 //! are chosen (`error`).
 //!
 //! [`handle`] takes an `http::Request` and returns an `http::Response`, whatever carried them
-//! (the hyper server in [`crate::server`], a test, or a serverless adapter). Every error a
+//! (the hyper server of the `capsign` crate, a test, a Lambda or Worker adapter). Every error a
 //! client can cause becomes a 4xx with Ably's error envelope: `Content-Type:
 //! application/json` exactly, and the `X-Ably-ErrorCode` / `X-Ably-ErrorMessage` headers,
 //! which is how ably-js reads the code when it ignores the body.
