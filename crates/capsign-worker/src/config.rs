@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use capsign_core::settings::{Serverless, Settings, SettingsError, refuse_unknown_variables};
+use capsign_core::settings::{
+    LogFormat, Serverless, Settings, SettingsError, refuse_unknown_variables,
+};
 
 /// The suffix of a binding that holds the contents of the file a setting names.
 pub const TEXT_SUFFIX: &str = "_TEXT";
@@ -54,7 +56,13 @@ impl Bindings {
                 .filter(|name| !name.ends_with(TEXT_SUFFIX))
                 .cloned(),
         )?;
-        Settings::load(&|k| self.0.get(k).cloned(), None)?.for_serverless(Serverless::Worker)
+        let mut settings = Settings::load(&|k| self.0.get(k).cloned(), None)?
+            .for_serverless(Serverless::Worker)?;
+        // Workers Logs and log pipelines read JSON lines: the default here.
+        if !self.0.contains_key("CAPSIGN_LOG_FORMAT") {
+            settings.log_format = LogFormat::Json;
+        }
+        Ok(settings)
     }
 }
 
@@ -82,6 +90,19 @@ mod tests {
             files.get(&PathBuf::from("rules.toml")).map(Vec::as_slice),
             Some(&b"[[rule]]"[..])
         );
+    }
+
+    #[test]
+    fn logs_are_json_lines_unless_text_is_asked_for() {
+        let mut b = bindings(&[
+            ("ABLY_API_KEY", "app.key:secret"),
+            ("CAPSIGN_COOKIE_KEY", capsign_core::testing::COOKIE_KEY),
+            ("CAPSIGN_SESSION_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CAPSIGN_RULES", "rules.toml"),
+        ]);
+        assert_eq!(b.settings().expect("settings").log_format, LogFormat::Json);
+        b.0.insert("CAPSIGN_LOG_FORMAT".into(), "text".into());
+        assert_eq!(b.settings().expect("settings").log_format, LogFormat::Text);
     }
 
     #[test]

@@ -755,7 +755,7 @@ mod tests {
         assert_eq!(shown("CAPSIGN_TTL_MAX"), "24h (1h with revocable tokens)");
         assert_eq!(
             shown("CAPSIGN_LOG_FORMAT"),
-            "text (json when AWS_LAMBDA_LOG_FORMAT=JSON)"
+            "text (json when AWS_LAMBDA_LOG_FORMAT=JSON, and in a Worker)"
         );
         let revocable = load(&[
             SESSION,

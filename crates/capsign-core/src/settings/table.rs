@@ -112,7 +112,7 @@ settings_table! {
         parse::socket_addr,
         "Listen address, e.g. [::]:8080.";
     log_format: LogFormat = "CAPSIGN_LOG_FORMAT",
-        default {"text", "json when AWS_LAMBDA_LOG_FORMAT=JSON"}, plain, LogFormat::parse,
+        default {"text", "json when AWS_LAMBDA_LOG_FORMAT=JSON, and in a Worker"}, plain, LogFormat::parse,
         "Log lines as text or json (one JSON object a line).";
     metrics_listen: SocketAddr = "CAPSIGN_METRICS_LISTEN", default ["(off)"], plain,
         parse::socket_addr,
