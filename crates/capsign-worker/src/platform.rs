@@ -109,7 +109,6 @@ mod fetch {
 }
 
 impl Platform for WorkerPlatform {
-    #[cfg(target_arch = "wasm32")]
     fn send(
         &self,
         req: http::Request<bytes::Bytes>,
@@ -119,22 +118,11 @@ impl Platform for WorkerPlatform {
         'static,
         Result<capsign_core::client::Fetched, capsign_core::client::ClientError>,
     > {
-        fetch::send(req, timeout, max_body)
-    }
-
-    /// Not under WebAssembly: only the unit tests of this crate's other modules build it
-    /// natively, and they call out to nothing.
-    #[cfg(not(target_arch = "wasm32"))]
-    fn send(
-        &self,
-        req: http::Request<bytes::Bytes>,
-        timeout: std::time::Duration,
-        max_body: usize,
-    ) -> capsign_core::client::BoxFuture<
-        'static,
-        Result<capsign_core::client::Fetched, capsign_core::client::ClientError>,
-    > {
-        capsign_core::client::Offline.send(req, timeout, max_body)
+        #[cfg(target_arch = "wasm32")]
+        return fetch::send(req, timeout, max_body);
+        // Natively only this crate's unit tests build it, and they call out to nothing.
+        #[cfg(not(target_arch = "wasm32"))]
+        return capsign_core::client::Offline.send(req, timeout, max_body);
     }
 
     fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
