@@ -357,8 +357,7 @@ fn metrics_response<B>(
         return crate::http::not_found(req.uri().path());
     }
     let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
-    app.metrics
-        .ready(app.readiness() == crate::app::Readiness::Ready);
+    app.observe();
     // Prometheus asks for OpenMetrics; a scraper that does not gets the 0.0.4 text format.
     let format = Exposition::negotiate(
         req.headers()

@@ -18,6 +18,7 @@ use crate::grants::Sealer;
 use crate::identity::{IdentityBuildError, IdentityService, JwksError};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyBuildError};
+use crate::revocation::{RevocationError, Revocations};
 use crate::settings::{HttpSettings, ServerSettings, Settings};
 
 /// The time source: the system clock plus an offset that tests and the clock correction from
@@ -57,6 +58,9 @@ pub enum AppError {
     /// The JWKS URL could not be fetched at start-up, or holds no usable key.
     #[error("CAPSIGN_SESSION_JWKS: {0}")]
     Jwks(#[from] JwksError),
+    /// The revocation list could not be read (a file at build, a URL at start-up).
+    #[error("CAPSIGN_REVOCATIONS: {0}")]
+    Revocations(#[from] RevocationError),
     /// Minting a credential failed at start-up: a broken crypto backend.
     #[error("self-test: {0}")]
     SelfTest(&'static str),
@@ -69,6 +73,7 @@ impl AppError {
             AppError::Identity(e) => e.setting(),
             AppError::Policy(_) => "CAPSIGN_RULES",
             AppError::Jwks(_) => "CAPSIGN_SESSION_JWKS",
+            AppError::Revocations(_) => "CAPSIGN_REVOCATIONS",
             AppError::SelfTest(_) => "self-test",
         }
     }
@@ -133,7 +138,12 @@ impl App {
     ) -> Result<App, AppError> {
         let client = HttpClient::new(platform);
         let policy = Policy::build(&settings.policy, &client, &metrics)?;
-        let keep_claims = policy.reads_claims() || settings.ably.embedded.is_some();
+        let revocation_key = settings.revocation.key.clone();
+        let keep_claims = policy.reads_claims()
+            || settings.ably.embedded.is_some()
+            || revocation_key
+                .as_ref()
+                .is_some_and(crate::policy::ClaimTemplate::reads_claims);
         let identity = IdentityService::build(
             &settings.identity,
             &settings.cookie.keys,
@@ -141,18 +151,27 @@ impl App {
             &metrics,
             keep_claims,
         )?;
+        let clock = Clock::default();
+        let revocations = Revocations::build(
+            &settings.revocation,
+            settings.flow.grant_max_age_s,
+            client.clone(),
+            metrics.clone(),
+            clock.now_ms(),
+        )?;
         let flow = Flow::new(
             Sealer::from_settings(&settings.cookie),
             policy,
             Ably::new(&settings.ably, client),
             settings.flow.clone(),
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_revocation(revocations, revocation_key);
         let app = App {
             settings,
             identity,
             flow,
-            clock: Clock::default(),
+            clock,
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -214,6 +233,10 @@ impl App {
         if let Some(n) = self.identity.prepare(self.clock.now_ms()).await? {
             notes.push(format!("{n} session keys fetched from the JWKS URL"));
         }
+        if let Some(revocations) = &self.flow.revocations {
+            let n = revocations.prepare(self.clock.now_ms()).await?;
+            notes.push(format!("revocation list read: {n} entries in force"));
+        }
         self.set_ready();
         Ok(notes)
     }
@@ -229,6 +252,16 @@ impl App {
             .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
         self.clock.advance(offset);
         Ok(offset)
+    }
+
+    /// Sets the gauges read at scrape time: readiness, and the revocation list's age.
+    pub fn observe(&self) {
+        self.metrics.ready(self.readiness() == Readiness::Ready);
+        if let Some(revocations) = &self.flow.revocations {
+            let now = self.clock.now_ms();
+            self.metrics
+                .revocation_age(revocations.age_s(now), revocations.is_stale(now));
+        }
     }
 
     /// Mints and checks one JWT, so a broken crypto backend stops the start, not a request.

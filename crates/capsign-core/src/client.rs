@@ -14,6 +14,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -169,6 +170,25 @@ impl HttpClient {
     /// The file cannot be read.
     pub fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         self.platform.read_file(path)
+    }
+}
+
+/// Holds a "refresh in progress" flag (a JWKS URL, the revocation list); clears it when
+/// dropped, also when the request that started the refresh is dropped mid-fetch.
+pub(crate) struct RefreshGuard<'a>(&'a AtomicBool);
+
+impl<'a> RefreshGuard<'a> {
+    /// Sets `flag` and returns its guard, or `None` when it was already set.
+    pub(crate) fn take(flag: &'a AtomicBool) -> Option<RefreshGuard<'a>> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| RefreshGuard(flag))
+    }
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

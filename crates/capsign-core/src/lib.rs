@@ -32,6 +32,7 @@
 //! - [`identity`]: who is asking (the app's session JWT with a secret, a PEM key or a JWKS;
 //!   a trusted proxy's header; the demo login).
 //! - [`policy`]: the rules file, then the webhook for what no rule matches.
+//! - `revocation`: the revocation list every instance reads, applied as grants open.
 //! - [`grants`]: the held grant set and its sealed form (the grant cookie, format v1).
 //! - [`ably`]: the Ably key, Ably JWTs and TokenRequests; Ably's REST API.
 //! - [`capability`]: the Ably capability grammar and algebra (covering, union, intersection).
@@ -70,6 +71,8 @@ pub mod logging;
 pub mod metrics;
 #[doc(hidden)]
 pub mod policy;
+#[doc(hidden)]
+pub mod revocation;
 pub(crate) mod scratch;
 #[doc(hidden)]
 pub mod set_cookie;

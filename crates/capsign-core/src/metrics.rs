@@ -263,6 +263,11 @@ pub struct Metrics {
     ably_duration: Histogram,
     ably_errors: Family<Kind, Counter>,
     jwks_refreshes: Family<CookieResultLabel, Counter>,
+    revocation_reads: Family<CookieResultLabel, Counter>,
+    revocation_entries: Gauge,
+    revocation_age: Gauge,
+    revocation_stale: Gauge,
+    grants_revoked: Counter,
     connections_shed: Family<Reason, Counter>,
     connections_open: Gauge,
     clock_offset: Gauge<f64, AtomicU64>,
@@ -429,6 +434,44 @@ impl Metrics {
             "Fetches of the JWKS URL, by result (ok, error)",
             jwks_refreshes.clone(),
         );
+        let revocation_reads = Family::<CookieResultLabel, Counter>::default();
+        named("revocation_list_reads", None);
+        registry.register(
+            "revocation_list_reads",
+            "Reads of the revocation list (CAPSIGN_REVOCATIONS), by result (ok: a new list, \
+             unchanged, error: the last list kept)",
+            revocation_reads.clone(),
+        );
+        let revocation_entries = Gauge::default();
+        named("revocation_list_entries", None);
+        registry.register(
+            "revocation_list_entries",
+            "Entries of the revocation list in force (those younger than CAPSIGN_GRANT_MAX_AGE)",
+            revocation_entries.clone(),
+        );
+        let revocation_age = Gauge::default();
+        named("revocation_list_age", Some("seconds"));
+        registry.register_with_unit(
+            "revocation_list_age",
+            "Seconds since the revocation list was last read successfully (-1: never)",
+            Unit::Seconds,
+            revocation_age.clone(),
+        );
+        let revocation_stale = Gauge::default();
+        named("revocation_list_stale", None);
+        registry.register(
+            "revocation_list_stale",
+            "1 when the revocation list is older than CAPSIGN_REVOCATIONS_MAX_STALE: every held \
+             grant is re-checked by the policy",
+            revocation_stale.clone(),
+        );
+        let grants_revoked = Counter::default();
+        named("grants_revoked", None);
+        registry.register(
+            "grants_revoked",
+            "Held grants dropped by the revocation list as a cookie or header opened",
+            grants_revoked.clone(),
+        );
         let connections_shed = Family::<Reason, Counter>::default();
         named("connections_shed", None);
         registry.register(
@@ -497,6 +540,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             drop(jwks_refreshes.get_or_create(&CookieResultLabel { result }));
         }
+        for result in ["ok", "unchanged", "error"] {
+            drop(revocation_reads.get_or_create(&CookieResultLabel { result }));
+        }
         Metrics {
             requests: Hot::new(requests),
             request_duration: Hot::new(request_duration),
@@ -513,6 +559,11 @@ impl Metrics {
             ably_duration,
             ably_errors,
             jwks_refreshes,
+            revocation_reads,
+            revocation_entries,
+            revocation_age,
+            revocation_stale,
+            grants_revoked,
             connections_shed,
             connections_open,
             clock_offset,
@@ -709,6 +760,42 @@ impl Metrics {
         self.jwks_refreshes
             .get_or_create(&CookieResultLabel { result })
             .inc();
+    }
+
+    /// A read of the revocation list ended: `ok` (a new list), `unchanged` or `error`.
+    pub fn revocation_read(&self, result: &'static str) {
+        if !self.enabled {
+            return;
+        }
+        self.revocation_reads
+            .get_or_create(&CookieResultLabel { result })
+            .inc();
+    }
+
+    /// The revocation list in force has `n` entries.
+    pub fn revocation_entries(&self, n: usize) {
+        if !self.enabled {
+            return;
+        }
+        self.revocation_entries
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The revocation list's age (`None`: never read, shown as -1) and staleness (set when
+    /// the metrics are read).
+    pub fn revocation_age(&self, age_s: Option<u64>, stale: bool) {
+        self.revocation_age
+            .set(age_s.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX)));
+        self.revocation_stale.set(i64::from(stale));
+    }
+
+    /// `n` held grants were dropped by the revocation list.
+    pub fn grants_revoked(&self, n: usize) {
+        if !self.enabled || n == 0 {
+            return;
+        }
+        self.grants_revoked
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// Whether the instance takes traffic (set when the metrics are read).

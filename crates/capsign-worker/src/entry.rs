@@ -35,7 +35,10 @@ async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<Answ
     let answer =
         capsign_core::http::handle(app, http::Request::from_parts(parts, Full::new(body))).await;
     let reporter = REPORTER.get_or_init(Reporter::default);
-    if let Some(line) = reporter.due(app.clock.now_ms(), || app.metrics.encode()) {
+    if let Some(line) = reporter.due(app.clock.now_ms(), || {
+        app.observe();
+        app.metrics.encode()
+    }) {
         Console.line(&line, true);
     }
     Ok(answer)

@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// When a credential is minted: now, its lifetime, and the earliest `iat` it may carry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At {
+    /// Now, ms since the epoch.
+    pub(super) now_ms: u64,
+    /// The credential's lifetime, ms.
+    pub(super) ttl_ms: u64,
+    /// A revocation at Ably refuses what was issued before it: an `iat` back-dated past the
+    /// revocation would make the fresh credential look revoked too (Unix seconds; 0: none).
+    pub(super) issued_not_before_s: u64,
+}
+
+/// The JWT claim Ably matches `revocationKey:<value>` revocation targets against.
+pub(super) const REVOCATION_KEY_CLAIM: &str = "x-ably-revocation-key";
+
 /// The token and its expiry (Unix seconds, rounded down: never later than Ably's) from Ably's
 /// TokenDetails.
 fn token_and_expiry(details: &[u8]) -> Result<(String, u64), FlowError> {
@@ -25,16 +40,15 @@ impl Flow {
         format: Format,
         capability: &CapabilitySet,
         who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
+        at: At,
         request_id: &str,
     ) -> Result<Credential, FlowError> {
         if format == Format::Embedded {
             return self
-                .embedded_credential(capability, who, ttl_ms, now_ms, request_id)
+                .embedded_credential(capability, who, at, request_id)
                 .await;
         }
-        let credential = self.mint(format, capability, who, ttl_ms, now_ms)?;
+        let credential = self.mint(format, capability, who, at)?;
         match credential {
             Credential::TokenRequest(tr) if format == Format::Token => {
                 Ok(Credential::Token(self.exchange(tr, request_id).await?))
@@ -69,8 +83,7 @@ impl Flow {
         &self,
         capability: &CapabilitySet,
         who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
+        at: At,
         request_id: &str,
     ) -> Result<Credential, FlowError> {
         let embedded = self
@@ -79,14 +92,14 @@ impl Flow {
             .as_ref()
             .ok_or(FlowError::EmbeddedNotConfigured)?;
         let (inner, exp) = match embedded.inner {
-            EmbeddedInner::Jwt => self.ably_jwt(capability, who, ttl_ms, now_ms)?,
+            EmbeddedInner::Jwt => self.ably_jwt(capability, who, at)?,
             EmbeddedInner::Token => {
                 self.keep_claims(
                     capability,
                     who,
                     "CAPSIGN_EMBEDDED_INNER=token embeds an Ably token, which has no claims",
                 )?;
-                let tr = self.token_request(capability, who, ttl_ms, now_ms)?;
+                let tr = self.token_request(capability, who, at)?;
                 let details = self.exchange(tr, request_id).await?;
                 token_and_expiry(&details)?
             }
@@ -96,7 +109,7 @@ impl Flow {
             .get("sub")
             .and_then(serde_json::Value::as_str)
             .unwrap_or(&who.client_id);
-        let iat = (now_ms / 1000).saturating_sub(IAT_BACKDATE_S).min(exp);
+        let iat = (at.now_ms / 1000).saturating_sub(IAT_BACKDATE_S).min(exp);
         Ok(Credential::Embedded(embedded.wrap(&inner, sub, iat, exp)))
     }
 
@@ -133,12 +146,11 @@ impl Flow {
         format: Format,
         capability: &CapabilitySet,
         who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
+        at: At,
     ) -> Result<Credential, FlowError> {
         let token_request = || -> Result<Credential, FlowError> {
             Ok(Credential::TokenRequest(
-                self.token_request(capability, who, ttl_ms, now_ms)?,
+                self.token_request(capability, who, at)?,
             ))
         };
         match format {
@@ -151,7 +163,7 @@ impl Flow {
                 token_request()
             }
             Format::Jwt | Format::Auto | Format::Embedded => {
-                let (jwt, _) = self.ably_jwt(capability, who, ttl_ms, now_ms)?;
+                let (jwt, _) = self.ably_jwt(capability, who, at)?;
                 if format == Format::Auto && jwt.len() > JWT_BUDGET {
                     self.keep_claims(
                         capability,
@@ -186,31 +198,37 @@ impl Flow {
         &self,
         capability: &CapabilitySet,
         who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
+        at: At,
     ) -> Result<String, FlowError> {
         Ok(self.ably.key.token_request(
-            Some(ttl_ms),
+            Some(at.ttl_ms),
             Some(&capability.to_json()),
             Some(who.client_id.as_str()),
-            now_ms,
+            at.now_ms,
             &ably::nonce(),
         )?)
     }
 
-    /// An Ably JWT and its `exp` (Unix seconds); its user claims within [`CLAIMS_BUDGET`].
+    /// An Ably JWT and its `exp` (Unix seconds); its user claims within [`CLAIMS_BUDGET`],
+    /// and its `x-ably-revocation-key` when configured.
     fn ably_jwt(
         &self,
         capability: &CapabilitySet,
         who: &Identity,
-        ttl_ms: u64,
-        now_ms: u64,
+        at: At,
     ) -> Result<(String, u64), FlowError> {
-        let now = now_ms / 1000;
-        let iat = now.saturating_sub(IAT_BACKDATE_S);
+        let now = at.now_ms / 1000;
+        // Back-dated for clocks slightly behind, but never to before a revocation at Ably
+        // that this client's credentials fall under (nor past now).
+        let iat = now
+            .saturating_sub(IAT_BACKDATE_S)
+            .max(at.issued_not_before_s.min(now));
         // Within Ably's limit even counting the back-dating.
-        let exp = (now + ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
-        let claims = self.policy.claims(who, capability);
+        let exp = (now + at.ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
+        let mut claims = self.policy.claims(who, capability);
+        if let Some(key) = self.revocation_key(who) {
+            claims.push((REVOCATION_KEY_CLAIM.to_owned(), key));
+        }
         let bytes: usize = claims.iter().map(|(k, v)| k.len() + v.len()).sum();
         if bytes > CLAIMS_BUDGET {
             return Err(FlowError::ClaimsTooLarge { bytes });

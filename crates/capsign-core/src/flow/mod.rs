@@ -22,7 +22,8 @@ use crate::grants::{
 };
 use crate::identity::{ClientId, Identity};
 use crate::metrics::{CookieResult, Decider, Metrics};
-use crate::policy::{Policy, WebhookError};
+use crate::policy::{ClaimTemplate, Policy, WebhookError};
+use crate::revocation::{Applied, Revocations};
 use crate::set_cookie::SetCookie;
 use crate::settings::{DenyMode, EmbeddedInner, FlowSettings, Format, Overflow};
 
@@ -61,6 +62,10 @@ pub struct Flow {
     pub policy: Policy,
     /// Mints credentials; asks Ably for tokens.
     pub ably: Ably,
+    /// The revocation list, when one is configured.
+    pub revocations: Option<std::sync::Arc<Revocations>>,
+    /// The `x-ably-revocation-key` claim of minted JWTs.
+    revocation_key: Option<ClaimTemplate>,
     settings: FlowSettings,
     metrics: Metrics,
 }
@@ -245,8 +250,24 @@ impl Flow {
             sealer,
             policy,
             ably,
+            revocations: None,
+            revocation_key: None,
             settings,
             metrics: Metrics::disabled(),
+        }
+    }
+
+    /// The same flow, applying the revocation list `revocations` and writing the
+    /// `x-ably-revocation-key` claim `key`.
+    pub fn with_revocation(
+        self,
+        revocations: Option<Revocations>,
+        key: Option<ClaimTemplate>,
+    ) -> Flow {
+        Flow {
+            revocations: revocations.map(std::sync::Arc::new),
+            revocation_key: key,
+            ..self
         }
     }
 
@@ -293,9 +314,16 @@ impl Flow {
             held.add(&self.policy.defaults(who), now);
         }
 
-        // 2. Grants due for a re-check leave the held set; 3. the policy sees only what is new.
-        let stale = held.take_approved_before(now.saturating_sub(cfg.regrant_after_s));
-        let rechecked = !stale.is_empty();
+        // 2. Revoked grants and grants due for a re-check leave the held set (all of them when
+        // the revocation list is stale); 3. the policy sees only what is new, and those.
+        let revocation = self.revoke(who, &mut held, now_ms).await;
+        let recheck_cutoff = if revocation.stale {
+            now
+        } else {
+            now.saturating_sub(cfg.regrant_after_s)
+        };
+        let stale = held.take_approved_before(recheck_cutoff);
+        let rechecked = !stale.is_empty() || !revocation.revoked.is_empty();
         let requested = params.capability.unwrap_or_default();
         // Bounded before any comparison: the covering check costs at most this many lookups.
         if requested.len() > self.sealer.max_grants() {
@@ -305,7 +333,7 @@ impl Flow {
             });
         }
         let new = held.uncovered(&requested);
-        let held_count = held.len() + stale.len();
+        let held_count = held.len() + stale.len() + revocation.revoked.len();
         self.metrics
             .decisions(Decider::Cookie, true, requested.len() - new.len());
         if new.len() > cfg.max_new_grants {
@@ -315,7 +343,14 @@ impl Flow {
             });
         }
         let granted = self
-            .decide(who, &mut held, stale, &new, now, request_id)
+            .decide(
+                who,
+                &mut held,
+                (stale, revocation.revoked),
+                &new,
+                now,
+                request_id,
+            )
             .await?;
         let (mut denied, mut partial) = (Vec::new(), Vec::new());
         for (resource, ops) in new.iter() {
@@ -349,8 +384,13 @@ impl Flow {
             return Err(FlowError::NothingGranted);
         }
         let ttl_ms = self.ttl(params.ttl_ms, who, &held, now_ms);
+        let at = mint::At {
+            now_ms,
+            ttl_ms,
+            issued_not_before_s: revocation.issued_not_before_s,
+        };
         let credential = self
-            .credential(format, &capability, who, ttl_ms, now_ms, request_id)
+            .credential(format, &capability, who, at, request_id)
             .await?;
         let (format_label, bytes) = match &credential {
             Credential::Jwt(jwt) => ("jwt", jwt.len()),
@@ -375,25 +415,45 @@ impl Flow {
         })
     }
 
-    /// Asks the policy about what is new and what is due for a re-check (`stale`, out of
-    /// `held`), in one call; returns what it granted.
+    /// Applies the revocation list (when one is configured) to the held grants; refreshes
+    /// it first when due.
+    async fn revoke(&self, who: &Identity, held: &mut GrantSet, now_ms: u64) -> Applied {
+        let Some(revocations) = &self.revocations else {
+            return Applied::default();
+        };
+        revocations.refresh_when_due(now_ms).await;
+        revocations.apply(&who.client_id, || self.revocation_key(who), held, now_ms)
+    }
+
+    /// The user's revocation key (`CAPSIGN_REVOCATION_KEY` rendered), if configured and its
+    /// claims are present.
+    pub(super) fn revocation_key(&self, who: &Identity) -> Option<String> {
+        self.revocation_key.as_ref()?.render(who)
+    }
+
+    /// Asks the policy about what is new, what is due for a re-check and what was revoked
+    /// (`due`: the last two, out of `held`), in one call; returns what it granted.
     ///
     /// When only re-checks were asked (nothing new) and the webhook is down, the grants due
     /// for a re-check go back into `held` as they are (their approval time unchanged) until
-    /// their maximum age, so an outage does not turn every renewal into a 503.
+    /// their maximum age, so an outage does not turn every renewal into a 503. Revoked grants
+    /// never go back: the client goes on without them.
     async fn decide(
         &self,
         who: &Identity,
         held: &mut GrantSet,
-        stale: GrantSet,
+        (stale, revoked): (GrantSet, GrantSet),
         new: &CapabilitySet,
         now: u64,
         request_id: &str,
     ) -> Result<CapabilitySet, FlowError> {
-        let ask = if stale.is_empty() {
+        let ask = if stale.is_empty() && revoked.is_empty() {
             std::borrow::Cow::Borrowed(new)
         } else {
-            std::borrow::Cow::Owned(new.union(&stale.capabilities()))
+            std::borrow::Cow::Owned(
+                new.union(&stale.capabilities())
+                    .union(&revoked.capabilities()),
+            )
         };
         if ask.is_empty() {
             return Ok(CapabilitySet::new());
@@ -401,7 +461,10 @@ impl Flow {
         match self.policy.decide(who, &ask, now, request_id).await {
             Ok(granted) => Ok(granted),
             Err(e) if new.is_empty() => {
-                tracing::warn!("{e}; serving grants due for a re-check until their maximum age");
+                tracing::warn!(
+                    "{e}; serving grants due for a re-check until their maximum age (revoked \
+                     ones excepted)"
+                );
                 let mut due = stale;
                 let max_age = self.settings.grant_max_age_s;
                 let _expired = due.take_approved_before(now.saturating_sub(max_age));

@@ -175,12 +175,18 @@ impl GrantSet {
 
     /// Removes and returns the grants approved at or before `cutoff`.
     pub fn take_approved_before(&mut self, cutoff: u64) -> GrantSet {
+        self.take_where(cutoff, |_| true)
+    }
+
+    /// Removes and returns the grants approved at or before `cutoff` whose resource `which`
+    /// picks (a revocation of some resources).
+    pub fn take_where(&mut self, cutoff: u64, which: impl Fn(&Resource) -> bool) -> GrantSet {
         if self.oldest_approval().is_none_or(|t| t > cutoff) {
             return GrantSet::new();
         }
         let (old, keep) = std::mem::take(&mut self.entries)
             .into_iter()
-            .partition(|(_, g)| g.approved_at <= cutoff);
+            .partition(|(r, g)| g.approved_at <= cutoff && which(r));
         self.entries = keep;
         GrantSet { entries: old }
     }

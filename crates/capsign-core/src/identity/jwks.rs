@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::client::{ClientError, HttpClient};
 use crate::metrics::Metrics;
-use crate::settings::{ASYMMETRIC, JwksLocation};
+use crate::settings::{ASYMMETRIC, Location};
 
 /// The RSA algorithms: the first six of [`ASYMMETRIC`] (checked when compiling).
 const RSA_FAMILY: &[Algorithm] = ASYMMETRIC.split_at(6).0;
@@ -181,24 +181,6 @@ impl KeySet {
     }
 }
 
-/// Holds the "refresh in progress" flag; clears it when dropped.
-struct RefreshGuard<'a>(&'a AtomicBool);
-
-impl<'a> RefreshGuard<'a> {
-    /// Sets `flag` and returns its guard, or `None` when it was already set.
-    fn take(flag: &'a AtomicBool) -> Option<RefreshGuard<'a>> {
-        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()
-            .map(|_| RefreshGuard(flag))
-    }
-}
-
-impl Drop for RefreshGuard<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// Where the keys come from.
 #[derive(Debug)]
 pub(crate) enum JwksSource {
@@ -239,21 +221,21 @@ impl JwksState {
     ///
     /// The file cannot be read or holds no usable key.
     pub(super) fn build(
-        location: &JwksLocation,
+        location: &Location,
         allowed: &[Algorithm],
         (refresh_every, min_interval): (Duration, Duration),
         client: HttpClient,
         read: impl FnOnce(&std::path::PathBuf) -> Result<Vec<u8>, super::IdentityBuildError>,
     ) -> Result<JwksState, super::IdentityBuildError> {
         match location {
-            JwksLocation::Url(url) => Ok(JwksState::from_url(
+            Location::Url(url) => Ok(JwksState::from_url(
                 url.clone(),
                 allowed.to_vec(),
                 refresh_every,
                 min_interval,
                 client,
             )),
-            JwksLocation::File(path) => {
+            Location::File(path) => {
                 let bytes = read(path)?;
                 JwksState::from_file(&bytes, allowed.to_vec()).map_err(|source| {
                     super::IdentityBuildError::Jwks {
@@ -396,7 +378,7 @@ impl JwksState {
         if !self.is_remote() || !due {
             return false;
         }
-        let Some(_guard) = RefreshGuard::take(&self.refreshing) else {
+        let Some(_guard) = crate::client::RefreshGuard::take(&self.refreshing) else {
             return false;
         };
         // The guard clears the flag however this ends: also when the request that started the

@@ -19,7 +19,7 @@ use crate::identity::Identity;
 use crate::metrics::{Decider, Metrics};
 use crate::settings::{PatternPolicy, PolicySettings, RulesSource};
 
-pub use rules::{Rules, RulesError};
+pub use rules::{ClaimTemplate, Rules, RulesError};
 pub use webhook::{Webhook, WebhookError};
 
 /// The rules used in demo mode: `examples/rules.toml`, built in.

@@ -23,7 +23,7 @@ impl Settings {
         if let IdentitySettings::Jwt {
             key:
                 SessionKeySource::Jwks {
-                    location: JwksLocation::Url(url),
+                    location: Location::Url(url),
                     ..
                 },
             ..
@@ -199,6 +199,42 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The revocation settings: a list URL on plain http only on loopback (its entries decide
+    /// what is revoked); a refresh at least 1 s and shorter than the staleness limit.
+    fn revocation(g: &Given) -> Result<RevocationSettings, SettingsError> {
+        if let Some(Location::Url(url)) = &g.revocations {
+            if url.scheme_str() == Some("http") && !is_loopback_host(url) {
+                return Err(SettingsError::new(
+                    "CAPSIGN_REVOCATIONS",
+                    format!(
+                        "plain http to {}: anyone on the path could drop revocations from the \
+                         list; use https (plain http is allowed on loopback only)",
+                        url.host().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if g.revocations_refresh < Duration::from_secs(1) {
+            return Err(SettingsError::new(
+                "CAPSIGN_REVOCATIONS_REFRESH",
+                "must be at least 1s",
+            ));
+        }
+        if g.revocations_max_stale < g.revocations_refresh {
+            return Err(SettingsError::new(
+                "CAPSIGN_REVOCATIONS_MAX_STALE",
+                "must be at least CAPSIGN_REVOCATIONS_REFRESH (a list is stale only after \
+                 refreshes failed)",
+            ));
+        }
+        Ok(RevocationSettings {
+            list: g.revocations.clone(),
+            refresh: g.revocations_refresh,
+            max_stale: g.revocations_max_stale,
+            key: g.revocation_key.clone(),
+        })
+    }
+
     /// The checks that span several settings, and the demo fallbacks (demo mode only:
     /// `configured` names the settings given besides the listen address and the mode).
     fn from_given(g: Given, configured: &[&str]) -> Result<Settings, SettingsError> {
@@ -231,6 +267,7 @@ impl Settings {
                 "must be at least 1s and at most CAPSIGN_GRANT_MAX_AGE",
             ));
         }
+        let revocation = Settings::revocation(&g)?;
         let identity = Settings::identity(&g, configured)?;
         let demo = matches!(identity, IdentitySettings::Demo);
         if demo {
@@ -299,6 +336,7 @@ impl Settings {
                 max_new_grants: g.max_new_grants,
                 outlive_session: g.outlive_session,
             },
+            revocation,
             http: HttpSettings {
                 cors_origins: g.cors_origins.unwrap_or_default(),
                 allowed_hosts: g.allowed_hosts.unwrap_or_default(),

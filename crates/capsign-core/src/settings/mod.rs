@@ -28,6 +28,7 @@ use http::{HeaderName, Uri};
 use jsonwebtoken::Algorithm;
 
 use crate::capability::CapabilitySet;
+use crate::policy::ClaimTemplate;
 
 mod help;
 mod load;
@@ -123,6 +124,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     /// The auth flow's choices and limits.
     pub flow: FlowSettings,
+    /// The revocation list and the revocation key.
+    pub revocation: RevocationSettings,
     /// Request limits and cross-origin callers.
     pub http: HttpSettings,
     /// Transport limits.
@@ -248,7 +251,7 @@ pub enum SessionKeySource {
     /// A JWKS document.
     Jwks {
         /// Where it is.
-        location: JwksLocation,
+        location: Location,
         /// The algorithms its keys may verify.
         algorithms: Vec<Algorithm>,
         /// Background refresh interval (URL only).
@@ -323,6 +326,19 @@ pub struct FlowSettings {
     pub max_new_grants: usize,
     /// Whether credentials may outlive the app session's `exp`.
     pub outlive_session: bool,
+}
+
+/// Revocation: the list every instance reads, and the `x-ably-revocation-key` claim.
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    /// Where the list is (`CAPSIGN_REVOCATIONS`), if anywhere.
+    pub list: Option<Location>,
+    /// How often it is read again.
+    pub refresh: Duration,
+    /// After this long without a successful read, every held grant is re-checked.
+    pub max_stale: Duration,
+    /// The `x-ably-revocation-key` claim of minted JWTs.
+    pub key: Option<ClaimTemplate>,
 }
 
 /// The settings of the `http` module.

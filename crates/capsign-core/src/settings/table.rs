@@ -147,8 +147,8 @@ settings_table! {
     session_public_key: PathBuf = "CAPSIGN_SESSION_PUBLIC_KEY", default [""], plain,
         parse::path,
         "Path of a PEM public key of the session JWTs (RSA, EC or Ed25519).";
-    session_jwks: JwksLocation = "CAPSIGN_SESSION_JWKS", default [""], plain,
-        JwksLocation::parse,
+    session_jwks: Location = "CAPSIGN_SESSION_JWKS", default [""], plain,
+        Location::parse,
         "A JWKS document of the identity provider: a file path or an http(s) URL.";
     session_algorithms: Vec<Algorithm> = "CAPSIGN_SESSION_ALGORITHMS",
         default ["all asymmetric"], plain, parse::algorithms,
@@ -242,6 +242,21 @@ settings_table! {
     grant_max_age: Duration = "CAPSIGN_GRANT_MAX_AGE", default ("24h"), plain,
         parse::duration,
         "No credential outlives a grant's approval by more; also the cookie's maximum age.";
+    revocations: Location = "CAPSIGN_REVOCATIONS", default ["(none)"], plain,
+        Location::parse,
+        "The revocation list: a file path, or an https URL (plain http on loopback only); see \
+         docs/revocation.md.";
+    revocations_refresh: Duration = "CAPSIGN_REVOCATIONS_REFRESH", default ("10s"), plain,
+        parse::up_to_ten_minutes,
+        "How often the revocation list is read again (a URL with If-None-Match).";
+    revocations_max_stale: Duration = "CAPSIGN_REVOCATIONS_MAX_STALE", default ("5m"), plain,
+        parse::duration,
+        "After this long without a successful read of the list, every held grant is re-checked \
+         by the policy.";
+    revocation_key: ClaimTemplate = "CAPSIGN_REVOCATION_KEY", default [""], plain,
+        ClaimTemplate::parse,
+        "The x-ably-revocation-key claim of minted JWTs, a template: user:{clientId}, \
+         org:{claims.org}.";
     key_capability: CapabilitySet = "CAPSIGN_KEY_CAPABILITY", default [""], plain,
         parse::capability,
         "The Ably key's own capability (JSON); minted sets are intersected with it.";
@@ -263,7 +278,8 @@ settings_table! {
          the load balancer's health-check interval × its failure threshold, plus propagation.";
     startup_timeout: Duration = "CAPSIGN_STARTUP_TIMEOUT", default ("5m"), plain,
         parse::up_to_ten_minutes,
-        "How long a failed start-up fetch (the JWKS) is retried, not ready, before exit 2.";
+        "How long a failed start-up fetch (the JWKS, the revocation list) is retried, not ready, \
+         before exit 2.";
     shutdown_grace: Duration = "CAPSIGN_SHUTDOWN_GRACE", default ("10s"), plain,
         parse::up_to_ten_minutes,
         "Then in-flight requests get this long to complete before capsign exits.";

@@ -261,21 +261,22 @@ impl CookieKeys {
     }
 }
 
-/// Where a JWKS document is.
+/// Where a document a setting names is (a JWKS, the revocation list): a file path, or an
+/// `http(s)` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksLocation {
-    /// A file, read once at start-up.
+pub enum Location {
+    /// A file.
     File(PathBuf),
     /// A URL, fetched at start-up and refreshed.
     Url(Uri),
 }
 
-impl JwksLocation {
-    pub(super) fn parse(s: &str) -> Result<JwksLocation, String> {
+impl Location {
+    pub(super) fn parse(s: &str) -> Result<Location, String> {
         if s.starts_with("http://") || s.starts_with("https://") {
-            parse::url(s).map(JwksLocation::Url)
+            parse::url(s).map(Location::Url)
         } else {
-            Ok(JwksLocation::File(PathBuf::from(s)))
+            Ok(Location::File(PathBuf::from(s)))
         }
     }
 }

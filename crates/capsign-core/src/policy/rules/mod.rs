@@ -56,6 +56,8 @@ use crate::identity::Identity;
 
 mod template;
 
+pub use template::ClaimTemplate;
+
 use template::{
     Piece, parse_claim_template, parse_template, render, render_claim, render_resource,
 };

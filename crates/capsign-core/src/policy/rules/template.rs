@@ -80,6 +80,54 @@ pub(super) fn render_claim(pieces: &[Piece], who: &Identity) -> Option<String> {
     Some(out)
 }
 
+/// A claim value capsign writes into each minted JWT (`x-ably-revocation-key`): the claim
+/// dialect's placeholders, any other text literal; rendered as the raw value (the JWT writer
+/// escapes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimTemplate {
+    text: String,
+    pieces: Vec<Piece>,
+}
+
+impl ClaimTemplate {
+    /// Parses `text`; refuses an empty one and a `{...}` that is no placeholder (a typo such
+    /// as `{claim.org}` would otherwise be sent literally to every user).
+    ///
+    /// # Errors
+    ///
+    /// Empty, or an unknown `{...}`.
+    pub fn parse(text: &str) -> Result<ClaimTemplate, String> {
+        if text.trim().is_empty() {
+            return Err("empty".into());
+        }
+        let pieces = parse_template(text)?;
+        Ok(ClaimTemplate {
+            text: text.to_owned(),
+            pieces,
+        })
+    }
+
+    /// The value for `who`; `None` when a claim it names is missing (or not a string or an
+    /// integer).
+    pub fn render(&self, who: &Identity) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.pieces {
+            out.push_str(&substitution(who, p)?);
+        }
+        Some(out)
+    }
+
+    /// Whether it reads a session claim (so the identity must keep them).
+    pub fn reads_claims(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Claim(_)))
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 pub(super) fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut rest = text;
