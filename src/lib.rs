@@ -23,7 +23,7 @@
 
 pub use capsign_core::{
     ably, app, capability, client, flow, grants, http, identity, logging, metrics, policy,
-    set_cookie, settings,
+    revocation, set_cookie, settings,
 };
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

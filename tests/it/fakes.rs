@@ -21,6 +21,8 @@ pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// Headers besides `Content-Type: application/json`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Answer {
@@ -29,7 +31,14 @@ impl Answer {
             status,
             body: v.to_string().into_bytes(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -104,6 +113,10 @@ impl Fake {
                                 http::header::CONTENT_TYPE,
                                 http::HeaderValue::from_static("application/json"),
                             );
+                            for (name, value) in &answer.headers {
+                                resp.headers_mut()
+                                    .insert(*name, http::HeaderValue::from_str(value).unwrap());
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });

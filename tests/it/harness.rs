@@ -71,7 +71,11 @@ impl Server {
 
     /// The app of this environment, called without a socket.
     pub async fn start_with(map: HashMap<String, String>) -> Server {
-        let app = Arc::new(load(&map).unwrap());
+        Server::from_app(Arc::new(load(&map).unwrap())).await
+    }
+
+    /// `app`, prepared, called without a socket.
+    pub async fn from_app(app: Arc<App>) -> Server {
         app.prepare().await.unwrap();
         Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),

@@ -21,6 +21,7 @@ mod laws;
 mod metrics;
 mod providers;
 mod renewal;
+mod revocation;
 mod rotation;
 mod vectors;
 mod web;

@@ -178,6 +178,7 @@ async fn a_failing_webhook_is_503_within_the_timeout_and_the_cookie_stays() {
                 status: 200,
                 body: b"{\"granted\":{}}".to_vec(),
                 delay: Duration::from_secs(3),
+                headers: Vec::new(),
             },
         ),
         (
@@ -186,6 +187,7 @@ async fn a_failing_webhook_is_503_within_the_timeout_and_the_cookie_stays() {
                 status: 200,
                 body: b"<html>oops".to_vec(),
                 delay: Duration::ZERO,
+                headers: Vec::new(),
             },
         ),
         ("wrong shape", Answer::json(200, &json!({"allowed": {}}))),

@@ -219,10 +219,12 @@ impl Flow {
     ) -> Result<(String, u64), FlowError> {
         let now = at.now_ms / 1000;
         // Back-dated for clocks slightly behind, but never to before a revocation at Ably
-        // that this client's credentials fall under (nor past now).
+        // that this client's credentials fall under: Ably refuses what was issued before it.
+        // `iat` is in whole seconds, so a revocation at 12.3 s needs 13 s, up to a second
+        // ahead (`capsign revoke` revokes at whole seconds, so its entries never need that).
         let iat = now
             .saturating_sub(IAT_BACKDATE_S)
-            .max(at.issued_not_before_s.min(now));
+            .max(at.issued_not_before_s.min(now + 1));
         // Within Ably's limit even counting the back-dating.
         let exp = (now + at.ttl_ms.div_ceil(1000)).min(iat + self.settings.ttl.max_ms / 1000);
         let mut claims = self.policy.claims(who, capability);

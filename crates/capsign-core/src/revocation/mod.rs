@@ -178,7 +178,8 @@ impl Revocations {
             metrics,
         };
         if matches!(revocations.source, Source::File(_)) {
-            revocations.read_file(now_ms)?;
+            let read = revocations.read_file(now_ms);
+            revocations.record(now_ms, read)?;
         }
         Ok(Some(revocations))
     }
@@ -220,11 +221,20 @@ impl Revocations {
     ///
     /// See [`RevocationError`].
     pub async fn refresh(&self, now_ms: u64) -> Result<Refreshed, RevocationError> {
-        self.tried_at_ms.store(now_ms, Ordering::Relaxed);
         let result = match &self.source {
             Source::File(_) => self.read_file(now_ms),
             Source::Url(url) => self.fetch(url, now_ms).await,
         };
+        self.record(now_ms, result)
+    }
+
+    /// Notes a read tried at `now_ms` and counts its result.
+    fn record(
+        &self,
+        now_ms: u64,
+        result: Result<Refreshed, RevocationError>,
+    ) -> Result<Refreshed, RevocationError> {
+        self.tried_at_ms.store(now_ms, Ordering::Relaxed);
         self.metrics.revocation_read(match &result {
             Ok(Refreshed::Loaded(_)) => "ok",
             Ok(Refreshed::Unchanged) => "unchanged",
@@ -352,6 +362,8 @@ impl Revocations {
         let Some(_guard) = crate::client::RefreshGuard::take(&self.refreshing) else {
             return;
         };
+        // Requests that arrive while this read runs do not start another.
+        self.tried_at_ms.store(now_ms, Ordering::Relaxed);
         // Boxed: the fetch's future is large, and every request's future would otherwise
         // carry room for it.
         if let Err(e) = Box::pin(self.refresh(now_ms)).await {
