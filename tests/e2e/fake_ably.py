@@ -9,6 +9,15 @@ It checks what Ably checks, as `docs/ably-protocol.md` describes it:
 - `POST|GET /channels/{name}/messages` (publish, history), authenticated by such a token or by
   an Ably JWT (HS256 under the key its `kid` names, `iat` and `exp` checked), the capability
   enforced with Ably's wildcard rules: 401/40160 when it does not allow the operation there.
+- `POST /keys/{keyName}/revokeTokens` (token revocation, for keys created with revocable
+  tokens): Basic auth with the key itself (a token: 40162; a key without revocable tokens:
+  40163), `targets` of `clientId:…` or `revocationKey:…` (`channel:` is refused per target,
+  as Ably enables it only on request), `issuedBefore` neither in the future nor more than an
+  hour old (40003), `allowReauthMargin` (enforced 30 s later); answers a batch result per
+  target. From `appliesAt` on, a token of that key issued before `issuedBefore` whose clientId
+  (or, for a JWT, `x-ably-revocation-key`) matches is refused with 40141, on REST and on
+  Realtime, where its connections get `DISCONNECTED` with 40141 (ably-js then asks its
+  authUrl for a new token and reconnects); tokens of a revocable key live at most an hour.
 - `GET /time`, and CORS for the browser test.
 - Realtime: the WebSocket protocol subset ably-js 2.x speaks with `useBinaryProtocol: false`,
   on the same port (ably-js reaches REST and Realtime through one `port`): connect with
@@ -42,6 +51,7 @@ with open(SHARED, encoding="utf-8") as f:
     OPERATIONS = set(json.load(f)["operations"])
 TR_FIELDS = ["keyName", "ttl", "capability", "clientId", "timestamp", "nonce", "mac"]
 MAX_TTL_MS = 24 * 3600 * 1000
+REVOCABLE_MAX_TTL_MS = 3600 * 1000
 WINDOW_MS = 2 * 60 * 1000
 
 
@@ -145,9 +155,11 @@ def user_claim(user_claims, channel, room):
 
 
 class FakeAbly:
-    def __init__(self, keys, time_offset_ms=0):
-        """`keys`: {keyName: secret}."""
+    def __init__(self, keys, time_offset_ms=0, revocable=()):
+        """`keys`: {keyName: secret}; `revocable`: the key names with revocable tokens."""
         self.keys = dict(keys)
+        self.revocable = set(revocable)
+        self.revocations = []  # (keyName, target, issuedBefore, appliesAt)
         self.time_offset_ms = time_offset_ms
         self.tokens = {}
         self.nonces = set()
@@ -196,10 +208,14 @@ class FakeAbly:
             self.nonces.add(nonce)
             token = f"{key_name.split('.')[0]}.{secrets.token_urlsafe(24)}"
             issued = self.now()
+            if key_name in self.revocable and ttl > REVOCABLE_MAX_TTL_MS:
+                raise AblyError(400, 40003, "ttl over 1 h for a key with revocable tokens")
             self.tokens[token] = {
                 "capability": capability,
                 "clientId": tr.get("clientId"),
                 "expires": issued + ttl,
+                "issued": issued,
+                "keyName": key_name,
             }
         details = {
             "token": token,
@@ -242,6 +258,11 @@ class FakeAbly:
             raise AblyError(401, 40144, "JWT issued in the future")
         if exp <= now_s:
             raise AblyError(401, 40142, "Token expired")
+        if header.get("kid") in self.revocable:
+            if exp - iat > REVOCABLE_MAX_TTL_MS // 1000:
+                raise AblyError(401, 40003, "token lifetime over 1 h for a key with revocable tokens")
+            self.check_revoked(header.get("kid"), iat * 1000, claims.get("x-ably-clientId"),
+                               claims.get("x-ably-revocation-key"))
         capability = parse_capability(claims.get("x-ably-capability", '{"*":["*"]}'))
         user_claims = {k: v for k, v in claims.items()
                        if k.startswith(("ably.channel.", "ably.room.")) and isinstance(v, str)}
@@ -284,6 +305,8 @@ class FakeAbly:
             raise AblyError(401, 40143, "Token unrecognised")
         if entry["expires"] <= self.now():
             raise AblyError(401, 40142, "Token expired")
+        if entry["keyName"] in self.revocable:
+            self.check_revoked(entry["keyName"], entry["issued"], entry["clientId"], None)
         return entry["capability"], entry["clientId"], entry["expires"]
 
     def authenticate(self, authorization):
@@ -311,6 +334,74 @@ class FakeAbly:
         capability, client_id, _ = self.native_token(token)
         return capability, client_id, {}
 
+    # ----- Revocation -----
+
+    def check_revoked(self, key_name, issued_ms, client_id, revocation_key):
+        """Raises 40141 when a revocation in force covers a token of `key_name` issued at
+        `issued_ms` with this clientId and revocation key."""
+        now = self.now()
+        with self.lock:
+            revocations = list(self.revocations)
+        for key, target, before, applies_at in revocations:
+            if key != key_name or issued_ms >= before or now < applies_at:
+                continue
+            kind, _, value = target.partition(":")
+            if (kind == "clientId" and value == client_id) or (
+                    kind == "revocationKey" and revocation_key is not None and value == revocation_key):
+                raise AblyError(401, 40141, "Token revoked")
+
+    def revoke_tokens(self, key_name, authorization, body):
+        """`POST /keys/{keyName}/revokeTokens`: the batch result, as Ably answers it."""
+        if not authorization or not authorization.startswith("Basic "):
+            raise AblyError(401, 40162, "revokeTokens needs Basic auth with the key, not a token")
+        try:
+            name, _, secret = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise AblyError(401, 40101, "malformed Basic credentials")
+        if name != key_name or self.keys.get(key_name) is None or not hmac.compare_digest(
+                secret.encode(), self.keys[key_name].encode()):
+            raise AblyError(401, 40101, "invalid key credentials")
+        if key_name not in self.revocable:
+            raise AblyError(401, 40163, "token revocation is not enabled for this key (revocable tokens)")
+        if not isinstance(body, dict) or not isinstance(body.get("targets"), list) or not body["targets"]:
+            raise AblyError(400, 40000, "targets: a non-empty array of type:value strings")
+        if len(body["targets"]) > 100:
+            raise AblyError(400, 40000, "at most 100 targets")
+        now = self.now()
+        before = body.get("issuedBefore", now)
+        if not isinstance(before, int) or before > now + 1000 or before < now - 3600 * 1000:
+            raise AblyError(400, 40003, "issuedBefore must not be in the future nor more than an hour ago")
+        margin = body.get("allowReauthMargin", False)
+        if not isinstance(margin, bool):
+            raise AblyError(400, 40000, "allowReauthMargin must be a boolean")
+        applies_at = now + (30_000 if margin else 0)
+        results = []
+        for target in body["targets"]:
+            kind, sep, value = target.partition(":") if isinstance(target, str) else ("", "", "")
+            if not sep or not value or kind not in ("clientId", "revocationKey", "channel"):
+                results.append({"target": target, "error": error_body(
+                    AblyError(400, 40000, "a target is clientId:…, revocationKey:… or channel:…"))})
+            elif kind == "channel":
+                results.append({"target": target, "error": error_body(
+                    AblyError(400, 40000, "channel revocation is not enabled for this app"))})
+            else:
+                with self.lock:
+                    self.revocations.append((key_name, target, before, applies_at))
+                results.append({"target": target, "issuedBefore": before, "appliesAt": applies_at})
+        if self.loop is not None:
+            self.loop.call_later(max(0.0, (applies_at - now) / 1000), self.drop_revoked)
+        failures = sum("error" in r for r in results)
+        return {"successCount": len(results) - failures, "failureCount": failures, "results": results}
+
+    def drop_revoked(self):
+        """Disconnects, with 40141, every Realtime connection whose token is revoked now."""
+        for conn in list(self.connections.values()):
+            try:
+                self.authenticate_token(conn.token)
+            except AblyError as e:
+                if e.code == 40141:
+                    conn.disconnect(e)
+
     # ----- Realtime -----
 
     def realtime_connect(self, query):
@@ -323,6 +414,7 @@ class FakeAbly:
         if asked is not None and client_id not in (None, "*") and asked != client_id:
             raise AblyError(401, 40102, "clientId does not match the token's")
         conn = RealtimeConnection(self, capability, client_id)
+        conn.token = query.get("access_token") or query.get("accessToken")
         with self.lock:
             self.connections[conn.id] = conn
         return conn
@@ -348,6 +440,7 @@ class FakeAbly:
             app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
             app.router.add_get("/time", self._time)
             app.router.add_post("/keys/{key}/requestToken", self._request_token)
+            app.router.add_post("/keys/{key}/revokeTokens", self._revoke_tokens)
             app.router.add_route("*", "/channels/{channel}/messages", self._messages)
             app.router.add_route("*", "/{tail:.*}", self._not_found)
             self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
@@ -421,6 +514,11 @@ class FakeAbly:
     async def _request_token(self, request):
         return self._reply(request, 200, self.request_token(request.match_info["key"], await self._body_json(request)))
 
+    async def _revoke_tokens(self, request):
+        body = await self._body_json(request)
+        return self._reply(request, 200, self.revoke_tokens(
+            request.match_info["key"], request.headers.get("Authorization"), body))
+
     async def _messages(self, request):
         if request.method not in ("GET", "POST"):
             raise AblyError(405, 40000, "GET or POST")
@@ -493,7 +591,7 @@ class FakeAbly:
 
 
 # Realtime protocol actions and flags (ably-js `actions`, `flags`).
-HEARTBEAT, ACK, NACK, CONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4, 7, 8, 9
+HEARTBEAT, ACK, NACK, CONNECTED, DISCONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4, 6, 7, 8, 9
 ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = 10, 11, 12, 13, 14, 15, 16, 17
 HAS_PRESENCE = 1 << 0
 MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
@@ -549,6 +647,7 @@ class RealtimeConnection:
         self.closed = False
         self.serial = 0
         self.auths = 0
+        self.token = None
 
     def details(self):
         details = {"connectionKey": self.key, "maxMessageSize": 65536, "maxFrameSize": 262144,
@@ -573,12 +672,20 @@ class RealtimeConnection:
                 message = {"action": HEARTBEAT}
             try:
                 await self.ws.send_json(message)
+                if message.get("action") == DISCONNECTED:
+                    await self.ws.close()
+                    return
             except (ConnectionError, RuntimeError):
                 return
 
     def fail(self, e):
         """A connection-level error: Ably sends ERROR without a channel and closes."""
         self.send({"action": ERROR, "error": error_body(e)})
+
+    def disconnect(self, e):
+        """Ably ends a connection whose token was revoked: DISCONNECTED with the error, then
+        the socket closes (the client gets a new token and reconnects)."""
+        self.send({"action": DISCONNECTED, "error": error_body(e)})
 
     def handle(self, m):
         """One protocol message from the client; False ends the connection."""
@@ -599,6 +706,7 @@ class RealtimeConnection:
                 self.fail(AblyError(401, 40102, "incompatible credentials: AUTH with another clientId"))
                 return False
             self.capability = capability
+            self.token = token
             self.auths += 1
             # Channels whose capability is gone are detached; the others keep their modes.
             for name in list(self.attached):

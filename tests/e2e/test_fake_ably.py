@@ -255,5 +255,115 @@ class Realtime(unittest.TestCase):
         self.assertEqual((first["action"], first["error"]["code"]), (9, 40144))
 
 
+class Revocation(unittest.TestCase):
+    """`revokeTokens` as Ably documents it, and revoked tokens refused on REST and Realtime."""
+
+    REV = "revApp.revKey"
+    REV_SECRET = "revocable-secret"
+
+    def setUp(self):
+        self.fake = FakeAbly({KEY: SECRET, self.REV: self.REV_SECRET}, revocable={self.REV})
+        self.port = self.fake.start()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def tearDown(self):
+        self.fake.stop()
+
+    def call(self, method, path, body=None, auth=None):
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def basic(self, name=None, secret=None):
+        raw = f"{name or self.REV}:{secret or self.REV_SECRET}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def bearer(self, token):
+        return "Bearer " + base64.b64encode(token.encode()).decode()
+
+    def token(self, client_id="alice", iat=None, key=None, **claims):
+        iat = int(time.time()) - 5 if iat is None else iat
+        body = {"iat": iat, "exp": iat + 600, "x-ably-capability": '{"*":["*"]}',
+                "x-ably-clientId": client_id, **claims}
+        return jwt(body, secret=self.REV_SECRET if key is None else SECRET, kid=key or self.REV)
+
+    def publish(self, token):
+        status, body = self.call("POST", "/channels/doc:1/messages", {"data": 1}, self.bearer(token))
+        return status, body.get("error", {}).get("code") if isinstance(body, dict) else None
+
+    def test_revoke_by_client_id_refuses_older_tokens_only(self):
+        old = self.token()
+        self.assertEqual(self.publish(old), (201, None))
+        now = int(time.time() * 1000)
+        status, result = self.call("POST", f"/keys/{self.REV}/revokeTokens",
+                                   {"targets": ["clientId:alice", "channel:x"], "issuedBefore": now},
+                                   self.basic())
+        self.assertEqual(status, 200, result)
+        self.assertEqual((result["successCount"], result["failureCount"]), (1, 1))
+        ok, refused = result["results"]
+        self.assertEqual((ok["target"], ok["issuedBefore"], ok["appliesAt"]), ("clientId:alice", now, ok["appliesAt"]))
+        self.assertEqual(refused["target"], "channel:x")
+        self.assertIn("error", refused)
+        self.assertEqual(self.publish(old), (401, 40141))
+        self.assertEqual(self.publish(self.token(iat=now // 1000 + 1)), (201, None), "issued after")
+        self.assertEqual(self.publish(self.token(client_id="bob")), (201, None), "another client")
+        # A token of a key without revocable tokens is not affected, and that key cannot revoke.
+        self.assertEqual(self.publish(self.token(key=KEY)), (201, None))
+        status, err = self.call("POST", f"/keys/{KEY}/revokeTokens", {"targets": ["clientId:alice"]},
+                                self.basic(KEY, SECRET))
+        self.assertEqual((status, err["error"]["code"]), (401, 40163))
+
+    def test_revoke_by_revocation_key_and_the_margin(self):
+        group = self.token(client_id="carol", **{"x-ably-revocation-key": "org:acme"})
+        status, result = self.call("POST", f"/keys/{self.REV}/revokeTokens",
+                                   {"targets": ["revocationKey:org:acme"], "allowReauthMargin": True},
+                                   self.basic())
+        self.assertEqual(status, 200, result)
+        ok = result["results"][0]
+        self.assertGreaterEqual(ok["appliesAt"] - ok["issuedBefore"], 29_000)
+        self.assertEqual(self.publish(group), (201, None), "not yet: the margin")
+        self.fake.time_offset_ms = 31_000
+        self.assertEqual(self.publish(group), (401, 40141))
+        self.assertEqual(self.publish(self.token(client_id="carol")), (201, None), "no key: not covered")
+
+    def test_bad_revocation_requests(self):
+        path = f"/keys/{self.REV}/revokeTokens"
+        now = int(time.time() * 1000)
+        for body, auth, want in [
+            ({"targets": ["clientId:a"]}, self.bearer(self.token()), (401, 40162)),
+            ({"targets": ["clientId:a"]}, self.basic(secret="wrong"), (401, 40101)),
+            ({"targets": []}, self.basic(), (400, 40000)),
+            ({"targets": ["clientId:a"], "issuedBefore": now + 60_000}, self.basic(), (400, 40003)),
+            ({"targets": ["clientId:a"], "issuedBefore": now - 7200_000}, self.basic(), (400, 40003)),
+        ]:
+            status, err = self.call("POST", path, body, auth)
+            self.assertEqual((status, err["error"]["code"]), want, body)
+
+    def test_a_revoked_connection_is_disconnected_with_40141(self):
+        token = self.token()
+
+        async def go():
+            async with aiohttp.ClientSession() as http:
+                url = f"ws://127.0.0.1:{self.port}/?access_token={token}&format=json&v=5"
+                async with http.ws_connect(url) as ws:
+                    first = await asyncio.wait_for(ws.receive_json(), 5)
+                    await asyncio.get_running_loop().run_in_executor(None, lambda: self.call(
+                        "POST", f"/keys/{self.REV}/revokeTokens", {"targets": ["clientId:alice"]}, self.basic()))
+                    while True:
+                        m = await asyncio.wait_for(ws.receive_json(), 5)
+                        if m["action"] != 0:
+                            return first, m
+        first, m = asyncio.run(go())
+        self.assertEqual(first["action"], 4)
+        self.assertEqual((m["action"], m["error"]["code"]), (6, 40141))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -2,6 +2,7 @@
 //! or one of the operator subcommands of [`cli`].
 
 mod cli;
+mod revoke;
 
 use capsign::logging::{self, say};
 
@@ -58,6 +59,34 @@ enum Command {
         #[arg(long)]
         header: bool,
     },
+    /// Revoke tokens at Ably (revokeTokens, with the configured key) and add the matching
+    /// entry to capsign's revocation list (CAPSIGN_REVOCATIONS when it is a file; printed for
+    /// the app to publish otherwise), so no instance hands the grants back from a cookie.
+    #[command(after_help = "Examples:\n  capsign revoke --client-id alice\n  \
+        capsign revoke --client-id alice --resource 'doc:*'\n  \
+        capsign revoke --revocation-key org:acme --allow-reauth-margin")]
+    Revoke {
+        /// Revoke this clientId's tokens and grants (repeatable).
+        #[arg(long = "client-id", value_name = "ID")]
+        client_id: Vec<String>,
+        /// Revoke the tokens and grants of every user whose x-ably-revocation-key claim
+        /// (CAPSIGN_REVOCATION_KEY) is this (repeatable).
+        #[arg(long = "revocation-key", value_name = "KEY")]
+        revocation_key: Vec<String>,
+        /// Only these resources in capsign's list (repeatable; patterns allowed): the client
+        /// keeps the rest. Ably revokes the whole token; the client's next one lacks only
+        /// these.
+        #[arg(long, value_name = "RESOURCE")]
+        resource: Vec<String>,
+        /// Ably enforces the revocation 30 s later and asks connected clients to
+        /// re-authenticate first, so they switch without a disconnection.
+        #[arg(long)]
+        allow_reauth_margin: bool,
+        /// Write the list entry without asking Ably (a key without revocable tokens: the
+        /// credentials already issued live until they expire, none is renewed).
+        #[arg(long)]
+        list_only: bool,
+    },
     /// GET a URL; exit 0 on a 2xx answer in time, 1 otherwise (a health check for an image
     /// with no shell). A path alone (`/healthz`) probes the local server: the port of
     /// CAPSIGN_LISTEN, else PORT, else 3000.
@@ -87,6 +116,24 @@ fn main() -> ExitCode {
         Some(Command::Keygen { current }) => return cli::keygen(current.as_deref()),
         Some(Command::Inspect { value, header }) => return cli::inspect(config, &value, header),
         Some(Command::Probe { url, timeout }) => return cli::probe(&url, timeout),
+        Some(Command::Revoke {
+            client_id,
+            revocation_key,
+            resource,
+            allow_reauth_margin,
+            list_only,
+        }) => {
+            return revoke::run(
+                config,
+                &revoke::Revoke {
+                    client_ids: client_id,
+                    revocation_keys: revocation_key,
+                    resources: resource,
+                    allow_reauth_margin,
+                    list_only,
+                },
+            );
+        }
         Some(Command::Serve) | None => {}
     }
     let settings = match Settings::from_process(args.config.as_deref()) {

@@ -25,7 +25,7 @@ use crate::json::push_json_string;
 use crate::settings::{AblyApiKey, AblySettings};
 
 pub use embedded::EmbeddedJwt;
-pub use rest::{AblyError, AblyRest};
+pub use rest::{AblyError, AblyRest, Revoked};
 
 /// Length of the nonces capsign generates (Ably requires at least 16).
 pub const NONCE_LEN: usize = 32;

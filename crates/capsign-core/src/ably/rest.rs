@@ -1,7 +1,8 @@
-//! Ably's REST API, for the two calls capsign makes itself: `POST /keys/{keyName}/requestToken`
+//! Ably's REST API, for the calls capsign makes itself: `POST /keys/{keyName}/requestToken`
 //! (the `format=token` flow: capsign obtains the Ably token and hands the client its
-//! TokenDetails) and `GET /time` (an optional clock correction at start-up, for hosts whose
-//! clock is off; Ably refuses TokenRequests more than about two minutes away from its time).
+//! TokenDetails), `GET /time` (an optional clock correction at start-up, for hosts whose
+//! clock is off; Ably refuses TokenRequests more than about two minutes away from its time),
+//! and `POST /keys/{keyName}/revokeTokens` (`capsign revoke`, with Basic auth).
 //!
 //! The base URL is configurable (`CAPSIGN_ABLY_REST_URL`) so tests point it at a local fake.
 
@@ -48,6 +49,29 @@ impl AblyError {
             AblyError::Malformed(_) => "malformed",
         }
     }
+}
+
+/// One target's answer to `revokeTokens`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked: tokens issued before `issued_before` (ms) are refused from `applies_at` (ms).
+    Done {
+        /// The target (`clientId:alice`).
+        target: String,
+        /// Tokens issued before this time are revoked.
+        issued_before: u64,
+        /// From this time (later than now with `allowReauthMargin`).
+        applies_at: u64,
+    },
+    /// Ably refused this target.
+    Failed {
+        /// The target.
+        target: String,
+        /// Ably's error code.
+        code: u32,
+        /// Ably's message.
+        message: String,
+    },
 }
 
 /// A client of Ably's REST API.
@@ -111,6 +135,60 @@ impl AblyRest {
         Ok(resp.body)
     }
 
+    /// Revokes the tokens of `targets` (`clientId:…`, `revocationKey:…`, `channel:…`) issued
+    /// before `issued_before_ms`, authenticated with the key itself (Basic auth, as Ably
+    /// requires). Returns Ably's answer per target.
+    ///
+    /// # Errors
+    ///
+    /// Ably refused the whole request (a key without revocable tokens, a bad target) or
+    /// could not be reached, or answered something else than its batch result.
+    pub async fn revoke_tokens(
+        &self,
+        key: &crate::settings::AblyApiKey,
+        targets: &[String],
+        issued_before_ms: u64,
+        allow_reauth_margin: bool,
+    ) -> Result<Vec<Revoked>, AblyError> {
+        use base64::Engine as _;
+        let path = format!(
+            "/keys/{}/revokeTokens",
+            utf8_percent_encode(&key.name, NON_ALPHANUMERIC)
+        );
+        let body = serde_json::json!({
+            "targets": targets,
+            "issuedBefore": issued_before_ms,
+            "allowReauthMargin": allow_reauth_margin,
+        });
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            key.name,
+            key.secret.expose()
+        ));
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url(&path)?)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+            .body(Bytes::from(body.to_string()))
+            .map_err(|e| AblyError::Malformed(e.to_string()))?;
+        let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
+        if !resp.status.is_success() {
+            return Err(refusal(resp.status, &resp.body));
+        }
+        let v: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| AblyError::Malformed(format!("revokeTokens: {e}")))?;
+        // A batch result (`{successCount, failureCount, results}`), or its results alone.
+        let results = v
+            .get("results")
+            .unwrap_or(&v)
+            .as_array()
+            .ok_or_else(|| AblyError::Malformed("revokeTokens: no results".into()))?;
+        results.iter().map(revoked).collect()
+    }
+
     /// Ably's time, in ms since the epoch.
     ///
     /// # Errors
@@ -130,6 +208,42 @@ impl AblyRest {
             .and_then(Value::as_u64)
             .ok_or_else(|| AblyError::Malformed("/time is not [ms]".into()))
     }
+}
+
+/// One result of a `revokeTokens` batch.
+fn revoked(r: &Value) -> Result<Revoked, AblyError> {
+    let target = r
+        .get("target")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AblyError::Malformed("revokeTokens: a result without target".into()))?
+        .to_owned();
+    if let Some(error) = r.get("error") {
+        return Ok(Revoked::Failed {
+            target,
+            code: error
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+                .chars()
+                .take(300)
+                .collect(),
+        });
+    }
+    let time = |name: &str| {
+        r.get(name)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| AblyError::Malformed(format!("revokeTokens: {target} has no {name}")))
+    };
+    Ok(Revoked::Done {
+        issued_before: time("issuedBefore")?,
+        applies_at: time("appliesAt")?,
+        target,
+    })
 }
 
 /// Ably's error envelope, or a generic refusal for its status.

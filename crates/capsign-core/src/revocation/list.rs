@@ -92,6 +92,20 @@ impl ListDoc {
         serde_json::from_slice(bytes).map_err(|e| ListError::Json(e.to_string()))
     }
 
+    /// A document of these entries.
+    pub fn of(revocations: Vec<EntryDoc>) -> ListDoc {
+        ListDoc {
+            revocations,
+            other: serde_json::Map::new(),
+        }
+    }
+
+    /// The document as JSON, indented for people (and diffs).
+    pub fn to_pretty_json(&self) -> String {
+        // A map of strings and numbers always serializes.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
     /// Drops the entries whose `before` is at or before `cutoff_ms` (they revoke nothing any
     /// grant cookie can still hold).
     pub fn drop_older_than(&mut self, cutoff_ms: u64) {
