@@ -178,6 +178,36 @@ pub async fn run(
     run_until(listener, app, shutdown, std::future::pending()).await
 }
 
+/// Reads the revocation list every half `CAPSIGN_REVOCATIONS_REFRESH` while the server runs
+/// (a read is due once per interval), so an instance that gets no requests holds a list as
+/// fresh as a busy one's: its next request already sees a revocation published a refresh
+/// interval ago. Stops with the server.
+fn keep_revocations_fresh(app: &Arc<App>) -> Option<AbortOnDrop> {
+    let revocations = Arc::clone(app.flow.revocations.as_ref()?);
+    let every = app.settings.revocation.refresh / 2;
+    let app = Arc::downgrade(app);
+    Some(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(app) = app.upgrade() else {
+                return;
+            };
+            let now = app.clock.now_ms();
+            drop(app);
+            revocations.refresh_if_due(now).await;
+        }
+    })))
+}
+
+/// A background task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a server's drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -200,6 +230,7 @@ pub async fn run_until(
     abort: impl Future<Output = ()>,
 ) -> std::io::Result<Drained> {
     let limits = app.server_settings().clone();
+    let _fresh = keep_revocations_fresh(&app);
     let mut builder = http1::Builder::new();
     // Without the timer, hyper's header_read_timeout is silently off.
     builder

@@ -15,6 +15,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,8 @@ from fake_ably import FakeAbly  # noqa: E402
 
 ABLY_KEY_NAME, ABLY_SECRET = "e2eApp.e2eKey", "e2e-ably-secret-" + secrets.token_hex(8)
 DEMO_KEY_NAME, DEMO_SECRET = "demoap.demoky", "capsign-demo-secret-not-for-production"
+# A key created with revocable tokens (Ably's revokeTokens works only for those).
+REV_KEY_NAME, REV_SECRET = "e2eApp.revKey", "e2e-revocable-secret-" + secrets.token_hex(8)
 SESSION_SECRET = secrets.token_hex(32)
 STEP_TIMEOUT = 150
 
@@ -34,10 +37,11 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def session(sub, lifetime=3600):
+def session(sub, lifetime=3600, **extra):
     now = int(time.time())
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": sub, "iat": now - max(0, -lifetime) - 60, "exp": now + lifetime, "role": "moderator"}
+    claims = {"sub": sub, "iat": now - max(0, -lifetime) - 60, "exp": now + lifetime, "role": "moderator",
+              **extra}
     body = b64url(json.dumps(claims).encode())
     sig = hmac.new(SESSION_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64url(sig)}"
@@ -48,7 +52,7 @@ EXPECTED = {"ably-js node": 21, "ably-python": 10, "ably-js chromium": 8, "metri
             "helper node": 20, "helper examples": 1,
             "ably-js node, Lambda": 21, "ably-python, Lambda": 10,
             "ably-js node, Worker": 21, "ably-python, Worker": 10, "helper node, Worker": 20,
-            "ably-js chromium, Worker": 8, "public keys, Worker": 5}
+            "ably-js chromium, Worker": 8, "public keys, Worker": 5, "revocation": 3}
 
 
 # What the steps measured (their `MEASURE ...` lines), repeated in the summary.
@@ -81,11 +85,15 @@ def start_capsign(binary, env, want_metrics=False):
 
 class Webhook:
     """The app's policy webhook for the helper's failure tests: grants what it is asked, but
-    nothing under `secret:`, and answers 503 to the next N calls after `POST /fail` with N."""
+    nothing under `secret:`, and answers 503 to the next N calls after `POST /fail` with N.
+    `POST /deny` with a resource name denies it from then on (the app removed the user);
+    `GET /log` lists the resources each call asked about."""
 
     def __init__(self):
         self.fail_next = 0
         self.calls = 0
+        self.denied = set()
+        self.log = []
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -102,17 +110,27 @@ class Webhook:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_GET(self):
+                if self.path == "/log":
+                    return self.answer(200, {"calls": hook.log})
+                return self.answer(404, {})
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/fail":
                     hook.fail_next = int(body or b"1")
                     return self.answer(200, {"fail_next": hook.fail_next})
+                if self.path == "/deny":
+                    hook.denied.add(body.decode())
+                    return self.answer(200, {"denied": sorted(hook.denied)})
                 hook.calls += 1
                 if hook.fail_next > 0:
                     hook.fail_next -= 1
                     return self.answer(503, {"error": "the permission service is down"})
                 asked = json.loads(body)["requested"]
-                return self.answer(200, {"granted": {r: ops for r, ops in asked.items() if not r.startswith("secret:")}})
+                hook.log.append(sorted(asked))
+                return self.answer(200, {"granted": {r: ops for r, ops in asked.items()
+                                                     if not r.startswith("secret:") and r not in hook.denied}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -224,7 +242,8 @@ def run_step(name, sdk, argv, env, expected):
 
 def main():
     binary, python, lambda_binary, emulator, worker_dev = (os.path.abspath(a) for a in sys.argv[1:6])
-    fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET})
+    fake = FakeAbly({ABLY_KEY_NAME: ABLY_SECRET, DEMO_KEY_NAME: DEMO_SECRET, REV_KEY_NAME: REV_SECRET},
+                    revocable={REV_KEY_NAME})
     ably_port = fake.start()
     webhook = Webhook()
     try:
@@ -288,6 +307,21 @@ def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webh
     hooked, hooked_url = start_capsign(binary, hooked_env)
     strict, strict_url = start_capsign(binary, dict(env, CAPSIGN_DENY="reject"))
 
+    # Revocation: a key with revocable tokens (lifetimes capped at 1 h), the webhook for
+    # `room:*`, a revocation list file read every second, and a revocation key per organisation.
+    rev_dir = tempfile.mkdtemp(prefix="capsign-e2e-")
+    rev_list = os.path.join(rev_dir, "revocations.json")
+    with open(rev_list, "w") as f:
+        f.write('{"revocations": []}\n')
+    revoke_env = dict(hooked_env, **{
+        "ABLY_API_KEY": f"{REV_KEY_NAME}:{REV_SECRET}",
+        "CAPSIGN_REVOCABLE_TOKENS": "true",
+        "CAPSIGN_REVOCATIONS": rev_list,
+        "CAPSIGN_REVOCATIONS_REFRESH": "1s",
+        "CAPSIGN_REVOCATION_KEY": "org:{claims.org}",
+    })
+    revocable, revocable_url = start_capsign(binary, revoke_env)
+
     # The same production configuration on Lambda, behind the official emulator's Function
     # URL front door.
     emulator, function, lambda_url = start_lambda(emulator, lambda_binary, env)
@@ -320,6 +354,14 @@ def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webh
         "SESSION_ALICE": session("alice"),
         "SESSION_BOB": session("bob"),
         "SESSION_EXPIRED": session("alice", lifetime=-60),
+        "SESSION_BOB_ACME": session("bob", org="acme"),
+        "SESSION_CAROL_ACME": session("carol", org="acme"),
+        "SESSION_DAVE_GLOBEX": session("dave", org="globex"),
+        "CAPSIGN_REVOKE": revocable_url,
+        "CAPSIGN_BIN": binary,
+        "REVOKE_ENV": json.dumps({k: v for k, v in revoke_env.items()
+                                  if k.startswith("CAPSIGN_") or k == "ABLY_API_KEY"}),
+        "UNREVOCABLE_KEY": f"{ABLY_KEY_NAME}:{ABLY_SECRET}",
         "SCREENSHOT": os.environ.get("SCREENSHOT", os.path.join(ROOT, "target", "e2e-browser.png")),
     })
     results = []
@@ -333,6 +375,8 @@ def run_all(binary, python, lambda_binary, emulator, worker_dev, ably_port, webh
                         ["node", os.path.join(HERE, "examples_test.mjs")], test_env, EXPECTED["helper examples"])
     results += run_step("ably-js in Chromium", "ably-js chromium",
                         ["node", os.path.join(HERE, "browser_test.mjs")], test_env, EXPECTED["ably-js chromium"])
+    results += run_step("revocation: capsign revoke, ably-js on Realtime", "revocation",
+                        ["node", os.path.join(HERE, "revoke_test.mjs")], test_env, EXPECTED["revocation"])
     results += run_step("metrics, read by the official parser", "metrics",
                         [python, os.path.join(HERE, "metrics_check.py")], test_env, EXPECTED["metrics"])
     results += run_step("the Kubernetes manifest", "deploy",

@@ -86,6 +86,10 @@ enum Command {
         /// credentials already issued live until they expire, none is renewed).
         #[arg(long)]
         list_only: bool,
+        /// Revoke at Ably right after writing the list file, without waiting
+        /// CAPSIGN_REVOCATIONS_REFRESH for every instance to read it first.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// GET a URL; exit 0 on a 2xx answer in time, 1 otherwise (a health check for an image
     /// with no shell). A path alone (`/healthz`) probes the local server: the port of
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             resource,
             allow_reauth_margin,
             list_only,
+            no_wait,
         }) => {
             return revoke::run(
                 config,
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
                     resources: resource,
                     allow_reauth_margin,
                     list_only,
+                    no_wait,
                 },
             );
         }

@@ -25,6 +25,9 @@ pub(crate) struct Revoke {
     /// Only capsign's list (a key without revocable tokens: existing tokens live on until
     /// they expire, no instance renews them).
     pub(crate) list_only: bool,
+    /// Revoke at Ably right after writing the list file, without waiting one refresh
+    /// interval for the instances to read it.
+    pub(crate) no_wait: bool,
 }
 
 /// Ably codes meaning the key cannot revoke.
@@ -36,8 +39,8 @@ fn fail(code: u8, message: &str) -> ExitCode {
 }
 
 /// Runs `capsign revoke`: 0 when every target was revoked and the list written, 1 when Ably
-/// refused or could not be reached (nothing written for the targets it did not revoke), 2 on a
-/// usage or configuration error (nothing done).
+/// refused or could not be reached (the list keeps entries only for the targets Ably revoked),
+/// 2 on a usage or configuration error (nothing done).
 pub(crate) fn run(config: Option<&Path>, what: &Revoke) -> ExitCode {
     let settings = match Settings::from_process(config) {
         Ok(s) => s,
@@ -86,53 +89,97 @@ pub(crate) fn run(config: Option<&Path>, what: &Revoke) -> ExitCode {
                 .map(|k| (format!("revocationKey:{k}"), entry(None, Some(k), what))),
         )
         .collect();
-    let mut failed = false;
-    let mut entries = Vec::new();
     if what.list_only {
-        entries.extend(targets.into_iter().map(|(_, e)| EntryDoc {
-            before: issued_before,
-            ..e
-        }));
-    } else {
-        let names: Vec<String> = targets.iter().map(|(t, _)| t.clone()).collect();
-        let answers = match ask_ably(&settings, &names, issued_before, what.allow_reauth_margin) {
-            Ok(a) => a,
-            Err(e) => return fail(1, &explain(&e, &settings)),
+        let entries = targets
+            .into_iter()
+            .map(|(_, e)| EntryDoc {
+                before: issued_before,
+                ..e
+            })
+            .collect();
+        return match publish(list_file.as_ref(), entries, &settings, now_ms) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e),
         };
-        for answer in answers {
-            match answer {
-                Revoked::Done {
-                    target,
-                    issued_before,
-                    applies_at,
-                } => {
-                    println!(
-                        "{target}: revoked at Ably: tokens issued before {} refused from {}",
-                        humantime::format_rfc3339_millis(ms_time(issued_before)),
-                        humantime::format_rfc3339_millis(ms_time(applies_at)),
-                    );
-                    if let Some((_, e)) = targets.iter().find(|(t, _)| *t == target) {
-                        entries.push(EntryDoc {
-                            before: issued_before,
-                            ..e.clone()
-                        });
-                    }
-                }
-                Revoked::Failed {
-                    target,
-                    code,
-                    message,
-                } => {
-                    failed = true;
-                    println!("{target}: refused by Ably: {code} {message}");
-                }
-            }
+    }
+    // A list file gets the entries first, and every instance gets one refresh interval to read
+    // it, before Ably disconnects anyone: the client's next request then finds its grants
+    // revoked on whichever instance it reaches, and its fresh credential is issued after the
+    // revocation. (A list at a URL is published by the app: see docs/revocation.md.)
+    let all: Vec<EntryDoc> = targets
+        .iter()
+        .map(|(_, e)| EntryDoc {
+            before: issued_before,
+            ..e.clone()
+        })
+        .collect();
+    if list_file.is_some() {
+        if let Err(e) = publish(list_file.as_ref(), all.clone(), &settings, now_ms) {
+            return fail(1, &format!("{e}; nothing was revoked"));
+        }
+        if !what.no_wait {
+            let wait = settings.revocation.refresh + std::time::Duration::from_secs(1);
+            eprintln!(
+                "capsign revoke: waiting {} for every instance to read the list, then revoking at \
+                 Ably",
+                humantime::format_duration(wait)
+            );
+            std::thread::sleep(wait);
         }
     }
-    if !entries.is_empty() {
-        if let Err(e) = publish(list_file, entries, &settings, now_ms) {
-            return fail(1, &e);
+    let names: Vec<String> = targets.iter().map(|(t, _)| t.clone()).collect();
+    let answers = match ask_ably(&settings, &names, issued_before, what.allow_reauth_margin) {
+        Ok(a) => a,
+        Err(e) => {
+            // Nothing was revoked at Ably: the list goes back to what it was.
+            if let Some((path, doc)) = &list_file {
+                if let Err(w) = write_list(path, doc) {
+                    eprintln!("capsign revoke: {w}");
+                }
+            }
+            return fail(1, &explain(&e, &settings));
         }
+    };
+    let mut kept = Vec::new();
+    for answer in answers {
+        match answer {
+            Revoked::Done {
+                target,
+                issued_before,
+                applies_at,
+            } => {
+                println!(
+                    "{target}: revoked at Ably: tokens issued before {} are refused from {}",
+                    humantime::format_rfc3339_millis(ms_time(issued_before)),
+                    humantime::format_rfc3339_millis(ms_time(applies_at)),
+                );
+                kept.extend(
+                    targets
+                        .iter()
+                        .zip(&all)
+                        .filter(|((t, _), _)| *t == target)
+                        .map(|(_, e)| e.clone()),
+                );
+            }
+            Revoked::Failed {
+                target,
+                code,
+                message,
+            } => println!("{target}: refused by Ably: {code} {message}"),
+        }
+    }
+    let failed = kept.len() < all.len();
+    if let Some((path, doc)) = &list_file {
+        if failed {
+            // Only the entries Ably accepted stay.
+            let mut doc = doc.clone();
+            doc.revocations.extend(kept);
+            if let Err(e) = write_list(path, &doc) {
+                return fail(1, &e);
+            }
+        }
+    } else if let Err(e) = publish(None, kept, &settings, now_ms) {
+        return fail(1, &e);
     }
     if failed {
         eprintln!(
@@ -209,12 +256,15 @@ fn explain(e: &AblyError, settings: &Settings) -> String {
 /// Adds `entries` to the list file (dropping the entries too old to matter), or prints them
 /// for the app to publish at its list URL.
 fn publish(
-    file: Option<(std::path::PathBuf, ListDoc)>,
+    file: Option<&(std::path::PathBuf, ListDoc)>,
     entries: Vec<EntryDoc>,
     settings: &Settings,
     now_ms: u64,
 ) -> Result<(), String> {
-    let Some((path, mut doc)) = file else {
+    let Some((path, doc)) = file else {
+        if entries.is_empty() {
+            return Ok(());
+        }
         println!("{}", ListDoc::of(entries).to_pretty_json());
         eprintln!(
             "capsign revoke: add these entries to the revocation list every instance reads{}",
@@ -225,20 +275,11 @@ fn publish(
         );
         return Ok(());
     };
+    let mut doc = doc.clone();
     doc.drop_older_than(now_ms.saturating_sub(settings.flow.grant_max_age_s.saturating_mul(1000)));
     let added = entries.len();
     doc.revocations.extend(entries);
-    let text = doc.to_pretty_json();
-    // Written whole and renamed into place: an instance never reads half a list.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text.as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            format!(
-                "{}: {e} (revoked at Ably; add the entries by hand)",
-                path.display()
-            )
-        })?;
+    write_list(path, &doc)?;
     eprintln!(
         "capsign revoke: {added} entries added to {} ({} in force); every instance reads it within \
          CAPSIGN_REVOCATIONS_REFRESH ({})",
@@ -247,4 +288,12 @@ fn publish(
         humantime::format_duration(settings.revocation.refresh)
     );
     Ok(())
+}
+
+/// Writes the list whole and renames it into place: an instance never reads half a list.
+fn write_list(path: &Path, doc: &ListDoc) -> Result<(), String> {
+    let tmp = path.with_extension("capsign-tmp");
+    std::fs::write(&tmp, doc.to_pretty_json().as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

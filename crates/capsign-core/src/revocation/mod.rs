@@ -354,7 +354,9 @@ impl Revocations {
         }
     }
 
-    async fn refresh_if_due(&self, now_ms: u64) {
+    /// Reads the list if a read is due at `now_ms` and none is running (a failure is logged
+    /// and keeps the list in force). A server calls this on a timer too.
+    pub async fn refresh_if_due(&self, now_ms: u64) {
         let last = self.tried_at_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < self.refresh_ms {
             return;
