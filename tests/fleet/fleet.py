@@ -8,6 +8,10 @@ Phases, each reporting requests served, errors and p99:
      the client holds. Every instance serves.
   2. HAProxy with active health checks on /readyz: a rolling restart of all three instances
      (SIGTERM, one at a time) under steady load, with zero failed or non-2xx requests.
+  1a. The revocation list: every instance reads it from one URL (ETag, every second); an
+     entry published for one user is honoured by all three instances within one refresh
+     interval (the user's next credential on each is issued after the revocation, and each
+     instance counts the revoked grant); another user is untouched.
   1b. A mixed fleet behind nginx: the native server and the Cloudflare Worker under workerd
      (scripts/worker-dev), sharing one cookie key; one client's grants carried from one to the
      other and back, request by request.
@@ -33,6 +37,7 @@ import threading
 import time
 import http.client
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOST = "capsign.test"  # the public name; CAPSIGN_ALLOWED_HOSTS refuses any other Host
 ABLY_KEY_NAME, ABLY_SECRET = "fleetA.fleetK", "fleet-ably-secret-" + secrets.token_hex(8)
@@ -156,6 +161,112 @@ class Instance:
         for m in re.finditer(r'^capsign_grant_cookie_keys_total\{key_id="([^"]*)"\} (\S+)$', text, re.M):
             out[m.group(1)] = float(m.group(2))
         return out
+
+
+class ListServer:
+    """The app's revocation list at a URL on 127.0.0.1, with an ETag, and conditional GETs
+    answered 304."""
+
+    def __init__(self):
+        self.body = b'{"revocations": []}'
+        self.gets = 0
+        lists = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                lists.gets += 1
+                body = lists.body
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/revocations.json"
+
+    def publish(self, entries):
+        self.body = json.dumps({"revocations": entries}).encode()
+
+    def kill(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def metric(inst, name):
+    """One unlabelled sample of an instance's metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", inst.metrics_port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def revocation_through_nginx(instances, lb, lists):
+    """Phase 1a: a list entry for carol reaches every instance within one refresh interval."""
+    print("== the revocation list: one entry, three instances, one refresh interval", flush=True)
+    errors, latencies, served = [], [], 0
+    carol, dave = Client("carol", lb.port), Client("dave", lb.port)
+    for n in (1, 2, 3):
+        for c in (carol, dave):
+            ok, error, _, took = c.auth(f"chat:rev-{n}")
+            latencies.append(took)
+            served += ok
+            if not ok:
+                errors.append(error)
+    revoked_before = [metric(i, "capsign_grants_revoked_total") or 0 for i in instances]
+    before_ms = int(time.time() * 1000)
+    lists.publish([{"clientId": "carol", "before": before_ms, "resources": ["chat:rev-2"]}])
+    time.sleep(1.0 + 0.3)  # CAPSIGN_REVOCATIONS_REFRESH, and the time to fetch
+    upstreams = set()
+    for _ in instances:
+        for c in (carol, dave):
+            headers = {"Host": HOST, "Authorization": c.bearer, "Cookie": c.cookie}
+            conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+            started = time.monotonic()
+            conn.request("GET", "/auth", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            latencies.append(time.monotonic() - started)
+            conn.close()
+            if resp.status != 200:
+                errors.append(f"{c.name}: HTTP {resp.status}: {body[:200]}")
+                continue
+            served += 1
+            iat = json.loads(b64url_decode(body.split(".")[1]))["iat"]
+            upstream = resp.getheader("X-Upstream")
+            revoked = iat * 1000 >= before_ms
+            if c is carol:
+                upstreams.add(upstream)
+                if not revoked:
+                    errors.append(f"{upstream} issued carol a credential at {iat}, before the "
+                                  f"revocation at {before_ms} ms: the list was not read in time")
+            elif revoked:
+                errors.append(f"{upstream} treated dave as revoked")
+    if len(upstreams) != len(instances):
+        errors.append(f"carol was served by {sorted(map(str, upstreams))}, not by all three")
+    for inst, was in zip(instances, revoked_before):
+        now = metric(inst, "capsign_grants_revoked_total") or 0
+        if now <= was:
+            errors.append(f"{inst.name} counted no revoked grant")
+    if lists.gets < 2 * len(instances):
+        errors.append(f"the list was fetched {lists.gets} times: every instance should refresh it")
+    lists.publish([])
+    return report("revocation list honoured by all 3 instances within one refresh interval",
+                  served, errors, latencies)
 
 
 class Balancer:
@@ -476,8 +587,10 @@ def main():
         "CAPSIGN_SHUTDOWN_GRACE": "5s",
         "RUST_LOG": "warn",
     })
+    lists = ListServer()
+    env.update({"CAPSIGN_REVOCATIONS": lists.url, "CAPSIGN_REVOCATIONS_REFRESH": "1s"})
     instances = [Instance(f"capsign{n}", binary, env) for n in (1, 2, 3)]
-    started = []
+    started = [lists]
     passed = []
     try:
         for i in instances:
@@ -487,6 +600,7 @@ def main():
         lb = nginx(workdir, instances)
         started.append(lb)
         passed.append(round_robin_through_nginx(instances, lb))
+        passed.append(revocation_through_nginx(instances, lb, lists))
 
         if worker_dev:
             # The Worker under workerd, started as the binary is, with the same settings and
