@@ -111,6 +111,38 @@ pub(crate) struct Fixture {
     capability: String,
     cookie_header: String,
     lean: lean::Lean,
+    revocations: capsign::revocation::Revocations,
+}
+
+/// A revocation list of 10,000 entries (other clients), one of them for the bench's client.
+fn revocation_list(now_ms: u64, max_age_s: u64) -> capsign::revocation::Revocations {
+    let mut entries: Vec<serde_json::Value> = (0..9_999u32)
+        .map(|i| json!({"clientId": format!("user-{i:05}"), "before": now_ms - 1000}))
+        .collect();
+    entries.push(json!({"clientId": CLIENT, "before": now_ms - 3_600_000, "resources": ["doc:*"]}));
+    let path = std::env::temp_dir().join(format!(
+        "capsign-bench-revocations-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, json!({ "revocations": entries }).to_string()).unwrap();
+    let settings = capsign::settings::RevocationSettings {
+        list: Some(capsign::settings::Location::File(path.clone())),
+        refresh: std::time::Duration::from_secs(3600),
+        max_stale: std::time::Duration::from_secs(7200),
+        key: None,
+    };
+    let list = capsign::revocation::Revocations::build(
+        &settings,
+        max_age_s,
+        capsign::client::HttpClient::new(std::sync::Arc::new(capsign::client::Offline)),
+        capsign::metrics::Metrics::disabled(),
+        now_ms,
+    )
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(list.current().len(), 10_000);
+    list
 }
 
 fn no_cookie<'a>(_: &str) -> Option<&'a str> {
@@ -165,6 +197,7 @@ impl Fixture {
             .unwrap();
             lean::Lean::new(config, answer.headers()).unwrap()
         };
+        let revocations = revocation_list(now * 1000, app.settings.flow.grant_max_age_s);
         Fixture {
             s,
             rt,
@@ -177,6 +210,7 @@ impl Fixture {
             capability,
             cookie_header,
             lean,
+            revocations,
         }
     }
 
@@ -209,6 +243,19 @@ impl Fixture {
                             .open(Purpose::Cookie, black_box(&s.cookie), CLIENT, self.limits)
                             .unwrap(),
                     );
+                }),
+            ),
+            (
+                "revocation: lookup in a 10,000-entry list (the client listed, nothing revoked)",
+                Box::new(move || {
+                    // The held grants were approved after the client's entry: nothing leaves.
+                    let mut held = GrantSet::new();
+                    black_box(self.revocations.apply(
+                        black_box(CLIENT),
+                        || None,
+                        &mut held,
+                        now * 1000,
+                    ));
                 }),
             ),
             (
