@@ -465,3 +465,228 @@ async fn wait_for(done: impl Fn() -> bool) {
     }
     panic!("not done within 5 s");
 }
+
+/// `capsign revoke` as an operator runs it, against a fake of Ably's `revokeTokens`.
+mod cli {
+    use std::process::Command;
+
+    use serde_json::{Value, json};
+
+    use crate::fakes::{Answer, Fake, Seen};
+    use crate::harness::{ABLY_KEY, settings};
+
+    /// Ably's `revokeTokens`: Basic auth with the key; each target revoked, except those
+    /// starting with `clientId:refused`; a key-wide refusal when `refuse_all` is given.
+    async fn ably(refuse_all: Option<(u16, u32)>) -> Fake {
+        Fake::start(move |seen: &Seen| {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(ABLY_KEY);
+            assert_eq!(
+                seen.headers.get("authorization").unwrap().to_str().unwrap(),
+                format!("Basic {basic}")
+            );
+            // The key name is percent-encoded in the path, as for requestToken.
+            assert_eq!(
+                seen.path.replace("%2E", "."),
+                "/keys/xVLyHw.mDYnFA/revokeTokens"
+            );
+            if let Some((status, code)) = refuse_all {
+                return Answer::json(
+                    status,
+                    &json!({"error": {"code": code, "statusCode": status, "message": "no revocable tokens"}}),
+                );
+            }
+            let body = seen.json();
+            let before = body["issuedBefore"].as_u64().unwrap();
+            assert_eq!(before % 1000, 0, "a whole second");
+            let results: Vec<Value> = body["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let t = t.as_str().unwrap();
+                    if t.starts_with("clientId:refused") {
+                        json!({"target": t, "error": {"code": 40000, "statusCode": 400, "message": "bad target"}})
+                    } else {
+                        json!({"target": t, "issuedBefore": before, "appliesAt": before + 10})
+                    }
+                })
+                .collect();
+            Answer::json(200, &json!({"successCount": 0, "failureCount": 0, "results": results}))
+        })
+        .await
+    }
+
+    /// Runs `capsign revoke ARGS` with the test settings plus `extra`, off the runtime's
+    /// threads; returns (exit code, stdout, stderr).
+    async fn revoke(extra: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+        let env = settings(extra);
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_capsign"));
+            for (k, _) in std::env::vars() {
+                if k.starts_with("CAPSIGN_") || k == "ABLY_API_KEY" {
+                    c.env_remove(k);
+                }
+            }
+            let out = c.arg("revoke").args(&args).envs(&env).output().unwrap();
+            (
+                out.status.code().unwrap(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        })
+        .await
+        .unwrap()
+    }
+
+    fn now_ms() -> u64 {
+        capsign::testing::now_s() * 1000
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoke_asks_ably_then_keeps_the_entries_it_revoked() {
+        let fake = ably(None).await;
+        let url = fake.url("");
+        let old = now_ms() - 2 * 86_400_000;
+        let path = crate::harness::temp_file(
+            "revocations.json",
+            &json!({"revocations": [{"clientId": "old", "before": old}], "owner": "ops"})
+                .to_string(),
+        );
+        let list = path.to_str().unwrap();
+        let (code, out, err) = revoke(
+            &[
+                ("CAPSIGN_ABLY_REST_URL", &url),
+                ("CAPSIGN_REVOCATIONS", list),
+            ],
+            &[
+                "--client-id",
+                "alice",
+                "--client-id",
+                "refused-bob",
+                "--revocation-key",
+                "org:acme",
+                "--resource",
+                "room:*",
+                "--no-wait",
+            ],
+        )
+        .await;
+        assert_eq!(code, 1, "one target refused: {out} {err}");
+        assert!(out.contains("clientId:alice: revoked at Ably"), "{out}");
+        assert!(
+            out.contains("clientId:refused-bob: refused by Ably: 40000"),
+            "{out}"
+        );
+        assert!(
+            out.contains("revocationKey:org:acme: revoked at Ably"),
+            "{out}"
+        );
+        let sent = fake.seen()[0].json();
+        assert_eq!(
+            sent["targets"],
+            json!([
+                "clientId:alice",
+                "clientId:refused-bob",
+                "revocationKey:org:acme"
+            ])
+        );
+        assert_eq!(sent["allowReauthMargin"], false);
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let before = sent["issuedBefore"].clone();
+        assert_eq!(
+            doc,
+            json!({"owner": "ops", "revocations": [
+                {"clientId": "alice", "before": before, "resources": ["room:*"]},
+                {"revocationKey": "org:acme", "before": before, "resources": ["room:*"]},
+            ]}),
+            "the refused target's entry and the entry too old to matter are gone"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusal_or_an_unreachable_ably_leaves_the_list_as_it_was() {
+        let original = json!({"revocations": []}).to_string();
+        let path = crate::harness::temp_file("revocations.json", &original);
+        let list = path.to_str().unwrap();
+        let fake = ably(Some((401, 40163))).await;
+        let url = fake.url("");
+        let (code, _, err) = revoke(
+            &[
+                ("CAPSIGN_ABLY_REST_URL", &url),
+                ("CAPSIGN_REVOCATIONS", list),
+            ],
+            &["--client-id", "alice", "--no-wait"],
+        )
+        .await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("40163") && err.contains("no revocable tokens"),
+            "{err}"
+        );
+        assert!(err.contains("--list-only"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+
+        let (code, _, err) = revoke(
+            &[
+                ("CAPSIGN_ABLY_REST_URL", "http://127.0.0.1:1"),
+                ("CAPSIGN_REVOCATIONS", list),
+            ],
+            &["--client-id", "alice", "--no-wait"],
+        )
+        .await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("unreachable") && err.contains("nothing was revoked"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malformed_list_or_a_bad_resource_stops_before_anything_is_revoked() {
+        let fake = ably(None).await;
+        let url = fake.url("");
+        let path = crate::harness::temp_file("revocations.json", r#"{"revocations": "no"}"#);
+        let (code, _, err) = revoke(
+            &[
+                ("CAPSIGN_ABLY_REST_URL", &url),
+                ("CAPSIGN_REVOCATIONS", path.to_str().unwrap()),
+            ],
+            &["--client-id", "alice"],
+        )
+        .await;
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("fix the list first"), "{err}");
+        let (code, _, err) = revoke(
+            &[("CAPSIGN_ABLY_REST_URL", &url)],
+            &["--client-id", "alice", "--resource", ""],
+        )
+        .await;
+        assert_eq!(code, 2, "{err}");
+        let (code, _, err) = revoke(&[("CAPSIGN_ABLY_REST_URL", &url)], &[]).await;
+        assert_eq!(code, 2, "{err}");
+        assert!(fake.seen().is_empty(), "Ably was not asked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_only_prints_the_entries_when_the_list_is_not_a_file() {
+        let fake = ably(None).await;
+        let url = fake.url("");
+        let (code, out, err) = revoke(
+            &[
+                ("CAPSIGN_ABLY_REST_URL", &url),
+                ("CAPSIGN_REVOCATIONS", "https://lists.example.com/r.json"),
+            ],
+            &["--client-id", "alice", "--list-only"],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["revocations"][0]["clientId"], "alice");
+        assert!(doc["revocations"][0]["before"].as_u64().unwrap() <= now_ms() + 1000);
+        assert!(err.contains("https://lists.example.com/r.json"), "{err}");
+        assert!(fake.seen().is_empty(), "--list-only does not ask Ably");
+    }
+}

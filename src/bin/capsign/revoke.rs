@@ -73,8 +73,8 @@ pub(crate) fn run(config: Option<&Path>, what: &Revoke) -> ExitCode {
     // The list is read before anything is revoked, so a malformed one stops the command with
     // nothing done.
     let list_file = match &settings.revocation.list {
-        Some(Location::File(path)) => match read_list(path) {
-            Ok(doc) => Some((path.clone(), doc)),
+        Some(Location::File(path)) => match ListFile::read(path) {
+            Ok(file) => Some(file),
             Err(e) => return fail(2, &e),
         },
         _ => None,
@@ -132,8 +132,8 @@ pub(crate) fn run(config: Option<&Path>, what: &Revoke) -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             // Nothing was revoked at Ably: the list goes back to what it was.
-            if let Some((path, doc)) = &list_file {
-                if let Err(w) = write_list(path, doc) {
+            if let Some(file) = &list_file {
+                if let Err(w) = file.restore() {
                     eprintln!("capsign revoke: {w}");
                 }
             }
@@ -169,12 +169,10 @@ pub(crate) fn run(config: Option<&Path>, what: &Revoke) -> ExitCode {
         }
     }
     let failed = kept.len() < all.len();
-    if let Some((path, doc)) = &list_file {
+    if let Some(file) = &list_file {
         if failed {
             // Only the entries Ably accepted stay.
-            let mut doc = doc.clone();
-            doc.revocations.extend(kept);
-            if let Err(e) = write_list(path, &doc) {
+            if let Err(e) = write_list(&file.path, &file.with(kept, &settings, now_ms)) {
                 return fail(1, &e);
             }
         }
@@ -203,17 +201,53 @@ fn ms_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::from_millis(ms)
 }
 
-fn read_list(path: &Path) -> Result<ListDoc, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => ListDoc::parse(&bytes).map_err(|e| {
-            format!(
-                "{}: {e}; fix the list first (nothing was revoked)",
-                path.display()
-            )
-        }),
-        // A list that does not exist yet starts empty.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ListDoc::default()),
-        Err(e) => Err(format!("{}: {e} (nothing was revoked)", path.display())),
+/// The list file as it is: its document and its bytes (`None`: it does not exist yet, and
+/// starts empty), so a failed revocation can put it back exactly.
+struct ListFile {
+    path: std::path::PathBuf,
+    doc: ListDoc,
+    original: Option<Vec<u8>>,
+}
+
+impl ListFile {
+    fn read(path: &Path) -> Result<ListFile, String> {
+        let (doc, original) = match std::fs::read(path) {
+            Ok(bytes) => (
+                ListDoc::parse(&bytes).map_err(|e| {
+                    format!(
+                        "{}: {e}; fix the list first (nothing was revoked)",
+                        path.display()
+                    )
+                })?,
+                Some(bytes),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ListDoc::default(), None),
+            Err(e) => return Err(format!("{}: {e} (nothing was revoked)", path.display())),
+        };
+        Ok(ListFile {
+            path: path.to_owned(),
+            doc,
+            original,
+        })
+    }
+
+    /// The list as it was read, with `entries` added and the entries too old to matter
+    /// dropped.
+    fn with(&self, entries: Vec<EntryDoc>, settings: &Settings, now_ms: u64) -> ListDoc {
+        let mut doc = self.doc.clone();
+        let max_age_ms = settings.flow.grant_max_age_s.saturating_mul(1000);
+        doc.drop_older_than(now_ms.saturating_sub(max_age_ms));
+        doc.revocations.extend(entries);
+        doc
+    }
+
+    /// Puts the file back as it was read.
+    fn restore(&self) -> Result<(), String> {
+        let restored = match &self.original {
+            Some(bytes) => write_bytes(&self.path, bytes),
+            None => std::fs::remove_file(&self.path),
+        };
+        restored.map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
 
@@ -256,12 +290,12 @@ fn explain(e: &AblyError, settings: &Settings) -> String {
 /// Adds `entries` to the list file (dropping the entries too old to matter), or prints them
 /// for the app to publish at its list URL.
 fn publish(
-    file: Option<&(std::path::PathBuf, ListDoc)>,
+    file: Option<&ListFile>,
     entries: Vec<EntryDoc>,
     settings: &Settings,
     now_ms: u64,
 ) -> Result<(), String> {
-    let Some((path, doc)) = file else {
+    let Some(file) = file else {
         if entries.is_empty() {
             return Ok(());
         }
@@ -275,10 +309,9 @@ fn publish(
         );
         return Ok(());
     };
-    let mut doc = doc.clone();
-    doc.drop_older_than(now_ms.saturating_sub(settings.flow.grant_max_age_s.saturating_mul(1000)));
     let added = entries.len();
-    doc.revocations.extend(entries);
+    let doc = file.with(entries, settings, now_ms);
+    let path = &file.path;
     write_list(path, &doc)?;
     eprintln!(
         "capsign revoke: {added} entries added to {} ({} in force); every instance reads it within \
@@ -292,8 +325,11 @@ fn publish(
 
 /// Writes the list whole and renames it into place: an instance never reads half a list.
 fn write_list(path: &Path, doc: &ListDoc) -> Result<(), String> {
-    let tmp = path.with_extension("capsign-tmp");
-    std::fs::write(&tmp, doc.to_pretty_json().as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, path))
+    write_bytes(path, doc.to_pretty_json().as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("capsign-tmp");
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path))
 }
