@@ -455,6 +455,41 @@ fn a_list_url_off_loopback_must_be_https_and_the_intervals_must_make_sense() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn a_read_whose_connection_fails_is_sent_once_more() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A list server that closes its first connection unanswered (as a server closing a
+    // pooled keep-alive connection), then answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move {
+        let (first, _) = listener.accept().await.unwrap();
+        drop(first);
+        let (mut second, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = second.read(&mut buf).await.unwrap();
+        let body = list(&json!([{"clientId": "alice", "before": 1}]));
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        second.write_all(head.as_bytes()).await.unwrap();
+        second.write_all(body.as_bytes()).await.unwrap();
+    });
+    let map = settings(&[("CAPSIGN_REVOCATIONS", &format!("http://{addr}/r.json"))]);
+    let app = crate::harness::load(&map).unwrap();
+    app.prepare().await.unwrap();
+    served.await.unwrap();
+    assert!(
+        app.flow
+            .revocations
+            .as_ref()
+            .unwrap()
+            .loaded_at_ms()
+            .is_some()
+    );
+}
+
 /// Polls `done` every 20 ms for at most 5 s.
 async fn wait_for(done: impl Fn() -> bool) {
     for _ in 0..250 {

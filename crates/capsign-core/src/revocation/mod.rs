@@ -259,26 +259,44 @@ impl Revocations {
     }
 
     async fn fetch(&self, url: &Uri, now_ms: u64) -> Result<Refreshed, RevocationError> {
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(url.clone())
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT);
-        if let Some(etag) = self.validator() {
-            req = req.header(header::IF_NONE_MATCH, etag);
-        }
+        let validator = self.validator();
+        let request = || {
+            let mut req = Request::builder()
+                .method(Method::GET)
+                .uri(url.clone())
+                .header(header::ACCEPT, "application/json")
+                .header(header::USER_AGENT, USER_AGENT);
+            if let Some(etag) = &validator {
+                req = req.header(header::IF_NONE_MATCH, etag);
+            }
+            req.body(Bytes::new())
+                .map_err(|e| ClientError::Network(e.to_string()))
+        };
         let fetch_error = |source| RevocationError::Fetch {
             url: url.to_string(),
             source,
         };
-        let req = req
-            .body(Bytes::new())
-            .map_err(|e| fetch_error(ClientError::Network(e.to_string())))?;
-        let resp = self
+        let mut sent = self
             .client
-            .send(req, FETCH_TIMEOUT, MAX_LIST_BYTES)
-            .await
-            .map_err(fetch_error)?;
+            .send(
+                request().map_err(fetch_error)?,
+                FETCH_TIMEOUT,
+                MAX_LIST_BYTES,
+            )
+            .await;
+        // A GET is safe to send twice: once more at once when the connection failed (a
+        // pooled keep-alive connection the server had just closed), not after a timeout.
+        if let Err(ClientError::Network(_)) = sent {
+            sent = self
+                .client
+                .send(
+                    request().map_err(fetch_error)?,
+                    FETCH_TIMEOUT,
+                    MAX_LIST_BYTES,
+                )
+                .await;
+        }
+        let resp = sent.map_err(fetch_error)?;
         match resp.status {
             StatusCode::NOT_MODIFIED if self.loaded_at_ms().is_some() => {
                 self.loaded_at_ms.store(now_ms, Ordering::Relaxed);
