@@ -83,16 +83,40 @@ fn now_ms(s: &Server) -> u64 {
     s.app.clock.now_ms()
 }
 
-#[tokio::test]
-async fn a_listed_client_loses_the_revoked_resource_and_keeps_the_rest() {
+/// A server with the room webhook and an empty list file, plus `extra`: the server, the
+/// webhook, its deny switch and the list's path.
+async fn with_list_file(
+    extra: &[(&str, &str)],
+) -> (
+    Server,
+    Fake,
+    Arc<std::sync::atomic::AtomicBool>,
+    std::path::PathBuf,
+) {
     let (hook, deny) = room_webhook().await;
     let path = crate::harness::temp_file("revocations.json", &list(&json!([])));
-    let s = Server::start(&[
-        ("CAPSIGN_POLICY_URL", &hook.url("/decide")),
+    let url = hook.url("/decide");
+    let mut all = vec![
+        ("CAPSIGN_POLICY_URL", url.as_str()),
         ("CAPSIGN_REVOCATIONS", path.to_str().unwrap()),
-        ("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0"),
-    ])
-    .await;
+    ];
+    all.extend_from_slice(extra);
+    (Server::start(&all).await, hook, deny, path)
+}
+
+/// Writes `entries` as the list file at `path`, moves the clock a second on and reads it, as
+/// the next refresh would.
+async fn publish(s: &Server, path: &std::path::Path, entries: &Value) {
+    std::fs::write(path, list(entries)).unwrap();
+    s.app.clock.advance(1000);
+    let revocations = s.app.flow.revocations.as_ref().unwrap();
+    let read = revocations.refresh(now_ms(s)).await.unwrap();
+    assert!(matches!(read, capsign::revocation::Refreshed::Loaded(_)));
+}
+
+#[tokio::test]
+async fn a_listed_client_loses_the_revoked_resource_and_keeps_the_rest() {
+    let (s, hook, deny, path) = with_list_file(&[("CAPSIGN_METRICS_LISTEN", "127.0.0.1:0")]).await;
     let alice = session("alice", Value::Null);
     let cookie = acquire_three(&s, &alice).await;
     assert_eq!(asked(&hook), [vec!["room:1"], vec!["room:2"]]);
@@ -103,18 +127,12 @@ async fn a_listed_client_loses_the_revoked_resource_and_keeps_the_rest() {
     // room:1. The list is read again (as each refresh interval does).
     deny.store(true, std::sync::atomic::Ordering::Relaxed);
     let before = now_ms(&s) + 1;
-    std::fs::write(
-        &path,
-        list(&json!([
-            {"clientId": "alice", "before": before, "resources": ["room:*"]},
-            {"clientId": "bob", "before": before},
-        ])),
-    )
-    .unwrap();
-    s.app.clock.advance(1000);
-    let revocations = s.app.flow.revocations.as_ref().unwrap();
-    let read = revocations.refresh(now_ms(&s)).await.unwrap();
-    assert_eq!(read, capsign::revocation::Refreshed::Loaded(2));
+    let entries = json!([
+        {"clientId": "alice", "before": before, "resources": ["room:*"]},
+        {"clientId": "bob", "before": before},
+    ]);
+    publish(&s, &path, &entries).await;
+    assert_eq!(s.app.flow.revocations.as_ref().unwrap().current().len(), 2);
 
     // Renewing with the old cookie: room:1 and room:2 are asked again (room:1 denied), chat:a
     // (a rule's grant, not listed) is kept without asking.
@@ -160,27 +178,14 @@ async fn a_listed_client_loses_the_revoked_resource_and_keeps_the_rest() {
 
 #[tokio::test]
 async fn a_whole_client_entry_asks_everything_again_and_the_jwt_is_not_issued_before_it() {
-    let (hook, _) = room_webhook().await;
-    let path = crate::harness::temp_file("revocations.json", &list(&json!([])));
-    let s = Server::start(&[
-        ("CAPSIGN_POLICY_URL", &hook.url("/decide")),
-        ("CAPSIGN_REVOCATIONS", path.to_str().unwrap()),
-    ])
-    .await;
+    let (s, hook, _, path) = with_list_file(&[]).await;
     let alice = session("alice", Value::Null);
     let cookie = acquire_three(&s, &alice).await;
     // Revoked at Ably and in the list now: a credential minted now must not carry an `iat`
     // before the revocation (capsign back-dates `iat` by a few seconds otherwise), or Ably
     // would refuse it as revoked too.
-    let before = now_ms(&s) + 1500;
-    std::fs::write(
-        &path,
-        list(&json!([{"clientId": "alice", "before": before}])),
-    )
-    .unwrap();
-    s.app.clock.advance(2000);
-    let revocations = s.app.flow.revocations.as_ref().unwrap();
-    revocations.refresh(now_ms(&s)).await.unwrap();
+    let before = now_ms(&s) + 500;
+    publish(&s, &path, &json!([{"clientId": "alice", "before": before}])).await;
     let r = auth(&s, &alice, r#"{"chat:a":["subscribe"]}"#, Some(&cookie)).await;
     assert_eq!(channels(&r), ["chat:a", "room:1", "room:2"]);
     let claims = verify_ably_jwt(&r.body);
@@ -195,14 +200,8 @@ async fn a_whole_client_entry_asks_everything_again_and_the_jwt_is_not_issued_be
 
 #[tokio::test]
 async fn a_revocation_key_reaches_every_user_of_the_group() {
-    let (hook, _) = room_webhook().await;
-    let path = crate::harness::temp_file("revocations.json", &list(&json!([])));
-    let s = Server::start(&[
-        ("CAPSIGN_POLICY_URL", &hook.url("/decide")),
-        ("CAPSIGN_REVOCATIONS", path.to_str().unwrap()),
-        ("CAPSIGN_REVOCATION_KEY", "org:{claims.org}"),
-    ])
-    .await;
+    let (s, hook, _, path) =
+        with_list_file(&[("CAPSIGN_REVOCATION_KEY", "org:{claims.org}")]).await;
     let users = [
         ("alice", session("alice", json!({"org": "acme"}))),
         ("bob", session("bob", json!({"org": "acme"}))),
@@ -239,14 +238,8 @@ async fn a_revocation_key_reaches_every_user_of_the_group() {
     );
 
     let before = now_ms(&s) + 1;
-    std::fs::write(
-        &path,
-        list(&json!([{"revocationKey": "org:acme", "before": before, "resources": ["room:2"]}])),
-    )
-    .unwrap();
-    s.app.clock.advance(1000);
-    let revocations = s.app.flow.revocations.as_ref().unwrap();
-    revocations.refresh(now_ms(&s)).await.unwrap();
+    let entries = json!([{"revocationKey": "org:acme", "before": before, "resources": ["room:2"]}]);
+    publish(&s, &path, &entries).await;
     for (name, jwt) in &users {
         let calls = hook.seen().len();
         let r = auth(&s, jwt, r#"{"chat:a":["subscribe"]}"#, Some(&cookies[name])).await;

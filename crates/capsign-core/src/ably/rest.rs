@@ -114,19 +114,8 @@ impl AblyRest {
             "/keys/{}/requestToken",
             utf8_percent_encode(key_name, NON_ALPHANUMERIC)
         );
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(self.url(&path)?)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .header(crate::client::REQUEST_ID, request_id)
-            .body(Bytes::from(token_request))
-            .map_err(|e| AblyError::Malformed(e.to_string()))?;
-        let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
-        if !resp.status.is_success() {
-            return Err(refusal(resp.status, &resp.body));
-        }
+        let header = (crate::client::REQUEST_ID, request_id.to_owned());
+        let resp = self.post_json(&path, token_request, header).await?;
         let details: Value = serde_json::from_slice(&resp.body)
             .map_err(|e| AblyError::Malformed(format!("TokenDetails: {e}")))?;
         if !details.get("token").is_some_and(Value::is_string) {
@@ -165,19 +154,11 @@ impl AblyRest {
             key.name,
             key.secret.expose()
         ));
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(self.url(&path)?)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
-            .body(Bytes::from(body.to_string()))
-            .map_err(|e| AblyError::Malformed(e.to_string()))?;
-        let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
-        if !resp.status.is_success() {
-            return Err(refusal(resp.status, &resp.body));
-        }
+        let header = (
+            http::header::AUTHORIZATION.as_str(),
+            format!("Basic {basic}"),
+        );
+        let resp = self.post_json(&path, body.to_string(), header).await?;
         let v: Value = serde_json::from_slice(&resp.body)
             .map_err(|e| AblyError::Malformed(format!("revokeTokens: {e}")))?;
         // A batch result (`{successCount, failureCount, results}`), or its results alone.
@@ -187,6 +168,29 @@ impl AblyRest {
             .as_array()
             .ok_or_else(|| AblyError::Malformed("revokeTokens: no results".into()))?;
         results.iter().map(revoked).collect()
+    }
+
+    /// `POST path` with a JSON body and one more header; Ably's answer when it is a 2xx.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: String,
+        (name, value): (&'static str, String),
+    ) -> Result<crate::client::Fetched, AblyError> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url(path)?)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(name, value)
+            .body(Bytes::from(body))
+            .map_err(|e| AblyError::Malformed(e.to_string()))?;
+        let resp = self.client.send(req, self.timeout, MAX_RESPONSE).await?;
+        if !resp.status.is_success() {
+            return Err(refusal(resp.status, &resp.body));
+        }
+        Ok(resp)
     }
 
     /// Ably's time, in ms since the epoch.

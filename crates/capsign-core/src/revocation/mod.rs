@@ -276,27 +276,17 @@ impl Revocations {
             url: url.to_string(),
             source,
         };
-        let mut sent = self
-            .client
-            .send(
-                request().map_err(fetch_error)?,
-                FETCH_TIMEOUT,
-                MAX_LIST_BYTES,
-            )
-            .await;
         // A GET is safe to send twice: once more at once when the connection failed (a
         // pooled keep-alive connection the server had just closed), not after a timeout.
-        if let Err(ClientError::Network(_)) = sent {
-            sent = self
-                .client
-                .send(
-                    request().map_err(fetch_error)?,
-                    FETCH_TIMEOUT,
-                    MAX_LIST_BYTES,
-                )
-                .await;
-        }
-        let resp = sent.map_err(fetch_error)?;
+        let mut attempts = 0;
+        let resp = loop {
+            attempts += 1;
+            let req = request().map_err(fetch_error)?;
+            match self.client.send(req, FETCH_TIMEOUT, MAX_LIST_BYTES).await {
+                Err(ClientError::Network(_)) if attempts < 2 => {}
+                sent => break sent.map_err(fetch_error)?,
+            }
+        };
         match resp.status {
             StatusCode::NOT_MODIFIED if self.loaded_at_ms().is_some() => {
                 self.loaded_at_ms.store(now_ms, Ordering::Relaxed);
