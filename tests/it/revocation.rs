@@ -714,7 +714,7 @@ mod cli {
         let doc: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(doc["revocations"][0]["clientId"], "alice");
         assert!(doc["revocations"][0]["before"].as_u64().unwrap() <= now_ms() + 1000);
-        assert!(err.contains("https://lists.example.com/r.json"), "{err}");
+        assert!(err.contains("lists.example.com/r.json"), "{err}");
         assert!(fake.seen().is_empty(), "--list-only does not ask Ably");
     }
 }

@@ -303,7 +303,11 @@ fn publish(
         eprintln!(
             "capsign revoke: add these entries to the revocation list every instance reads{}",
             match &settings.revocation.list {
-                Some(Location::Url(url)) => format!(" ({url})"),
+                Some(Location::Url(url)) => format!(
+                    " ({}{})",
+                    url.authority().map(|a| a.as_str()).unwrap_or_default(),
+                    url.path()
+                ),
                 _ => " (CAPSIGN_REVOCATIONS is not set: no instance reads one yet)".to_owned(),
             }
         );

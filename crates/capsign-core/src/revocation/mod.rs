@@ -95,8 +95,20 @@ pub struct Applied {
     pub issued_not_before_s: u64,
 }
 
+/// A list URL as logs show it: without its query, which may hold a credential (an object
+/// store's pre-signed URL).
+fn shown(url: &Uri) -> String {
+    let path = url.path();
+    match (url.scheme_str(), url.authority(), url.query()) {
+        (Some(scheme), Some(authority), query) => format!(
+            "{scheme}://{authority}{path}{}",
+            if query.is_some() { "?…" } else { "" }
+        ),
+        _ => path.to_owned(),
+    }
+}
+
 /// Where the list comes from.
-#[derive(Debug)]
 enum Source {
     File(PathBuf),
     Url(Uri),
@@ -106,7 +118,7 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::File(path) => path.display().to_string(),
-            Source::Url(url) => url.to_string(),
+            Source::Url(url) => shown(url),
         }
     }
 }
@@ -132,7 +144,7 @@ pub struct Revocations {
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Revocations")
-            .field("source", &self.source)
+            .field("source", &self.source.describe())
             .field("entries", &self.current().len())
             .field("loaded_at_ms", &self.loaded_at_ms.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -273,7 +285,7 @@ impl Revocations {
                 .map_err(|e| ClientError::Network(e.to_string()))
         };
         let fetch_error = |source| RevocationError::Fetch {
-            url: url.to_string(),
+            url: shown(url),
             source,
         };
         // A GET is safe to send twice: once more at once when the connection failed (a
@@ -301,7 +313,7 @@ impl Revocations {
                 self.install(&resp.body, etag, now_ms)
             }
             status => Err(RevocationError::Status {
-                url: url.to_string(),
+                url: shown(url),
                 status,
             }),
         }
@@ -421,5 +433,18 @@ impl Revocations {
     pub fn age_s(&self, now_ms: u64) -> Option<u64> {
         self.loaded_at_ms()
             .map(|at| now_ms.saturating_sub(at) / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_list_url_is_shown_without_its_query() {
+        let url = "https://lists.s3.example.com/r.json?X-Amz-Signature=secret"
+            .parse()
+            .unwrap();
+        assert_eq!(super::shown(&url), "https://lists.s3.example.com/r.json?…");
+        let plain = "http://127.0.0.1:8080/r.json".parse().unwrap();
+        assert_eq!(super::shown(&plain), "http://127.0.0.1:8080/r.json");
     }
 }
