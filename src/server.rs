@@ -178,13 +178,12 @@ pub async fn run(
     run_until(listener, app, shutdown, std::future::pending()).await
 }
 
-/// Reads the revocation list every half `CAPSIGN_REVOCATIONS_REFRESH` while the server runs
-/// (a read is due once per interval), so an instance that gets no requests holds a list as
-/// fresh as a busy one's: its next request already sees a revocation published a refresh
-/// interval ago. Stops with the server.
+/// Reads the revocation list every `CAPSIGN_REVOCATIONS_REFRESH` while the server runs, so an
+/// instance that gets no requests holds a list as fresh as a busy one's: its next request
+/// already sees a revocation published a refresh interval ago. Stops with the server.
 fn keep_revocations_fresh(app: &Arc<App>) -> Option<AbortOnDrop> {
     let revocations = Arc::clone(app.flow.revocations.as_ref()?);
-    let every = app.settings.revocation.refresh / 2;
+    let every = app.settings.revocation.refresh;
     let app = Arc::downgrade(app);
     Some(AbortOnDrop(tokio::spawn(async move {
         loop {
@@ -194,7 +193,7 @@ fn keep_revocations_fresh(app: &Arc<App>) -> Option<AbortOnDrop> {
             };
             let now = app.clock.now_ms();
             drop(app);
-            revocations.refresh_if_due(now).await;
+            revocations.refresh_unless_running(now).await;
         }
     })))
 }

@@ -230,7 +230,7 @@ def revocation_through_nginx(instances, lb, lists):
     revoked_before = [metric(i, "capsign_grants_revoked_total") or 0 for i in instances]
     before_ms = int(time.time() * 1000)
     lists.publish([{"clientId": "carol", "before": before_ms, "resources": ["chat:rev-2"]}])
-    time.sleep(1.0 + 0.3)  # CAPSIGN_REVOCATIONS_REFRESH, and the time to fetch
+    time.sleep(1.0 + 0.5)  # CAPSIGN_REVOCATIONS_REFRESH, and the time to fetch
     upstreams = set()
     for _ in instances:
         for c in (carol, dave):

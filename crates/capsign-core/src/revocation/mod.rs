@@ -375,12 +375,17 @@ impl Revocations {
     }
 
     /// Reads the list if a read is due at `now_ms` and none is running (a failure is logged
-    /// and keeps the list in force). A server calls this on a timer too.
+    /// and keeps the list in force).
     pub async fn refresh_if_due(&self, now_ms: u64) {
         let last = self.tried_at_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < self.refresh_ms {
-            return;
+        if now_ms.saturating_sub(last) >= self.refresh_ms {
+            self.refresh_unless_running(now_ms).await;
         }
+    }
+
+    /// Reads the list now unless a read is running (a failure is logged and keeps the list in
+    /// force): a server's timer, every refresh interval.
+    pub async fn refresh_unless_running(&self, now_ms: u64) {
         let Some(_guard) = crate::client::RefreshGuard::take(&self.refreshing) else {
             return;
         };
