@@ -158,9 +158,13 @@ impl HttpClient {
         self.send(req, timeout, max_body).await
     }
 
-    /// Runs `task` in the background if the runtime can; see [`Platform::spawn`].
-    pub fn spawn(&self, task: BoxFuture<'static, ()>) -> bool {
-        self.platform.spawn(task)
+    /// Runs the work `make` builds in the background when the runtime can, else awaits it
+    /// here: a runtime frozen between requests (Lambda, a Worker) does it in the request that
+    /// found it due. The one policy of the JWKS and revocation-list refreshes.
+    pub(crate) async fn in_background_or_here(&self, make: impl Fn() -> BoxFuture<'static, ()>) {
+        if !self.platform.spawn(make()) {
+            make().await;
+        }
     }
 
     /// Reads a file named by a setting; see [`Platform::read_file`].

@@ -404,14 +404,14 @@ impl JwksState {
         if !self.is_remote() || now_ms.saturating_sub(last) < every {
             return;
         }
-        let state = Arc::clone(self);
-        let spawned = self.client.spawn(Box::pin(async move {
-            state.refresh_if_due(now_ms, state.refresh_every).await;
-        }));
-        if !spawned {
-            // This runtime runs nothing in the background: refresh here, as above.
-            self.refresh_if_due(now_ms, self.refresh_every).await;
-        }
+        self.client
+            .in_background_or_here(|| {
+                let state = Arc::clone(self);
+                Box::pin(async move {
+                    state.refresh_if_due(now_ms, state.refresh_every).await;
+                })
+            })
+            .await;
     }
 
     /// A token named a `kid` that is not in the set: fetch again, unless that happened less

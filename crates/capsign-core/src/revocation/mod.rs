@@ -365,13 +365,12 @@ impl Revocations {
         if now_ms.saturating_sub(last) < self.refresh_ms {
             return;
         }
-        let state = Arc::clone(self);
-        let spawned = self.client.spawn(Box::pin(async move {
-            state.refresh_if_due(now_ms).await;
-        }));
-        if !spawned {
-            self.refresh_if_due(now_ms).await;
-        }
+        self.client
+            .in_background_or_here(|| {
+                let state = Arc::clone(self);
+                Box::pin(async move { state.refresh_if_due(now_ms).await })
+            })
+            .await;
     }
 
     /// Reads the list if a read is due at `now_ms` and none is running (a failure is logged
